@@ -1,0 +1,34 @@
+"""kdviz: knowledge distillation with an expressive teacher, for notebooks.
+
+    import kdviz as kd
+    data = kd.load_dataset("digits")
+    teacher = kd.train_teacher(data, "cnn", "icc_teacher", epochs=15)
+    student = kd.distill(data, teacher, "mlp", "kd+icc_mimic", epochs=40)
+    kd.plot_icc_comparison(kd.extract_icc(teacher.model, data), kd.extract_icc(student.model, data))
+"""
+__version__ = "0.1.0"
+
+from .correlation import ICCReport, extract_icc, icc_distance, icc_of_logits
+from .data import DATASETS, load_dataset
+from .device import resolve_device
+from .losses import LOSS_TERMS, PRESETS, Objective
+from .models import MODELS, build_model
+from .train import TrainConfig, TrainResult, distill, load_model, train, train_teacher
+
+_PLOTS = ("plot_icc", "plot_icc_comparison", "plot_error_curves")
+
+
+def __getattr__(name):
+    # matplotlib and seaborn load only when a figure is asked for, to keep `import kdviz` fast.
+    if name in _PLOTS:
+        from . import plots
+
+        return getattr(plots, name)
+    raise AttributeError(f"module 'kdviz' has no attribute {name!r}")
+
+
+__all__ = [
+    "DATASETS", "ICCReport", "LOSS_TERMS", "MODELS", "Objective", "PRESETS", "TrainConfig", "TrainResult",
+    "build_model", "distill", "extract_icc", "icc_distance", "icc_of_logits", "load_dataset", "load_model",
+    "resolve_device", "train", "train_teacher", *_PLOTS,
+]

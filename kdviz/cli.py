@@ -1,0 +1,146 @@
+"""Command line: `kdviz quickstart | train-teacher | distill | correlations` (also `python -m kdviz`)."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+DEFAULT_TRAIN = {"epochs": 30, "batch_size": 64, "lr": 0.05, "seed": 0}
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best available)")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def _add_training(p: argparse.ArgumentParser, model: str, model_kwargs: str, loss: str) -> None:
+    p.add_argument("--dataset", default="digits", help="dataset name (default: digits, bundled)")
+    p.add_argument("--data-root", default=None, help="where the dataset's files are (default: $KDVIZ_DATA or ./data)")
+    p.add_argument("--n-train", type=int, default=None, help="train on a stratified subset of this many images")
+    p.add_argument("--model", default=model, help=f"model name (default: {model})")
+    p.add_argument("--model-kwargs", default=model_kwargs, help=f"JSON of the model's arguments (default: {model_kwargs})")
+    p.add_argument("--loss", default=loss, help=f"a preset or name=weight pairs, e.g. 'ce=0.1,kd=0.9' (default: {loss})")
+    p.add_argument("--loss-params", default="{}", help='JSON of term parameters, e.g. \'{"kd": {"tau": 2}}\'')
+    for key, value in DEFAULT_TRAIN.items():
+        p.add_argument(f"--{key.replace('_', '-')}", type=type(value), default=value, help=f"(default: {value})")
+    p.add_argument("--schedule", default="cosine", help="cosine, multistep or constant (default: cosine)")
+    p.add_argument("--out", required=True, help="run directory: checkpoints, metrics.csv, config.json")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    _add_common(p)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kdviz", description="Knowledge distillation with an expressive teacher.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    q = sub.add_parser("quickstart", help="train 2 teachers and 4 students on digits; print a table, write plots")
+    q.add_argument("--out", default="runs/quickstart", help="output folder (default: runs/quickstart)")
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--smoke", action="store_true", help="a few epochs only, to check an installation")
+    q.add_argument("--resume", action="store_true", help="reuse finished runs in --out, continue an interrupted one")
+    _add_common(q)
+    q.set_defaults(run=_cmd_quickstart)
+
+    t = sub.add_parser("train-teacher", help="train a teacher (default: CE + ICC regulariser)")
+    _add_training(t, "cnn", '{"width": 16}', "icc_teacher")
+    t.set_defaults(run=_cmd_train)
+
+    d = sub.add_parser("distill", help="train a student from a teacher checkpoint")
+    _add_training(d, "mlp", '{"hidden": 32}', "kd")
+    d.add_argument("--teacher", required=True, help="teacher checkpoint (a best.pt written by train-teacher)")
+    d.set_defaults(run=lambda args: _cmd_train(args, teacher=args.teacher))
+
+    c = sub.add_parser("correlations", help="ICC matrix of a checkpoint: CSV and heatmap PNG")
+    c.add_argument("checkpoint", help="a best.pt or last.pt written by kdviz")
+    c.add_argument("--split", default="test", choices=["train", "val", "test"])
+    c.add_argument("--data-root", default=None)
+    c.add_argument("--tau", type=float, default=4.0, help="temperature of the softened predictions (default: 4)")
+    c.add_argument("--secondary", action="store_true", help="also write the secondary ICC (target removed)")
+    c.add_argument("--cluster", action="store_true", help="order classes by clustering in the heatmap")
+    c.add_argument("--out", default=None, help="output folder (default: next to the checkpoint)")
+    _add_common(c)
+    c.set_defaults(run=_cmd_correlations)
+    return parser
+
+
+def _json_arg(text: str, flag: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{flag} must be JSON, e.g. '{{\"width\": 32}}'; got {text!r} ({e})") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{flag} must be a JSON object, got {text!r}")
+    return value
+
+
+def _cmd_quickstart(args) -> None:
+    from .quickstart import QuickstartConfig, run_quickstart
+
+    cfg = QuickstartConfig.smoke(seed=args.seed) if args.smoke else QuickstartConfig(seed=args.seed)
+    result = run_quickstart(cfg, args.out, device=args.device, progress=not args.no_progress, resume=args.resume)
+    print(f"\nSetting: {result.setting}.")
+    print("Errors are top-1 (%) at the epoch chosen on validation; sigma2 and ICC distance on the test split.\n")
+    print(result.table.round(4).to_string())
+    print(f"\nWrote {args.out}/: metrics.csv, config.json, icc_*.png, icc_diff_*.png, error_curves_*.png, one folder per run.")
+
+
+def _cmd_train(args, teacher=None) -> None:
+    from .data import load_dataset
+    from .losses import Objective
+    from .train import train
+
+    data = load_dataset(args.dataset, args.data_root, n_train=args.n_train, seed=args.seed)
+    objective = Objective.parse(args.loss)
+    params = _json_arg(args.loss_params, "--loss-params")
+    if params:
+        spec = {name: dict(s) for name, s in objective.spec.items()}
+        for name, extra in params.items():
+            if name not in spec:
+                raise ValueError(f"--loss-params names {name!r}, which is not in the loss ({', '.join(spec)})")
+            spec[name].update(extra)
+        objective = Objective(spec)
+    result = train(
+        data, args.model, objective, teacher=teacher, model_kwargs=_json_arg(args.model_kwargs, "--model-kwargs"),
+        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, schedule=args.schedule,
+        device=args.device, out_dir=args.out, resume=args.resume, progress=not args.no_progress,
+    )
+    best = result.best
+    print(f"{data.summary()}\nobjective: {result.objective}")
+    print(f"best epoch {result.best_epoch} (by validation): val error {100 * best['val_top1_err']:.2f} %, "
+          f"test error {100 * best['test_top1_err']:.2f} %")
+    print(f"wrote {args.out}/best.pt, last.pt, metrics.csv, config.json")
+
+
+def _cmd_correlations(args) -> None:
+    from .correlation import extract_icc
+    from .data import load_dataset
+    from .device import resolve_device
+    from .plots import plot_icc
+    from .train import load_model
+
+    device = resolve_device(args.device)
+    model, ckpt = load_model(args.checkpoint, device)
+    data = load_dataset(ckpt["dataset"], args.data_root)
+    report = extract_icc(model, data, args.split, tau=args.tau, device=device)
+    out = Path(args.out) if args.out else Path(args.checkpoint).parent
+    out.mkdir(parents=True, exist_ok=True)
+    stem = f"{Path(args.checkpoint).stem}_{args.split}"
+    kinds = [False, True] if args.secondary else [False]
+    for secondary in kinds:
+        suffix = "secondary_icc" if secondary else "icc"
+        report.to_frame(secondary=secondary).to_csv(out / f"{stem}_{suffix}.csv")
+        fig = plot_icc(report, secondary=secondary, cluster=args.cluster, title=f"{stem}: {suffix.replace('_', ' ')}")
+        fig.savefig(out / f"{stem}_{suffix}.png", dpi=110, bbox_inches="tight")
+        print(f"wrote {out / f'{stem}_{suffix}.csv'} and .png")
+    print(f"sigma2 {report.sigma2:.4f}" + ("" if report.group_mass is None else f", group mass {report.group_mass:.4f}"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.run(args)
+    except (ValueError, TypeError, FileNotFoundError, FileExistsError, FloatingPointError) as e:
+        print(f"kdviz {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    return 0

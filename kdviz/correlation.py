@@ -1,0 +1,160 @@
+"""ICC matrices and expressiveness measures of a model over a whole split (METHOD.md 1 and 4).
+
+Everything is accumulated as sums and counts and divided once, so the numbers do not depend
+on the batch size and stay right when processes all-reduce their sums before dividing.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+from .data.base import DatasetInfo, DatasetSplits
+from .device import resolve_device
+from .inference import predict_logits
+from .losses.icc import class_sums, icc_from_sums, nontarget_log_probs, secondary_icc
+
+
+def secondary_probs(logits: torch.Tensor, targets: torch.Tensor, tau: float = 4.0) -> torch.Tensor:
+    """s_ij = p_ij / (1 - p_iy) for j != y_i, 0 at the target: logits [B, C] -> [B, C].
+
+    Computed as the softmax of the non-target logits, which equals the ratio but stays defined
+    when p_iy rounds to 1.
+    """
+    return nontarget_log_probs(logits, targets, tau).exp()
+
+
+def sigma2_per_sample(logits: torch.Tensor, targets: torch.Tensor, tau: float = 4.0) -> torch.Tensor:
+    """Standard deviation of each sample's C - 1 secondary probabilities: [B, C] -> [B]."""
+    c = logits.shape[1]
+    s = secondary_probs(logits, targets, tau)
+    mean = 1.0 / (c - 1)  # the secondary probabilities of a sample sum to 1
+    off_target = ~F.one_hot(targets, c).bool()
+    return (((s - mean) ** 2) * off_target).sum(1).div(c - 1).sqrt()
+
+
+def group_mass_per_sample(logits: torch.Tensor, targets: torch.Tensor, class_to_group: torch.Tensor, tau: float = 4.0) -> torch.Tensor:
+    """Share of each sample's secondary mass on classes of its true class's group: [B, C] -> [B]."""
+    same_group = class_to_group.unsqueeze(0) == class_to_group[targets].unsqueeze(1)
+    return (secondary_probs(logits, targets, tau) * same_group).sum(1)
+
+
+class ICCAccumulator:
+    """Sums of Y^T P, class counts, sigma2 and group mass over batches; `report()` divides once."""
+
+    def __init__(self, info: DatasetInfo, tau: float = 4.0, device: torch.device | str = "cpu"):
+        if not tau > 0:
+            raise ValueError(f"temperature tau must be > 0, got {tau}")
+        self.info, self.tau = info, tau
+        c = info.num_classes
+        groups = info.class_to_group()
+        self.class_to_group = None if groups is None else torch.tensor(groups, device=device)
+        self.sums = torch.zeros(c, c, device=device, dtype=torch.float64)
+        self.counts = torch.zeros(c, device=device, dtype=torch.float64)
+        self.stats = torch.zeros(3, device=device, dtype=torch.float64)  # n, sum sigma2, sum group mass
+
+    @torch.no_grad()
+    def update(self, logits: torch.Tensor, targets: torch.Tensor) -> None:
+        logits = logits.double()
+        sums, counts = class_sums(F.softmax(logits / self.tau, dim=1), targets, self.info.num_classes)
+        self.sums += sums
+        self.counts += counts
+        self.stats[0] += targets.shape[0]
+        self.stats[1] += sigma2_per_sample(logits, targets, self.tau).sum()
+        if self.class_to_group is not None:
+            self.stats[2] += group_mass_per_sample(logits, targets, self.class_to_group, self.tau).sum()
+
+    def all_reduce(self) -> None:
+        """Sum the accumulators over all processes (a no-op without torch.distributed)."""
+        if dist.is_available() and dist.is_initialized():
+            for t in (self.sums, self.counts, self.stats):
+                dist.all_reduce(t)
+
+    def report(self) -> "ICCReport":
+        n = self.stats[0].clamp_min(1)
+        return ICCReport(
+            info=self.info,
+            tau=self.tau,
+            sums=self.sums.cpu(),
+            counts=self.counts.cpu(),
+            sigma2=float(self.stats[1] / n),
+            group_mass=None if self.class_to_group is None else float(self.stats[2] / n),
+            n=int(self.stats[0]),
+        )
+
+
+@dataclass
+class ICCReport:
+    """The ICC of one model on one split. Matrices are [C, C]; empty classes give NaN rows."""
+
+    info: DatasetInfo
+    tau: float
+    sums: torch.Tensor
+    counts: torch.Tensor
+    sigma2: float
+    group_mass: float | None
+    n: int
+
+    @property
+    def matrix(self) -> torch.Tensor:
+        return icc_from_sums(self.sums, self.counts)
+
+    @property
+    def secondary(self) -> torch.Tensor:
+        return secondary_icc(self.matrix)
+
+    def to_frame(self, secondary: bool = False) -> pd.DataFrame:
+        """The matrix as a DataFrame, rows = true class, columns = predicted class, by name."""
+        m = self.secondary if secondary else self.matrix
+        names = list(self.info.class_names)
+        frame = pd.DataFrame(m.numpy(), index=pd.Index(names, name="true class"), columns=pd.Index(names, name="predicted"))
+        return frame
+
+    def measures(self) -> dict[str, float | None]:
+        return {"sigma2": self.sigma2, "group_mass": self.group_mass}
+
+
+def icc_of_logits(logits: torch.Tensor, labels: torch.Tensor, info: DatasetInfo, tau: float = 4.0) -> ICCReport:
+    """ICCReport from precomputed logits [N, C] and labels [N]."""
+    acc = ICCAccumulator(info, tau, device=logits.device)
+    acc.update(logits, labels.to(logits.device))
+    return acc.report()
+
+
+def extract_icc(
+    model: nn.Module,
+    data: DatasetSplits,
+    split: str = "test",
+    *,
+    tau: float = 4.0,
+    device: str | torch.device | None = None,
+) -> ICCReport:
+    """The ICC matrix, secondary ICC, sigma2 and group mass of `model` on a split of `data`."""
+    dev = resolve_device(device)
+    part = data.split(split)
+    logits = predict_logits(model.to(dev), part, data.info, dev)
+    return icc_of_logits(logits, part.labels, data.info, tau)
+
+
+def icc_distance(teacher: ICCReport | torch.Tensor, student: ICCReport | torch.Tensor) -> dict[str, float]:
+    """||M_t - M_s||_F / C and the Pearson correlation of the off-diagonal entries.
+
+    Classes missing from either matrix (NaN rows) are left out of both numbers.
+    """
+    m_t = teacher.matrix if isinstance(teacher, ICCReport) else teacher
+    m_s = student.matrix if isinstance(student, ICCReport) else student
+    if m_t.shape != m_s.shape:
+        raise ValueError(f"ICC matrices differ in shape: {tuple(m_t.shape)} vs {tuple(m_s.shape)}")
+    c = m_t.shape[0]
+    rows = ~(torch.isnan(m_t).any(1) | torch.isnan(m_s).any(1))
+    diff = (m_t - m_s)[rows]
+    off = rows.unsqueeze(1) & ~torch.eye(c, dtype=torch.bool)
+    a, b = m_t[off].double(), m_s[off].double()
+    a, b = a - a.mean(), b - b.mean()
+    denom = a.norm() * b.norm()
+    pearson = float((a * b).sum() / denom) if denom > 0 else float("nan")
+    return {"icc_distance": float(diff.norm() / c), "icc_pearson": pearson}

@@ -1,0 +1,101 @@
+"""Datasets by name, split into train / val / test, with reproducible low-data training subsets.
+
+    data = load_dataset("digits", seed=0)            # 1,132 train / 126 val / 539 test images
+    small = load_dataset("digits", seed=0, n_train=100)
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from . import digits, idx  # noqa: F401  (importing them registers their datasets)
+from .base import DatasetInfo, DatasetSplits, Split, normalize, stratified_order
+from .registry import DATASETS
+from .roots import MissingDataError, data_roots
+
+
+def dataset_names() -> list[str]:
+    return DATASETS.names()
+
+
+def _check_split_args(val_fraction: float, n_train: int | None, train_fraction: float | None) -> None:
+    if not 0 < val_fraction < 1:
+        raise ValueError(f"val_fraction must be in (0, 1) (both excluded), got {val_fraction!r}")
+    if n_train is not None and train_fraction is not None:
+        raise ValueError(f"give n_train or train_fraction, not both (got n_train={n_train!r}, train_fraction={train_fraction!r})")
+    if n_train is not None and (isinstance(n_train, bool) or not isinstance(n_train, int)):
+        raise ValueError(f"n_train must be an int (a number of images), got {n_train!r}")
+    if train_fraction is not None and not 0 < train_fraction <= 1:
+        raise ValueError(f"train_fraction must be in (0, 1] (0 excluded), got {train_fraction!r}")
+
+
+def split_indices(
+    labels: torch.Tensor,
+    *,
+    val_fraction: float = 0.1,
+    n_train: int | None = None,
+    train_fraction: float | None = None,
+    seed: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(train indices, val indices), sorted int64, into a full training split with labels int64 [N].
+
+    Validation is a stratified val_fraction of the images (every class at least once). Training
+    is the rest, or a stratified subset of n_train images (or train_fraction of the rest, at
+    least one per class). Both come from one generator seeded by `seed`: the same seed gives the
+    same split, and with the same seed and val_fraction a smaller subset lies inside a larger one.
+    """
+    _check_split_args(val_fraction, n_train, train_fraction)
+    num_classes = len(torch.unique(labels))
+    n_val = max(num_classes, round(val_fraction * len(labels)))
+    if len(labels) - n_val < num_classes:
+        raise ValueError(
+            f"val_fraction={val_fraction} leaves {len(labels) - n_val} of {len(labels)} images for training, "
+            f"fewer than the {num_classes} classes; use a smaller val_fraction"
+        )
+    generator = torch.Generator().manual_seed(seed)
+    order = stratified_order(labels, generator)
+    val, rest = order[:n_val], order[n_val:]
+    if n_train is None and train_fraction is None:
+        return rest.sort().values, val.sort().values
+    if train_fraction is not None:
+        n_train = max(num_classes, round(train_fraction * len(rest)))
+    if not num_classes <= n_train <= len(rest):
+        raise ValueError(
+            f"n_train must be in [{num_classes}, {len(rest)}] (at least one image per class, at most the "
+            f"{len(rest)} training images left after validation), got {n_train}"
+        )
+    train = rest[stratified_order(labels[rest], generator)][:n_train]
+    return train.sort().values, val.sort().values
+
+
+def load_dataset(
+    name: str = "digits",
+    root: str | os.PathLike | None = None,
+    *,
+    val_fraction: float = 0.1,
+    n_train: int | None = None,
+    train_fraction: float | None = None,
+    seed: int = 0,
+) -> DatasetSplits:
+    """Load a dataset by name (see dataset_names()) and split it into train / val / test.
+
+    The test split is the dataset's own and never depends on `seed`; validation and the training
+    subset are drawn from the full training split as described in split_indices. Files are looked
+    for in `root`, else $KDVIZ_DATA, else the checkout's data/ folder; a MissingDataError says
+    where it looked and how to get them.
+    """
+    loader = DATASETS.get(name)
+    _check_split_args(val_fraction, n_train, train_fraction)
+    info, full, test = loader(None if root is None else Path(root))
+    train_idx, val_idx = split_indices(
+        full.labels, val_fraction=val_fraction, n_train=n_train, train_fraction=train_fraction, seed=seed
+    )
+    return DatasetSplits(info, full.subset(train_idx), full.subset(val_idx), test)
+
+
+__all__ = [
+    "DATASETS", "DatasetInfo", "DatasetSplits", "MissingDataError", "Split", "data_roots", "dataset_names",
+    "load_dataset", "normalize", "split_indices",
+]

@@ -1,0 +1,40 @@
+"""Where dataset files are looked for, and the error that says how to get them."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterable
+
+ENV_VAR = "KDVIZ_DATA"
+# `data/` next to the kdviz package folder, i.e. at the top of a source checkout.
+CHECKOUT_DATA = Path(__file__).resolve().parents[2] / "data"
+
+
+def data_roots(root: str | os.PathLike | None = None) -> list[Path]:
+    """Data folders in priority order: `root` if given, else $KDVIZ_DATA if set, else <checkout>/data.
+
+    Only the first that applies is used, so that an explicit choice is never silently overridden
+    by files lying elsewhere.
+    """
+    if root is not None:
+        return [Path(root).expanduser()]
+    env = os.environ.get(ENV_VAR)
+    if env:
+        return [Path(env).expanduser()]
+    return [CHECKOUT_DATA]
+
+
+class MissingDataError(FileNotFoundError):
+    """A dataset's files are not where they were looked for; the message lists every path tried
+    and the commands that fetch the files."""
+
+    def __init__(self, dataset: str, tried: Iterable[Path], commands: Iterable[str], note: str = ""):
+        self.dataset = dataset
+        self.tried = [Path(p) for p in tried]
+        lines = [f"dataset {dataset!r}: files not found. Looked in:"]
+        lines += [f"  {p}" for p in self.tried]
+        lines.append("Get them with one of:")
+        lines += [f"  {c}" for c in commands]
+        if note:
+            lines.append(note)
+        super().__init__("\n".join(lines))

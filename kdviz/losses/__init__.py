@@ -1,0 +1,25 @@
+"""Loss functions (pure, on tensors) and the named terms the trainer combines."""
+from .classic import cross_entropy, kd_loss, kl_divergence, label_smoothing
+from .icc import (
+    class_conditional_icc,
+    class_sums,
+    icc_from_sums,
+    nontarget_log_probs,
+    secondary_icc,
+    sharpen_rows,
+    teacher_icc_regularizer,
+)
+from .mimic import (
+    batch_class_gram,
+    class_conditional_mimic,
+    dist_loss,
+    icc_mimic_frobenius,
+    icc_mimic_kl,
+    icc_mimic_pearson,
+    pearson_columns,
+)
+from .consensus import ClassConsensus
+from .terms import LOSS_TERMS, LossTerm, StepOutputs
+from .objective import PRESETS, Objective
+
+__all__ = [name for name in dir() if not name.startswith("_")]

@@ -1,0 +1,50 @@
+"""Training state of the teacher-side terms: the class consensus of the previous epoch.
+
+Both the ICC regulariser and Online Label Smoothing build their targets from the model's own
+predictions on the training samples it classified correctly, accumulated over an epoch and
+frozen at the epoch's end. The state lives here, in one small object per term.
+"""
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+from .icc import icc_from_sums
+
+
+class ClassConsensus:
+    """Accumulates Y^T P and n over the correctly classified samples of an epoch.
+
+    `update` is called every step (no host sync); `finish_epoch` returns M = diag(n)^-1 Y^T P
+    [C, C] (NaN rows for classes with no correct sample) and resets. Under data parallelism the
+    sums and counts are all-reduced before the division, so every rank gets the global matrix.
+    """
+
+    def __init__(self, tau: float):
+        self.tau = tau
+        self.sums: torch.Tensor | None = None
+        self.counts: torch.Tensor | None = None
+
+    @torch.no_grad()
+    def update(self, logits: torch.Tensor, targets: torch.Tensor) -> None:
+        probs = F.softmax(logits.detach().float() / self.tau, dim=1)
+        # Masking by multiplication, not boolean indexing, keeps the step free of host syncs.
+        correct = (logits.argmax(1) == targets).unsqueeze(1)
+        onehot = F.one_hot(targets, logits.shape[1]).to(probs.dtype) * correct
+        sums, counts = onehot.T @ probs, onehot.sum(0)
+        if self.sums is None:
+            self.sums, self.counts = sums, counts
+        else:
+            self.sums += sums
+            self.counts += counts
+
+    def finish_epoch(self) -> torch.Tensor | None:
+        if self.sums is None:
+            return None
+        sums, counts = self.sums, self.counts
+        if dist.is_available() and dist.is_initialized():
+            dist.all_reduce(sums)
+            dist.all_reduce(counts)
+        self.sums = self.counts = None
+        return icc_from_sums(sums, counts)

@@ -1,0 +1,85 @@
+"""Inter-class correlation (ICC) matrices and the teacher's ICC regulariser (METHOD.md 1-2).
+
+Notation: B samples, C classes, P = softmax(z / tau) row-wise, Y one-hot labels, n = Y^T 1.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .classic import _check_tau
+
+
+def class_sums(probs: torch.Tensor, targets: torch.Tensor, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Y^T P and n: probs [B, C], targets [B] -> (sums [C, C], counts [C]).
+
+    Kept separate from the division so that callers can add sums and counts over batches and
+    processes, and divide once (a mean of per-batch means would weight batches, not samples).
+    """
+    onehot = F.one_hot(targets, num_classes).to(probs.dtype)
+    return onehot.T @ probs, onehot.sum(0)
+
+
+def icc_from_sums(sums: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """M = diag(n)^-1 Y^T P: [C, C]; rows of classes with no sample are NaN, never 0."""
+    counts = counts.to(sums.dtype).unsqueeze(1)
+    return torch.where(counts > 0, sums / counts.clamp_min(1), torch.full_like(sums, float("nan")))
+
+
+def class_conditional_icc(probs: torch.Tensor, targets: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """M[k, j] = mean of P[i, j] over the samples i of class k. probs [B, C], targets [B] -> [C, C]."""
+    return icc_from_sums(*class_sums(probs, targets, num_classes))
+
+
+def secondary_icc(icc: torch.Tensor) -> torch.Tensor:
+    """M2[k, j] = M[k, j] / (1 - M[k, k]) for j != k, zero diagonal. [C, C] -> [C, C].
+
+    Removes the target confidence and leaves the class-to-class structure. NaN rows stay NaN;
+    a row with no off-diagonal mass at all stays 0.
+    """
+    eye = torch.eye(icc.shape[0], dtype=torch.bool, device=icc.device)
+    off_diagonal = icc.masked_fill(eye, 0.0)
+    # The off-diagonal sum equals 1 - M[k, k] exactly, but unlike it does not cancel to 0 in
+    # float32 when a class is predicted with near certainty.
+    rest = off_diagonal.sum(1, keepdim=True).clamp_min(torch.finfo(icc.dtype).tiny)
+    return off_diagonal / rest
+
+
+def sharpen_rows(m2: torch.Tensor, power: float = 1.0) -> torch.Tensor:
+    """T[k] ~ M2[k]^power, renormalised over j != k; rows that are NaN or all zero become uniform.
+
+    m2 [C, C] with zero diagonal -> [C, C] with zero diagonal, each row summing to 1.
+    """
+    if not power > 0:
+        raise ValueError(f"sharpening power must be > 0, got {power}")
+    c = m2.shape[0]
+    off_diag = ~torch.eye(c, dtype=torch.bool, device=m2.device)
+    t = torch.nan_to_num(m2, nan=0.0).clamp_min(0) ** power * off_diag
+    mass = t.sum(1, keepdim=True)
+    uniform = off_diag.to(m2.dtype) / (c - 1)
+    return torch.where(mass > 0, t / mass.clamp_min(torch.finfo(m2.dtype).tiny), uniform)
+
+
+def nontarget_log_probs(logits: torch.Tensor, targets: torch.Tensor, tau: float) -> torch.Tensor:
+    """log q_i: log-softmax over the non-target logits {z_ij / tau : j != y_i}.
+
+    logits [B, C], targets [B] -> [B, C] with -inf at the target column.
+    """
+    target_mask = F.one_hot(targets, logits.shape[1]).bool()
+    return F.log_softmax((logits / tau).masked_fill(target_mask, float("-inf")), dim=1)
+
+
+def teacher_icc_regularizer(
+    logits: torch.Tensor, targets: torch.Tensor, target_rows: torch.Tensor, tau: float = 4.0
+) -> torch.Tensor:
+    """tau^2 * mean_i KL(T[y_i] || q_i), the expressive-teacher term of METHOD.md section 2.
+
+    logits [B, C], targets [B], target_rows T [C, C] (rows sum to 1, zero diagonal, detached)
+    -> scalar. q_i is the softmax over sample i's non-target logits at temperature tau.
+    """
+    _check_tau(tau)
+    t = target_rows.detach()[targets]
+    log_q = nontarget_log_probs(logits, targets, tau)
+    log_t = torch.log(t.clamp_min(torch.finfo(t.dtype).tiny))
+    kl = torch.where(t > 0, t * (log_t - log_q), torch.zeros_like(t)).sum(1)
+    return tau**2 * kl.mean()

@@ -1,0 +1,101 @@
+"""An objective: a weighted dict of named loss terms, written the way a notebook cell writes it.
+
+    Objective({"ce": 0.1, "kd": 0.9, "icc_mimic": {"weight": 0.1, "tau": 4}})
+    Objective.parse("ce=0.1,kd=0.9,icc_mimic=0.1")     # the CLI's form
+    Objective.preset("kd+icc_mimic")                   # a named recipe of METHOD.md
+"""
+from __future__ import annotations
+
+import math
+from typing import Mapping
+
+import torch
+
+from .terms import LOSS_TERMS, LossTerm, StepOutputs
+
+# Defaults from METHOD.md: alpha = 0.9, tau = 4, beta = 0.1, lambda_T = 0.1, p = 1.
+PRESETS: dict[str, dict] = {
+    "ce": {"ce": 1.0},
+    "label_smoothing": {"label_smoothing": {"weight": 1.0, "eps": 0.1}},
+    "icc_teacher": {"ce": 1.0, "icc_teacher": {"weight": 0.1, "tau": 4.0, "power": 1.0}},
+    "online_label_smoothing": {"ce": 0.5, "online_label_smoothing": 0.5},
+    "kd": {"ce": 0.1, "kd": {"weight": 0.9, "tau": 4.0}},
+    "kd+icc_mimic": {"ce": 0.1, "kd": {"weight": 0.9, "tau": 4.0}, "icc_mimic": {"weight": 0.1, "tau": 4.0}},
+    "dist": {"ce": 1.0, "dist": {"weight": 1.0, "tau": 4.0}},
+}
+
+TermSpec = float | Mapping[str, float]
+
+
+class Objective:
+    """Sum of weighted terms. Calling it returns (total loss, {name: unweighted detached value})."""
+
+    def __init__(self, spec: Mapping[str, TermSpec]):
+        if not spec:
+            raise ValueError(f"an objective needs at least one loss term; valid terms: {', '.join(LOSS_TERMS.names())}")
+        self.spec = {name: _normalise(name, s) for name, s in spec.items()}
+        self.terms: dict[str, LossTerm] = {}
+        self.weights: dict[str, float] = {}
+        for name, s in self.spec.items():
+            params = {k: v for k, v in s.items() if k != "weight"}
+            self.terms[name] = LOSS_TERMS.get(name)(**params)
+            self.weights[name] = s["weight"]
+
+    @classmethod
+    def preset(cls, name: str, **overrides: TermSpec) -> "Objective":
+        if name not in PRESETS:
+            raise ValueError(f"unknown objective preset {name!r}; valid choices: {', '.join(PRESETS)}")
+        return cls({**PRESETS[name], **overrides})
+
+    @classmethod
+    def parse(cls, text: str) -> "Objective":
+        """'ce=0.1,kd=0.9' (name=weight pairs, default parameters) or a preset name."""
+        text = text.strip()
+        if text in PRESETS:
+            return cls.preset(text)
+        spec: dict[str, TermSpec] = {}
+        for part in filter(None, (p.strip() for p in text.split(","))):
+            name, sep, weight = part.partition("=")
+            if not sep:
+                raise ValueError(
+                    f"cannot read loss {part!r}: write name=weight pairs such as 'ce=0.1,kd=0.9', "
+                    f"or a preset ({', '.join(PRESETS)})"
+                )
+            spec[name.strip()] = float(weight)
+        return cls(spec)
+
+    @property
+    def needs_teacher(self) -> bool:
+        return any(t.needs_teacher for t in self.terms.values())
+
+    def __call__(self, out: StepOutputs) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        values = {name: term(out) for name, term in self.terms.items()}
+        total = sum(self.weights[n] * v for n, v in values.items())
+        return total, {n: v.detach() for n, v in values.items()}
+
+    def end_epoch(self) -> None:
+        for term in self.terms.values():
+            term.end_epoch()
+
+    def state_dict(self) -> dict:
+        return {name: term.state_dict() for name, term in self.terms.items()}
+
+    def load_state_dict(self, state: dict) -> None:
+        for name, term in self.terms.items():
+            term.load_state_dict(state.get(name, {}))
+
+    def describe(self) -> str:
+        parts = []
+        for name, s in self.spec.items():
+            extra = ", ".join(f"{k}={v}" for k, v in s.items() if k != "weight")
+            parts.append(f"{s['weight']:g}*{name}" + (f"({extra})" if extra else ""))
+        return " + ".join(parts)
+
+
+def _normalise(name: str, spec: TermSpec) -> dict:
+    LOSS_TERMS.get(name)  # fail early, listing the valid names
+    spec = {"weight": float(spec)} if isinstance(spec, (int, float)) else dict(spec)
+    weight = spec.setdefault("weight", 1.0)
+    if not (isinstance(weight, (int, float)) and math.isfinite(weight) and weight >= 0):
+        raise ValueError(f"weight of loss term {name!r} must be a finite number >= 0, got {weight!r}")
+    return spec

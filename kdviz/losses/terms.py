@@ -1,0 +1,190 @@
+"""Named loss terms: the pure functions of this package, adapted to one training step.
+
+A term sees a `StepOutputs` (the trained model's logits, the labels and, when distilling, the
+teacher's logits) and returns a scalar. The trainer sums a weighted dict of terms, so an
+ablation changes a dict, not code. A new term is one function and one registry line here.
+"""
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from ..registry import Registry
+from . import classic, icc, mimic
+from .consensus import ClassConsensus
+
+
+@dataclass
+class StepOutputs:
+    """logits [B, C] of the model being trained, targets [B], teacher_logits [B, C] or None."""
+
+    logits: torch.Tensor
+    targets: torch.Tensor
+    teacher_logits: torch.Tensor | None = None
+
+
+class LossTerm:
+    """One named term. Stateful terms override `end_epoch`, `state_dict` and `load_state_dict`."""
+
+    needs_teacher = False
+
+    def __init__(self, **params):
+        self.params = params
+
+    def __call__(self, out: StepOutputs) -> torch.Tensor:
+        raise NotImplementedError
+
+    def end_epoch(self) -> None:
+        """Called once after every training epoch (and before the next one starts)."""
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
+LOSS_TERMS: Registry[Callable[..., LossTerm]] = Registry("loss term")
+
+
+class FunctionTerm(LossTerm):
+    """A stateless term: a pure loss function with its keyword parameters bound."""
+
+    def __init__(self, fn: Callable, needs_teacher: bool, needs_targets: bool, **params):
+        super().__init__(**params)
+        self.fn, self.needs_teacher, self.needs_targets = fn, needs_teacher, needs_targets
+
+    def __call__(self, out: StepOutputs) -> torch.Tensor:
+        args = [out.logits]
+        if self.needs_teacher:
+            args.append(out.teacher_logits)
+        if self.needs_targets:
+            args.append(out.targets)
+        return self.fn(*args, **self.params)
+
+
+def _register_function(name: str, fn: Callable, *, needs_teacher: bool, needs_targets: bool) -> None:
+    valid = [p for p in list(inspect.signature(fn).parameters)[1:] if p not in ("teacher_logits", "targets")]
+
+    def factory(**params) -> LossTerm:
+        _check_params(name, valid, params)
+        return FunctionTerm(fn, needs_teacher, needs_targets, **params)
+
+    factory.__doc__ = fn.__doc__
+    LOSS_TERMS.register(name)(factory)
+
+
+def _register_class(name: str):
+    """Register a stateful LossTerm subclass, with the same parameter checks as function terms."""
+
+    def decorator(cls):
+        valid = list(inspect.signature(cls.__init__).parameters)[1:]
+
+        def factory(**params) -> LossTerm:
+            _check_params(name, valid, params)
+            return cls(**params)
+
+        factory.__doc__ = cls.__doc__
+        LOSS_TERMS.register(name)(factory)
+        return cls
+
+    return decorator
+
+
+def _check_params(name: str, valid: list[str], params: dict) -> None:
+    unknown = sorted(set(params) - set(valid))
+    if unknown:
+        raise TypeError(f"loss term {name!r} got unknown parameter(s) {unknown}; valid: {valid or 'none'}")
+    if "tau" in params and not params["tau"] > 0:
+        raise ValueError(f"loss term {name!r}: temperature tau must be > 0, got {params['tau']}")
+
+
+_register_function("ce", classic.cross_entropy, needs_teacher=False, needs_targets=True)
+_register_function("label_smoothing", classic.label_smoothing, needs_teacher=False, needs_targets=True)
+_register_function("kd", classic.kd_loss, needs_teacher=True, needs_targets=False)
+_register_function("icc_mimic", mimic.icc_mimic_kl, needs_teacher=True, needs_targets=False)
+_register_function("icc_mimic_frobenius", mimic.icc_mimic_frobenius, needs_teacher=True, needs_targets=False)
+_register_function("icc_mimic_pearson", mimic.icc_mimic_pearson, needs_teacher=True, needs_targets=False)
+_register_function("icc_mimic_classwise", mimic.class_conditional_mimic, needs_teacher=True, needs_targets=True)
+_register_function("dist", mimic.dist_loss, needs_teacher=True, needs_targets=False)
+
+
+class _ConsensusTerm(LossTerm):
+    """Shared machinery of the terms whose target is last epoch's class consensus."""
+
+    def __init__(self, tau: float, ema: float, **params):
+        if not tau > 0:
+            raise ValueError(f"temperature tau must be > 0, got {tau}")
+        if not 0.0 <= ema < 1.0:
+            raise ValueError(f"ema must be in [0, 1), got {ema}")
+        super().__init__(tau=tau, ema=ema, **params)
+        self.consensus = ClassConsensus(tau)
+        self.target: torch.Tensor | None = None
+
+    def _rows(self, icc_matrix: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def end_epoch(self) -> None:
+        matrix = self.consensus.finish_epoch()
+        if matrix is None:
+            return
+        rows = self._rows(matrix)
+        ema = self.params["ema"]
+        self.target = rows if self.target is None or ema == 0 else ema * self.target + (1 - ema) * rows
+
+    def state_dict(self) -> dict:
+        return {"target": self.target}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.target = state["target"]
+
+
+@_register_class("icc_teacher")
+class TeacherICCTerm(_ConsensusTerm):
+    """The expressive-teacher regulariser, tau^2 * mean_i KL(T[y_i] || q_i) (METHOD.md section 2).
+
+    T is last epoch's secondary ICC over correctly classified training samples, sharpened by
+    `power` and optionally smoothed across epochs by `ema`. It is 0 until the first epoch ends.
+    """
+
+    def __init__(self, tau: float = 4.0, power: float = 1.0, ema: float = 0.0):
+        if not power > 0:
+            raise ValueError(f"sharpening power must be > 0, got {power}")
+        super().__init__(tau=tau, ema=ema, power=power)
+
+    def _rows(self, icc_matrix):
+        return icc.sharpen_rows(icc.secondary_icc(icc_matrix), self.params["power"])
+
+    def __call__(self, out: StepOutputs) -> torch.Tensor:
+        self.consensus.update(out.logits, out.targets)
+        if self.target is None:
+            return out.logits.new_zeros(())
+        target = self.target.to(out.logits.device, out.logits.dtype)
+        return icc.teacher_icc_regularizer(out.logits, out.targets, target, self.params["tau"])
+
+
+@_register_class("online_label_smoothing")
+class OnlineLabelSmoothingTerm(_ConsensusTerm):
+    """Online Label Smoothing (Zhang et al. 2021): cross-entropy to last epoch's full class-mean
+    prediction S[y_i] over correctly classified samples; 0 until the first epoch ends.
+
+    Use it beside "ce" (the paper mixes the two half and half). Classes with no correct sample
+    fall back to the one-hot label.
+    """
+
+    def __init__(self, tau: float = 1.0, ema: float = 0.0):
+        super().__init__(tau=tau, ema=ema)
+
+    def _rows(self, icc_matrix):
+        eye = torch.eye(icc_matrix.shape[0], dtype=icc_matrix.dtype, device=icc_matrix.device)
+        return torch.where(torch.isnan(icc_matrix), eye, icc_matrix)
+
+    def __call__(self, out: StepOutputs) -> torch.Tensor:
+        self.consensus.update(out.logits, out.targets)
+        if self.target is None:
+            return out.logits.new_zeros(())
+        soft = self.target.to(out.logits.device, out.logits.dtype)[out.targets]
+        return -(soft * torch.log_softmax(out.logits, dim=1)).sum(1).mean()

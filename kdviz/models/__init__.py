@@ -1,0 +1,38 @@
+"""Model registry: `build_model(name, num_classes, image_shape, **kwargs)`.
+
+Each entry is a factory `(num_classes, image_shape, **kwargs) -> nn.Module`; the paper-scale
+architectures register here the same way.
+"""
+from __future__ import annotations
+
+from torch import nn
+
+from ..registry import Registry
+from .small import MLP, SmallCNN
+
+MODELS: Registry = Registry("model")
+
+
+@MODELS.register("cnn")
+def cnn(num_classes: int, image_shape: tuple[int, int, int], width: int = 16) -> nn.Module:
+    return SmallCNN(num_classes, in_channels=image_shape[0], width=width)
+
+
+@MODELS.register("mlp")
+def mlp(num_classes: int, image_shape: tuple[int, int, int], hidden: int = 64, depth: int = 2) -> nn.Module:
+    c, h, w = image_shape
+    return MLP(num_classes, in_features=c * h * w, hidden=hidden, depth=depth)
+
+
+def build_model(name: str, num_classes: int, image_shape: tuple[int, int, int], **kwargs) -> nn.Module:
+    """Build a registered model; kwargs are the architecture's own (e.g. width=32 for "cnn")."""
+    if num_classes < 2:
+        raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+    return MODELS.get(name)(num_classes, tuple(image_shape), **kwargs)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+__all__ = ["MODELS", "build_model", "count_parameters", "SmallCNN", "MLP"]

@@ -1,0 +1,58 @@
+"""Small models for 8x8 and 28x28 inputs: a CNN with a width knob and an MLP.
+
+Both take any number of channels and classes, and can return their penultimate features too.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def _conv_bn_relu(c_in: int, c_out: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))
+
+
+class SmallCNN(nn.Module):
+    """Three conv-BN-ReLU blocks of width w, 2w, 4w, two 2x max-pools, global average pooling.
+
+    The global pooling adapts to any input size, so one class serves 8x8 digits and 28x28 MNIST.
+    """
+
+    def __init__(self, num_classes: int, in_channels: int = 1, width: int = 16):
+        super().__init__()
+        self.features = nn.Sequential(
+            _conv_bn_relu(in_channels, width),
+            _conv_bn_relu(width, 2 * width),
+            nn.MaxPool2d(2, ceil_mode=True),
+            _conv_bn_relu(2 * width, 4 * width),
+            nn.MaxPool2d(2, ceil_mode=True),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+        )
+        self.classifier = nn.Linear(4 * width, num_classes)
+
+    def forward(self, x: torch.Tensor, return_features: bool = False):
+        """x [B, C_in, H, W] -> logits [B, num_classes] (and features [B, 4w] if asked)."""
+        features = self.features(x)
+        logits = self.classifier(features)
+        return (logits, features) if return_features else logits
+
+
+class MLP(nn.Module):
+    """Flatten, `depth` hidden ReLU layers of size `hidden`, a linear classifier."""
+
+    def __init__(self, num_classes: int, in_features: int, hidden: int = 64, depth: int = 2):
+        super().__init__()
+        layers: list[nn.Module] = [nn.Flatten()]
+        size = in_features
+        for _ in range(depth):
+            layers += [nn.Linear(size, hidden), nn.ReLU(inplace=True)]
+            size = hidden
+        self.features = nn.Sequential(*layers)
+        self.classifier = nn.Linear(size, num_classes)
+
+    def forward(self, x: torch.Tensor, return_features: bool = False):
+        """x [B, C, H, W] -> logits [B, num_classes] (and features [B, hidden] if asked)."""
+        features = self.features(x)
+        logits = self.classifier(features)
+        return (logits, features) if return_features else logits

@@ -1,0 +1,138 @@
+"""Figures: ICC heatmaps, teacher / student / difference side by side, error curves.
+
+Every function returns a matplotlib Figure, so a notebook cell shows it and a script saves it.
+"""
+from __future__ import annotations
+
+from typing import Mapping
+
+import matplotlib.axes
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.figure import Figure
+
+from .correlation import ICCReport
+
+MatrixLike = ICCReport | pd.DataFrame
+
+
+def _new_figure(figsize: tuple[float, float], ncols: int = 1):
+    # Made through pyplot so that notebooks register their PNG display for figures, then closed
+    # at once: pyplot keeps no reference (no leak in loops) and the notebook shows the figure
+    # once, as the cell's value, instead of twice.
+    fig, axes = plt.subplots(1, ncols, figsize=figsize)
+    plt.close(fig)
+    return fig, axes
+
+
+def _frame(m: MatrixLike, secondary: bool) -> pd.DataFrame:
+    return m.to_frame(secondary=secondary) if isinstance(m, ICCReport) else m
+
+
+def cluster_order(frame: pd.DataFrame) -> list:
+    """Class order from average-linkage clustering of the symmetrised matrix, so that classes the
+    model confuses with each other sit next to each other. NaN rows go last."""
+    from scipy.cluster.hierarchy import leaves_list, linkage
+    from scipy.spatial.distance import squareform
+
+    present = ~frame.isna().all(axis=1)
+    labels = list(frame.index[present])
+    if len(labels) < 3:
+        return list(frame.index)
+    sub = frame.loc[labels, labels].to_numpy(dtype=float)
+    sim = (sub + sub.T) / 2
+    np.fill_diagonal(sim, 0.0)
+    dist = sim.max() - sim
+    np.fill_diagonal(dist, 0.0)
+    order = leaves_list(linkage(squareform(dist, checks=False), method="average"))
+    return [labels[i] for i in order] + list(frame.index[~present])
+
+
+def plot_icc(
+    m: MatrixLike,
+    *,
+    secondary: bool = False,
+    cluster: bool = False,
+    title: str | None = None,
+    ax: matplotlib.axes.Axes | None = None,
+    center: float | None = None,
+    cmap: str = "viridis",
+    annotate: bool | None = None,
+) -> Figure:
+    """Heatmap of one ICC matrix (rows: true class, columns: predicted class). NaN rows stay blank.
+
+    secondary=True shows the secondary ICC (target confidence removed), the class-to-class structure.
+    """
+    frame = _frame(m, secondary)
+    if cluster:
+        order = cluster_order(frame)
+        frame = frame.loc[order, order]
+    if ax is None:
+        size = max(4.0, 0.45 * len(frame) + 2)
+        fig, ax = _new_figure((size + 1, size))
+    else:
+        fig = ax.figure
+    annotate = len(frame) <= 12 if annotate is None else annotate
+    sns.heatmap(frame, ax=ax, cmap=cmap, center=center, square=True, annot=annotate, fmt=".2f",
+                annot_kws={"fontsize": 7}, cbar_kws={"shrink": 0.8})
+    ax.set_title(title or ("secondary ICC" if secondary else "ICC"))
+    return fig
+
+
+def plot_icc_comparison(teacher: MatrixLike, student: MatrixLike, *, secondary: bool = True, cluster: bool = False,
+                        names: tuple[str, str] = ("teacher", "student")) -> Figure:
+    """Teacher, student and teacher - student heatmaps side by side, on one class order."""
+    t, s = _frame(teacher, secondary), _frame(student, secondary)
+    if cluster:
+        order = cluster_order(t)
+        t, s = t.loc[order, order], s.loc[order, order]
+    size = max(4.0, 0.4 * len(t) + 2)
+    fig, axes = _new_figure((3 * size + 3, size), ncols=3)
+    vmax = np.nanmax([t.to_numpy(), s.to_numpy()])
+    kind = "secondary ICC" if secondary else "ICC"
+    annotate = len(t) <= 12
+    for ax, frame, label in ((axes[0], t, names[0]), (axes[1], s, names[1])):
+        sns.heatmap(frame, ax=ax, cmap="viridis", vmin=0, vmax=vmax, square=True, annot=annotate, fmt=".2f",
+                    annot_kws={"fontsize": 6}, cbar_kws={"shrink": 0.8})
+        ax.set_title(f"{label}: {kind}")
+    diff = t - s
+    lim = np.nanmax(np.abs(diff.to_numpy())) or 1.0
+    sns.heatmap(diff, ax=axes[2], cmap="RdBu_r", vmin=-lim, vmax=lim, square=True, annot=annotate, fmt=".2f",
+                annot_kws={"fontsize": 6}, cbar_kws={"shrink": 0.8})
+    axes[2].set_title(f"{names[0]} - {names[1]}")
+    fig.tight_layout()
+    return fig
+
+
+def plot_error_curves(runs: Mapping[str, "pd.DataFrame | object"], *, metric: str = "top1_err",
+                      splits: tuple[str, ...] = ("val",), ax: matplotlib.axes.Axes | None = None,
+                      title: str | None = None) -> Figure:
+    """Error per epoch of several runs on one axis. `runs` maps a label to a TrainResult or its
+    history DataFrame. Solid lines: the first split; dashed: the second; a dot marks the epoch
+    selected on validation."""
+    if ax is None:
+        fig, ax = _new_figure((7, 4.5))
+    else:
+        fig = ax.figure
+    styles = ["-", "--", ":"]
+    for i, (label, run) in enumerate(runs.items()):
+        history = getattr(run, "history", run)
+        color = f"C{i % 10}"
+        for split, style in zip(splits, styles):
+            column = f"{split}_{metric}"
+            if column not in history:
+                raise KeyError(f"history of {label!r} has no column {column!r}; columns: {list(history.columns)}")
+            ax.plot(history["epoch"], 100 * history[column], style, color=color, label=f"{label} ({split})")
+        best = getattr(run, "best_epoch", None)
+        if best is not None and best >= 0:
+            row = history.set_index("epoch").loc[best]
+            ax.plot([best], [100 * row[f"{splits[0]}_{metric}"]], "o", color=color)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(f"{metric.replace('_', ' ')} (%)")
+    ax.set_title(title or "error curves")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

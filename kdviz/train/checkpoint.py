@@ -1,0 +1,83 @@
+"""Checkpoints: plain dicts of tensors and builtins, written atomically, read with weights_only.
+
+A model checkpoint records how to rebuild the model (registry name and keyword arguments),
+the dataset it was trained on and the versions that wrote it, so that `load_model` needs
+nothing but the path.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .. import __version__
+from ..models import build_model
+
+FORMAT = "kdviz-checkpoint-1"
+
+
+class CheckpointError(ValueError):
+    """A file that is not a usable kdviz checkpoint; the message says why and what to do."""
+
+
+def atomic_save(obj, path: str | os.PathLike) -> None:
+    """torch.save to a temporary file in the same folder, fsync, then rename over `path`, so an
+    interruption leaves either the old file or the new one, never half of one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
+    """Read a kdviz checkpoint safely (weights_only=True: a pickle that runs code is refused)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}; train one with `kdviz train-teacher --out DIR` (it writes DIR/best.pt)")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, OSError) as e:
+        raise CheckpointError(
+            f"{path} is not a readable kdviz checkpoint (truncated, corrupt, or not written by torch.save "
+            f"of plain tensors): {str(e).splitlines()[0]}. Re-run the training that writes it."
+        ) from e
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a kdviz checkpoint (expected format {FORMAT!r}); pass a best.pt or last.pt written by kdviz")
+    return ckpt
+
+
+def model_checkpoint(model: nn.Module, model_spec: dict, dataset: str, **extra) -> dict:
+    return {
+        "format": FORMAT,
+        "kdviz_version": __version__,
+        "torch_version": str(torch.__version__),
+        "model": dict(model_spec),
+        "dataset": dataset,
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        **extra,
+    }
+
+
+def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
+    """Rebuild the model stored in a checkpoint; returns (model in eval mode, checkpoint dict)."""
+    ckpt = load_checkpoint(path)
+    spec = ckpt["model"]
+    model = build_model(spec["name"], spec["num_classes"], tuple(spec["image_shape"]), **spec.get("kwargs", {}))
+    try:
+        model.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as e:
+        raise CheckpointError(f"{path}: weights do not fit model {spec['name']!r} with {spec.get('kwargs', {})}: {e}") from e
+    return model.to(device).eval(), ckpt

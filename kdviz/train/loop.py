@@ -1,0 +1,286 @@
+"""One training loop for teachers and students.
+
+`train(data, model, objective, teacher=...)` runs epochs of SGD on a weighted dict of loss terms,
+evaluates every epoch, keeps the epoch with the lowest validation error (never the test error),
+and writes, when given a run directory, a checkpoint every epoch so an interrupted run resumes.
+"""
+from __future__ import annotations
+
+import json
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .. import __version__
+from ..correlation import ICCAccumulator, ICCReport
+from ..data.base import DatasetInfo, DatasetSplits
+from ..data.loader import iterate_batches
+from ..device import resolve_device
+from ..inference import predict_logits, topk_errors
+from ..losses import Objective, StepOutputs
+from ..models import build_model
+from .checkpoint import atomic_save, load_checkpoint, load_model, model_checkpoint
+from .config import TrainConfig, make_optimizer
+
+
+@dataclass
+class TrainResult:
+    """A finished run. `model` holds the weights of `best_epoch` (chosen on validation)."""
+
+    name: str
+    model: nn.Module
+    history: pd.DataFrame
+    best_epoch: int
+    config: TrainConfig
+    objective: str
+    model_spec: dict
+    info: DatasetInfo
+    icc_snapshots: list[ICCReport] = field(repr=False, default_factory=list)
+    out_dir: Path | None = None
+
+    @property
+    def best(self) -> pd.Series:
+        """The history row of the selected epoch."""
+        return self.history.set_index("epoch").loc[self.best_epoch]
+
+
+TeacherLike = nn.Module | TrainResult | str | Path | None
+
+
+def train(
+    data: DatasetSplits,
+    model: str = "cnn",
+    objective: str | dict | Objective = "ce",
+    *,
+    teacher: TeacherLike = None,
+    model_kwargs: dict | None = None,
+    config: TrainConfig | None = None,
+    device: str | torch.device | None = None,
+    out_dir: str | Path | None = None,
+    resume: bool = False,
+    name: str | None = None,
+    progress: bool = True,
+    **settings,
+) -> TrainResult:
+    """Train model `model` (a registry name) on `data` with `objective`.
+
+    objective: a preset name ("ce", "icc_teacher", "kd", "kd+icc_mimic", ...), a "ce=0.1,kd=0.9"
+    string, a {term: weight or {weight, **params}} dict, or an Objective.
+    teacher: needed when a term distills; a TrainResult, a module, or a checkpoint path.
+    settings: TrainConfig fields (epochs=, lr=, batch_size=, seed=, ...), overriding `config`.
+    """
+    cfg = TrainConfig.from_kwargs(**{**(config.to_dict() if config else {}), **settings})
+    objective = _as_objective(objective)
+    dev = resolve_device(device)
+    teacher_model = _prepare_teacher(teacher, objective, data, dev)
+    spec = {"name": model, "kwargs": dict(model_kwargs or {}), "num_classes": data.num_classes, "image_shape": list(data.info.image_shape)}
+    name = name or f"{model}:{objective.describe()}"
+
+    _seed_everything(cfg.seed)
+    net = build_model(model, data.num_classes, data.info.image_shape, **spec["kwargs"]).to(dev)
+    opt, sched = make_optimizer(net, cfg)
+    shuffle_gen = torch.Generator().manual_seed(cfg.seed)
+    state = _RunState()
+
+    run_dir = Path(out_dir) if out_dir is not None else None
+    if run_dir is not None:
+        _prepare_run_dir(run_dir, resume, name, cfg, objective, spec, data)
+        if resume and (run_dir / "last.pt").exists():
+            state = _restore(run_dir / "last.pt", net, opt, sched, objective, shuffle_gen, data.info, cfg)
+
+    bar = tqdm(total=cfg.epochs, initial=state.next_epoch, desc=name, disable=not progress, leave=True)
+    for epoch in range(state.next_epoch, cfg.epochs):
+        start = time.perf_counter()
+        train_stats = _train_epoch(net, teacher_model, objective, data, cfg, dev, opt, shuffle_gen, epoch)
+        lr = opt.param_groups[0]["lr"]
+        sched.step()
+        objective.end_epoch()
+        row = {"epoch": epoch, "lr": lr, **train_stats, **_evaluate(net, data, cfg, dev, state)}
+        row["seconds"] = time.perf_counter() - start
+        state.history.append(row)
+        # Ties in validation error are common on small splits: the validation loss breaks them.
+        score = (row["val_top1_err"], row["val_loss"])
+        if score < state.best_val:
+            state.best_val, state.best_epoch = score, epoch
+            state.best_weights = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
+        state.next_epoch = epoch + 1
+        if run_dir is not None:
+            _save_run(run_dir, net, opt, sched, objective, shuffle_gen, state, spec, data, cfg)
+        bar.set_postfix(loss=f"{row['train_loss']:.3f}", val_err=f"{row['val_top1_err']:.3f}")
+        bar.update(1)
+    bar.close()
+
+    net.load_state_dict(state.best_weights)
+    net.eval()
+    return TrainResult(
+        name=name, model=net, history=pd.DataFrame(state.history), best_epoch=state.best_epoch, config=cfg,
+        objective=objective.describe(), model_spec=spec, info=data.info, icc_snapshots=state.snapshots, out_dir=run_dir,
+    )
+
+
+@dataclass
+class _RunState:
+    next_epoch: int = 0
+    history: list[dict] = field(default_factory=list)
+    snapshots: list[ICCReport] = field(default_factory=list)
+    best_val: tuple[float, float] = (float("inf"), float("inf"))
+    best_epoch: int = -1
+    best_weights: dict | None = None
+
+
+def _train_epoch(net, teacher, objective, data, cfg, dev, opt, gen, epoch) -> dict:
+    net.train()
+    sums = torch.zeros(len(objective.terms) + 2, device=dev, dtype=torch.float64)  # terms, total, errors
+    first_bad_step = torch.tensor(-1, device=dev)
+    n = 0
+    for step, (x, y) in enumerate(iterate_batches(data.train, data.info, cfg.batch_size, dev, shuffle=True, generator=gen)):
+        logits = net(x)
+        teacher_logits = None
+        if teacher is not None:
+            with torch.no_grad():
+                teacher_logits = teacher(x)
+        total, parts = objective(StepOutputs(logits, y, teacher_logits))
+        opt.zero_grad(set_to_none=True)
+        total.backward()
+        opt.step()
+        b = y.shape[0]
+        n += b
+        with torch.no_grad():
+            values = torch.stack([*parts.values(), total.detach()]).double()
+            sums[:-1] += values * b
+            sums[-1] += (logits.argmax(1) != y).sum()
+            # Where the first non-finite loss happened, found without a host sync per step.
+            bad = ~torch.isfinite(values).all()
+            first_bad_step = torch.where(bad & (first_bad_step < 0), torch.tensor(step, device=dev), first_bad_step)
+    means = (sums / n).tolist()
+    names = list(objective.terms)
+    if int(first_bad_step) >= 0:
+        bad_terms = [t for t, v in zip(names, means) if not np.isfinite(v)] or ["total"]
+        raise FloatingPointError(
+            f"loss became non-finite at epoch {epoch}, step {int(first_bad_step)} (term(s): {', '.join(bad_terms)}); "
+            "the last good checkpoint is kept. Lower the lr or the weight of that term."
+        )
+    stats = {f"train_{t}": v for t, v in zip(names, means)}
+    stats["train_loss"] = means[len(names)]
+    stats["train_top1_err"] = means[-1]
+    return stats
+
+
+def _evaluate(net, data, cfg, dev, state) -> dict:
+    row = {}
+    for split in ("val", "test"):
+        part = data.split(split)
+        logits = predict_logits(net, part, data.info, dev)
+        labels = part.labels.to(dev)
+        errs = topk_errors(logits, labels)
+        row[f"{split}_loss"] = float(torch.nn.functional.cross_entropy(logits, labels))
+        row[f"{split}_top1_err"], row[f"{split}_top5_err"] = float(errs[1]), float(errs[5])
+        if split == "val":
+            acc = ICCAccumulator(data.info, cfg.icc_tau, device=dev)
+            acc.update(logits, labels)
+            report = acc.report()
+            state.snapshots.append(report)
+            row["val_sigma2"] = report.sigma2
+            if report.group_mass is not None:
+                row["val_group_mass"] = report.group_mass
+    return row
+
+
+def _as_objective(objective) -> Objective:
+    if isinstance(objective, Objective):
+        return objective
+    if isinstance(objective, str):
+        return Objective.parse(objective)
+    return Objective(objective)
+
+
+def _prepare_teacher(teacher: TeacherLike, objective: Objective, data: DatasetSplits, dev) -> nn.Module | None:
+    if not objective.needs_teacher:
+        if teacher is not None:
+            raise ValueError(f"a teacher was given but the objective {objective.describe()!r} has no distillation term; add e.g. 'kd'")
+        return None
+    if teacher is None:
+        raise ValueError(f"the objective {objective.describe()!r} distills, so it needs teacher= (a TrainResult, a model or a checkpoint path)")
+    if isinstance(teacher, TrainResult):
+        if teacher.info.name != data.info.name:
+            raise ValueError(f"teacher was trained on {teacher.info.name!r}, the student on {data.info.name!r}; use a teacher of the same dataset")
+        module = teacher.model
+    elif isinstance(teacher, (str, Path)):
+        module, ckpt = load_model(teacher, dev)
+        if ckpt["dataset"] != data.info.name:
+            raise ValueError(f"teacher checkpoint {teacher} is for dataset {ckpt['dataset']!r}, the student trains on {data.info.name!r}")
+    else:
+        module = teacher
+    module = module.to(dev).eval()
+    x, _ = next(iterate_batches(data.val, data.info, 2, dev))
+    with torch.no_grad():
+        c = module(x).shape[1]
+    if c != data.num_classes:
+        raise ValueError(f"the teacher predicts {c} classes but {data.info.name} has {data.num_classes}; use a teacher trained on this dataset")
+    return module
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _prepare_run_dir(run_dir: Path, resume, name, cfg, objective, spec, data) -> None:
+    last = run_dir / "last.pt"
+    if last.exists() and not resume:
+        done = load_checkpoint(last)["next_epoch"] >= cfg.epochs
+        what = "a finished run" if done else "an unfinished run"
+        raise FileExistsError(f"{run_dir} already holds {what}; pass resume=True (CLI --resume) to continue it, or choose another out_dir")
+    config = {"name": name, "dataset": data.info.name, "model": spec, "objective": objective.spec, **cfg.to_dict()}
+    config = json.loads(json.dumps(config, default=str))  # the form it takes on disk, for comparing
+    config_path = run_dir / "config.json"
+    if resume and last.exists() and config_path.exists():
+        saved = {k: v for k, v in json.loads(config_path.read_text()).items() if k not in ("kdviz_version", "torch_version")}
+        changed = sorted(k for k in set(saved) | set(config) if saved.get(k) != config.get(k))
+        if changed:
+            raise ValueError(f"cannot resume {run_dir}: it was started with different settings ({', '.join(changed)}); "
+                             "resume with the same settings, or choose another out_dir")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config.update(kdviz_version=__version__, torch_version=str(torch.__version__))
+    config_path.write_text(json.dumps(config, indent=2))
+
+
+def _save_run(run_dir, net, opt, sched, objective, gen, state, spec, data, cfg) -> None:
+    pd.DataFrame(state.history).to_csv(run_dir / "metrics.csv", index=False)
+    extra = dict(epoch=state.best_epoch, val_top1_err=state.best_val[0])
+    best = model_checkpoint(net, spec, data.info.name, **extra)
+    best["state_dict"] = state.best_weights
+    atomic_save(best, run_dir / "best.pt")
+    atomic_save(
+        model_checkpoint(
+            net, spec, data.info.name,
+            next_epoch=state.next_epoch, optimizer=opt.state_dict(), scheduler=sched.state_dict(),
+            objective=objective.state_dict(), history=state.history, best_epoch=state.best_epoch, best_val=state.best_val,
+            best_weights=state.best_weights, shuffle_rng=gen.get_state(), torch_rng=torch.get_rng_state(),
+            snapshots=[(r.sums, r.counts, r.sigma2, r.group_mass, r.n) for r in state.snapshots],
+        ),
+        run_dir / "last.pt",
+    )
+
+
+def _restore(path, net, opt, sched, objective, gen, info, cfg) -> _RunState:
+    ckpt = load_checkpoint(path)
+    net.load_state_dict(ckpt["state_dict"])
+    opt.load_state_dict(ckpt["optimizer"])
+    sched.load_state_dict(ckpt["scheduler"])
+    objective.load_state_dict(ckpt["objective"])
+    gen.set_state(ckpt["shuffle_rng"])
+    torch.set_rng_state(ckpt["torch_rng"])
+    return _RunState(
+        next_epoch=ckpt["next_epoch"], history=ckpt["history"], best_val=tuple(ckpt["best_val"]), best_epoch=ckpt["best_epoch"],
+        best_weights=ckpt["best_weights"],
+        snapshots=[ICCReport(info, cfg.icc_tau, *snapshot) for snapshot in ckpt["snapshots"]],
+    )

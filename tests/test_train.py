@@ -1,0 +1,129 @@
+"""The training loop end to end: learning, model selection, checkpoints, resume, clear errors."""
+import pickle
+
+import pytest
+import torch
+
+import kdviz
+from kdviz.train import CheckpointError, load_checkpoint, load_model, train
+from kdviz.train import loop as loop_module
+
+
+def test_digits_end_to_end_learns_far_below_chance():
+    data = kdviz.load_dataset("digits", seed=0)
+    result = kdviz.train_teacher(data, "cnn", "icc_teacher", model_kwargs={"width": 8}, epochs=4, progress=False)
+    h = result.history
+    assert list(h["epoch"]) == [0, 1, 2, 3]
+    assert {"train_ce", "train_icc_teacher", "val_top1_err", "test_top1_err", "val_top5_err", "lr", "val_sigma2"} <= set(h)
+    assert h["val_top1_err"].min() < 0.2  # chance is 0.9
+    assert h["train_icc_teacher"].iloc[0] == 0.0 and h["train_icc_teacher"].iloc[1] > 0  # off until epoch 0 ends
+    best = h.sort_values(["val_top1_err", "val_loss"]).iloc[0]
+    assert result.best_epoch == best["epoch"] and best["val_top1_err"] == h["val_top1_err"].min()
+    assert len(result.icc_snapshots) == 4
+
+
+def test_best_epoch_is_chosen_on_validation_not_test(tiny_data, monkeypatch):
+    # Fake evaluations in which validation and test disagree about the best epoch.
+    fake = iter([{"val_top1_err": v, "test_top1_err": t, "val_loss": l, "val_top5_err": 0.0, "test_top5_err": 0.0}
+                 for v, t, l in [(0.5, 0.1, 1.0), (0.2, 0.4, 0.9), (0.3, 0.0, 0.1), (0.2, 0.3, 0.5)]])
+    monkeypatch.setattr(loop_module, "_evaluate", lambda *a, **k: next(fake))
+    result = train(tiny_data, "mlp", "ce", epochs=4, progress=False)
+    assert result.best_epoch == 3  # lowest validation error, the tie with epoch 1 broken by validation loss
+
+
+def test_distill_needs_teacher_and_matching_classes(tiny_data):
+    with pytest.raises(ValueError, match="needs teacher="):
+        train(tiny_data, "mlp", "kd", epochs=1, progress=False)
+    wrong = kdviz.build_model("mlp", 7, tiny_data.info.image_shape)
+    with pytest.raises(ValueError, match="predicts 7 classes"):
+        train(tiny_data, "mlp", "kd", teacher=wrong, epochs=1, progress=False)
+    with pytest.raises(ValueError, match="no distillation term"):
+        train(tiny_data, "mlp", "ce", teacher=wrong, epochs=1, progress=False)
+
+
+def test_unknown_names_list_the_choices(tiny_data):
+    with pytest.raises(KeyError, match="valid choices: .*cnn.*mlp"):
+        train(tiny_data, "resnet9000", "ce", epochs=1, progress=False)
+    with pytest.raises(KeyError, match="valid choices: .*kd"):
+        train(tiny_data, "mlp", "ce=0.5,kdd=0.5", epochs=1, progress=False)
+    with pytest.raises(TypeError, match="valid: .*epochs"):
+        train(tiny_data, "mlp", "ce", epoch=1, progress=False)
+    with pytest.raises(ValueError, match="warmup_epochs"):
+        train(tiny_data, "mlp", "ce", epochs=2, warmup_epochs=3, progress=False)
+
+
+def test_checkpoint_reloads_the_best_model(tiny_data, tmp_path):
+    result = train(tiny_data, "cnn", "ce", model_kwargs={"width": 4}, epochs=3, out_dir=tmp_path / "run", progress=False)
+    model, ckpt = load_model(tmp_path / "run" / "best.pt")
+    assert ckpt["dataset"] == "tiny" and ckpt["epoch"] == result.best_epoch
+    assert ckpt["torch_version"] == torch.__version__ and ckpt["kdviz_version"] == kdviz.__version__
+    x = torch.randn(5, 1, 4, 4)
+    assert torch.equal(model(x), result.model.eval()(x))
+    assert (tmp_path / "run" / "metrics.csv").read_text().startswith("epoch,")
+
+
+def test_finished_run_is_not_overwritten(tiny_data, tmp_path):
+    train(tiny_data, "mlp", "ce", epochs=1, out_dir=tmp_path, progress=False)
+    with pytest.raises(FileExistsError, match="finished run.*resume=True"):
+        train(tiny_data, "mlp", "ce", epochs=1, out_dir=tmp_path, progress=False)
+
+
+def test_bad_checkpoint_files_are_refused(tmp_path):
+    truncated = tmp_path / "truncated.pt"
+    good = tmp_path / "good.pt"
+    torch.save({"format": "kdviz-checkpoint-1", "x": torch.zeros(1000)}, good)
+    truncated.write_bytes(good.read_bytes()[:100])
+    with pytest.raises(CheckpointError, match="truncated"):
+        load_checkpoint(truncated)
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    evil = tmp_path / "evil.pt"
+    torch.save({"format": "kdviz-checkpoint-1", "payload": Evil()}, evil)
+    with pytest.raises(CheckpointError):
+        load_checkpoint(evil)
+    plain = tmp_path / "plain.pt"
+    plain.write_bytes(pickle.dumps({"a": 1}))
+    with pytest.raises(CheckpointError):
+        load_checkpoint(plain)
+    other = tmp_path / "other.pt"
+    torch.save({"weights": torch.zeros(2)}, other)
+    with pytest.raises(CheckpointError, match="not a kdviz checkpoint"):
+        load_checkpoint(other)
+
+
+def test_interrupted_run_resumes_to_identical_result(tiny_data, tmp_path, monkeypatch):
+    settings = dict(model_kwargs={"width": 4}, epochs=4, out_dir=None, progress=False, seed=3)
+    full = train(tiny_data, "cnn", "icc_teacher", **{**settings, "out_dir": tmp_path / "full"})
+
+    real_epoch = loop_module._train_epoch
+
+    def dies_in_epoch_2(*args):
+        if args[-1] == 2:
+            raise KeyboardInterrupt
+        return real_epoch(*args)
+
+    monkeypatch.setattr(loop_module, "_train_epoch", dies_in_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_data, "cnn", "icc_teacher", **{**settings, "out_dir": tmp_path / "cut"})
+    monkeypatch.setattr(loop_module, "_train_epoch", real_epoch)
+    resumed = train(tiny_data, "cnn", "icc_teacher", **{**settings, "out_dir": tmp_path / "cut"}, resume=True)
+
+    for (k, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b), k
+    cols = [c for c in full.history if c != "seconds"]
+    assert full.history[cols].equals(resumed.history[cols])
+    assert len(resumed.icc_snapshots) == 4
+
+
+def test_resume_refuses_a_different_config(tiny_data, tmp_path):
+    train(tiny_data, "mlp", "ce", epochs=1, out_dir=tmp_path, progress=False)
+    with pytest.raises(ValueError, match="different settings"):
+        train(tiny_data, "mlp", "ce", epochs=1, lr=0.2, out_dir=tmp_path, progress=False, resume=True)
+
+
+def test_non_finite_loss_stops_with_epoch_step_and_term(tiny_data, tmp_path):
+    with pytest.raises(FloatingPointError, match=r"epoch \d+, step \d+ \(term\(s\): .*ce"):
+        train(tiny_data, "mlp", "ce", epochs=3, lr=1e12, out_dir=tmp_path, progress=False)
