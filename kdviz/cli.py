@@ -6,6 +6,8 @@ import json
 import sys
 from pathlib import Path
 
+from .train.lock import RunLockedError
+
 DEFAULT_TRAIN = {"epochs": 30, "batch_size": 64, "lr": 0.05, "seed": 0}
 
 
@@ -81,7 +83,10 @@ def _cmd_quickstart(args) -> None:
     result = run_quickstart(cfg, args.out, device=args.device, progress=not args.no_progress, resume=args.resume)
     print(f"\nSetting: {result.setting}.")
     print("Errors are top-1 (%) at the epoch chosen on validation; sigma2 and ICC distance on the test split.\n")
-    print(result.table.round(4).to_string())
+    print(result.table.drop(columns="objective").round(4).to_string())
+    print("\nObjectives:")
+    for name, objective in result.table["objective"].items():
+        print(f"  {name}: {objective}")
     print(f"\nWrote {args.out}/: metrics.csv, config.json, icc_*.png, icc_diff_*.png, error_curves_*.png, one folder per run.")
 
 
@@ -140,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.run(args)
-    except (ValueError, TypeError, FileNotFoundError, FileExistsError, FloatingPointError) as e:
+    except (ValueError, TypeError, FileNotFoundError, FileExistsError, FloatingPointError, RunLockedError) as e:
         print(f"kdviz {args.command}: error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -54,8 +54,13 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
             f"{path} is not a readable kdviz checkpoint (truncated, corrupt, or not written by torch.save "
             f"of plain tensors): {str(e).splitlines()[0]}. Re-run the training that writes it."
         ) from e
-    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+    if not isinstance(ckpt, dict) or not str(ckpt.get("format", "")).startswith("kdviz-checkpoint-"):
         raise CheckpointError(f"{path} is not a kdviz checkpoint (expected format {FORMAT!r}); pass a best.pt or last.pt written by kdviz")
+    if ckpt["format"] != FORMAT:
+        raise CheckpointError(
+            f"{path} was written by kdviz {ckpt.get('kdviz_version', '?')} in format {ckpt['format']!r}; this kdviz "
+            f"{__version__} reads {FORMAT!r}. Load it with that kdviz version, or retrain."
+        )
     return ckpt
 
 

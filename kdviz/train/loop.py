@@ -6,6 +6,7 @@ and writes, when given a run directory, a checkpoint every epoch so an interrupt
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import time
@@ -28,6 +29,7 @@ from ..losses import Objective, StepOutputs
 from ..models import build_model
 from .checkpoint import atomic_save, load_checkpoint, load_model, model_checkpoint
 from .config import TrainConfig, make_optimizer
+from .lock import RunLock
 
 
 @dataclass
@@ -77,6 +79,10 @@ def train(
     settings: TrainConfig fields (epochs=, lr=, batch_size=, seed=, ...), overriding `config`.
     """
     cfg = TrainConfig.from_kwargs(**{**(config.to_dict() if config else {}), **settings})
+    for split in ("train", "val", "test"):
+        if len(data.split(split)) == 0:
+            raise ValueError(f"the {split} split of {data.info.name} is empty (0 images); load it with a larger "
+                             "n_train / train_fraction / val_fraction, or check the dataset's files")
     objective = _as_objective(objective)
     dev = resolve_device(device)
     teacher_model = _prepare_teacher(teacher, objective, data, dev)
@@ -90,32 +96,32 @@ def train(
     state = _RunState()
 
     run_dir = Path(out_dir) if out_dir is not None else None
-    if run_dir is not None:
-        _prepare_run_dir(run_dir, resume, name, cfg, objective, spec, data)
-        if resume and (run_dir / "last.pt").exists():
-            state = _restore(run_dir / "last.pt", net, opt, sched, objective, shuffle_gen, data.info, cfg)
-
-    bar = tqdm(total=cfg.epochs, initial=state.next_epoch, desc=name, disable=not progress, leave=True)
-    for epoch in range(state.next_epoch, cfg.epochs):
-        start = time.perf_counter()
-        train_stats = _train_epoch(net, teacher_model, objective, data, cfg, dev, opt, shuffle_gen, epoch)
-        lr = opt.param_groups[0]["lr"]
-        sched.step()
-        objective.end_epoch()
-        row = {"epoch": epoch, "lr": lr, **train_stats, **_evaluate(net, data, cfg, dev, state)}
-        row["seconds"] = time.perf_counter() - start
-        state.history.append(row)
-        # Ties in validation error are common on small splits: the validation loss breaks them.
-        score = (row["val_top1_err"], row["val_loss"])
-        if score < state.best_val:
-            state.best_val, state.best_epoch = score, epoch
-            state.best_weights = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
-        state.next_epoch = epoch + 1
+    with RunLock(run_dir) if run_dir is not None else contextlib.nullcontext():
         if run_dir is not None:
-            _save_run(run_dir, net, opt, sched, objective, shuffle_gen, state, spec, data, cfg)
-        bar.set_postfix(loss=f"{row['train_loss']:.3f}", val_err=f"{row['val_top1_err']:.3f}")
-        bar.update(1)
-    bar.close()
+            _prepare_run_dir(run_dir, resume, name, cfg, objective, spec, data)
+            if resume and (run_dir / "last.pt").exists():
+                state = _restore(run_dir / "last.pt", net, opt, sched, objective, shuffle_gen, data.info, cfg)
+        bar = tqdm(total=cfg.epochs, initial=state.next_epoch, desc=name, disable=not progress, leave=True)
+        for epoch in range(state.next_epoch, cfg.epochs):
+            start = time.perf_counter()
+            train_stats = _train_epoch(net, teacher_model, objective, data, cfg, dev, opt, shuffle_gen, epoch)
+            lr = opt.param_groups[0]["lr"]
+            sched.step()
+            objective.end_epoch()
+            row = {"epoch": epoch, "lr": lr, **train_stats, **_evaluate(net, data, cfg, dev, state)}
+            row["seconds"] = time.perf_counter() - start
+            state.history.append(row)
+            # Ties in validation error are common on small splits: the validation loss breaks them.
+            score = (row["val_top1_err"], row["val_loss"])
+            if score < state.best_val:
+                state.best_val, state.best_epoch = score, epoch
+                state.best_weights = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
+            state.next_epoch = epoch + 1
+            if run_dir is not None:
+                _save_run(run_dir, net, opt, sched, objective, shuffle_gen, state, spec, data, cfg)
+            bar.set_postfix(loss=f"{row['train_loss']:.3f}", val_err=f"{row['val_top1_err']:.3f}")
+            bar.update(1)
+        bar.close()
 
     net.load_state_dict(state.best_weights)
     net.eval()
