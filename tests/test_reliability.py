@@ -87,12 +87,12 @@ def test_non_finite_loss_keeps_the_last_good_checkpoint(tiny_data, tmp_path):
 
     real = loop._train_epoch
 
-    def poisoned(net, teacher, objective, data, cfg, dev, opt, gen, epoch):
-        if epoch == 2:
+    def poisoned(net, *args):
+        if args[-1] == 2:  # the epoch
             with torch.no_grad():
                 for p in net.parameters():
                     p.fill_(float("nan"))
-        return real(net, teacher, objective, data, cfg, dev, opt, gen, epoch)
+        return real(net, *args)
 
     loop._train_epoch = poisoned
     try:

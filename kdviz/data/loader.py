@@ -32,12 +32,20 @@ def iterate_batches(
     *,
     shuffle: bool = False,
     generator: torch.Generator | None = None,
+    shard: tuple[int, int] = (0, 1),
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Yield (x float [B, C, H, W] normalised, y int64 [B]) on `device`."""
+    """Yield (x float [B, C, H, W] normalised, y int64 [B]) on `device`.
+
+    shard=(rank, world_size): every rank must pass the same generator state; each then yields
+    its own 1/world_size of every global batch of `batch_size`.
+    """
     if len(split) == 0:
         raise ValueError(f"cannot iterate over an empty split of {info.name}")
+    rank, world = shard
+    if batch_size < world:
+        raise ValueError(f"batch_size {batch_size} is smaller than the {world} processes; use batch_size >= {world}")
     images = split.images.to(device, non_blocking=True)
     labels = split.labels.to(device, non_blocking=True)
     for idx in batch_indices(len(split), batch_size, shuffle=shuffle, generator=generator):
-        idx = idx.to(device)
+        idx = idx[rank::world].to(device)
         yield normalize(images[idx], info), labels[idx]

@@ -1,7 +1,9 @@
 """Model registry: `build_model(name, num_classes, image_shape, **kwargs)`.
 
 Each entry is a factory `(num_classes, image_shape, **kwargs) -> nn.Module`; the paper-scale
-architectures register here the same way.
+architectures register here the same way. The CRD benchmark's CIFAR model zoo (resnet8..resnet110, resnet8x4,
+resnet32x4, wrn_*, vgg8/13, mobilenetv2, shufflenetv1, shufflenetv2_*) registers itself when its modules are
+imported at the bottom of this file; every model's forward is `forward(x, return_features=False)`.
 """
 from __future__ import annotations
 
@@ -22,6 +24,10 @@ def cnn(num_classes: int, image_shape: tuple[int, int, int], width: int = 16) ->
 def mlp(num_classes: int, image_shape: tuple[int, int, int], hidden: int = 64, depth: int = 2) -> nn.Module:
     c, h, w = image_shape
     return MLP(num_classes, in_features=c * h * w, hidden=hidden, depth=depth)
+
+
+# The model zoo modules register into MODELS, so they are imported after it exists.
+from . import mobilenetv2, resnet_cifar, shufflenet, vgg, wrn  # noqa: E402,F401
 
 
 def build_model(name: str, num_classes: int, image_shape: tuple[int, int, int], **kwargs) -> nn.Module:

@@ -29,6 +29,7 @@ from ..losses import Objective, StepOutputs
 from ..models import build_model
 from .checkpoint import atomic_save, load_checkpoint, load_model, model_checkpoint
 from .config import TrainConfig, make_optimizer
+from .distributed import all_reduce, setup_distributed, wrap_model
 from .lock import RunLock
 
 
@@ -84,49 +85,51 @@ def train(
             raise ValueError(f"the {split} split of {data.info.name} is empty (0 images); load it with a larger "
                              "n_train / train_fraction / val_fraction, or check the dataset's files")
     objective = _as_objective(objective)
-    dev = resolve_device(device)
+    ctx, dev = setup_distributed(resolve_device(device))
     teacher_model = _prepare_teacher(teacher, objective, data, dev)
     spec = {"name": model, "kwargs": dict(model_kwargs or {}), "num_classes": data.num_classes, "image_shape": list(data.info.image_shape)}
     name = name or f"{model}:{objective.describe()}"
 
     _seed_everything(cfg.seed)
-    net = build_model(model, data.num_classes, data.info.image_shape, **spec["kwargs"]).to(dev)
-    opt, sched = make_optimizer(net, cfg)
+    core = build_model(model, data.num_classes, data.info.image_shape, **spec["kwargs"]).to(dev)
+    opt, sched = make_optimizer(core, cfg)
     shuffle_gen = torch.Generator().manual_seed(cfg.seed)
     state = _RunState()
 
     run_dir = Path(out_dir) if out_dir is not None else None
-    with RunLock(run_dir) if run_dir is not None else contextlib.nullcontext():
-        if run_dir is not None:
+    writes = run_dir is not None and ctx.is_main
+    with RunLock(run_dir) if writes else contextlib.nullcontext():
+        if writes:
             _prepare_run_dir(run_dir, resume, name, cfg, objective, spec, data)
-            if resume and (run_dir / "last.pt").exists():
-                state = _restore(run_dir / "last.pt", net, opt, sched, objective, shuffle_gen, data.info, cfg)
-        bar = tqdm(total=cfg.epochs, initial=state.next_epoch, desc=name, disable=not progress, leave=True)
+        if run_dir is not None and resume and (run_dir / "last.pt").exists():
+            state = _restore(run_dir / "last.pt", core, opt, sched, objective, shuffle_gen, data.info, cfg)
+        net = wrap_model(core, ctx, dev)  # after restoring, so every rank starts from the same weights
+        bar = tqdm(total=cfg.epochs, initial=state.next_epoch, desc=name, disable=not (progress and ctx.is_main), leave=True)
         for epoch in range(state.next_epoch, cfg.epochs):
             start = time.perf_counter()
-            train_stats = _train_epoch(net, teacher_model, objective, data, cfg, dev, opt, shuffle_gen, epoch)
+            train_stats = _train_epoch(net, teacher_model, objective, data, cfg, dev, opt, shuffle_gen, ctx, epoch)
             lr = opt.param_groups[0]["lr"]
             sched.step()
             objective.end_epoch()
-            row = {"epoch": epoch, "lr": lr, **train_stats, **_evaluate(net, data, cfg, dev, state)}
+            row = {"epoch": epoch, "lr": lr, **train_stats, **_evaluate(core, data, cfg, dev, state)}
             row["seconds"] = time.perf_counter() - start
             state.history.append(row)
             # Ties in validation error are common on small splits: the validation loss breaks them.
             score = (row["val_top1_err"], row["val_loss"])
             if score < state.best_val:
                 state.best_val, state.best_epoch = score, epoch
-                state.best_weights = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
+                state.best_weights = {k: v.detach().cpu().clone() for k, v in core.state_dict().items()}
             state.next_epoch = epoch + 1
-            if run_dir is not None:
-                _save_run(run_dir, net, opt, sched, objective, shuffle_gen, state, spec, data, cfg)
+            if writes:
+                _save_run(run_dir, core, opt, sched, objective, shuffle_gen, state, spec, data, cfg)
             bar.set_postfix(loss=f"{row['train_loss']:.3f}", val_err=f"{row['val_top1_err']:.3f}")
             bar.update(1)
         bar.close()
 
-    net.load_state_dict(state.best_weights)
-    net.eval()
+    core.load_state_dict(state.best_weights)
+    core.eval()
     return TrainResult(
-        name=name, model=net, history=pd.DataFrame(state.history), best_epoch=state.best_epoch, config=cfg,
+        name=name, model=core, history=pd.DataFrame(state.history), best_epoch=state.best_epoch, config=cfg,
         objective=objective.describe(), model_spec=spec, info=data.info, icc_snapshots=state.snapshots, out_dir=run_dir,
     )
 
@@ -141,12 +144,14 @@ class _RunState:
     best_weights: dict | None = None
 
 
-def _train_epoch(net, teacher, objective, data, cfg, dev, opt, gen, epoch) -> dict:
+def _train_epoch(net, teacher, objective, data, cfg, dev, opt, gen, ctx, epoch) -> dict:
     net.train()
     sums = torch.zeros(len(objective.terms) + 2, device=dev, dtype=torch.float64)  # terms, total, errors
     first_bad_step = torch.tensor(-1, device=dev)
     n = 0
-    for step, (x, y) in enumerate(iterate_batches(data.train, data.info, cfg.batch_size, dev, shuffle=True, generator=gen)):
+    batches = iterate_batches(data.train, data.info, cfg.batch_size, dev, shuffle=True, generator=gen,
+                              shard=(ctx.rank, ctx.world_size))
+    for step, (x, y) in enumerate(batches):
         logits = net(x)
         teacher_logits = None
         if teacher is not None:
@@ -165,7 +170,10 @@ def _train_epoch(net, teacher, objective, data, cfg, dev, opt, gen, epoch) -> di
             # Where the first non-finite loss happened, found without a host sync per step.
             bad = ~torch.isfinite(values).all()
             first_bad_step = torch.where(bad & (first_bad_step < 0), torch.tensor(step, device=dev), first_bad_step)
-    means = (sums / n).tolist()
+    # Sums and counts, not per-rank means, are reduced: ranks may hold batches of unequal size.
+    sums = all_reduce(torch.cat([sums, torch.tensor([n], device=dev, dtype=sums.dtype)]), ctx)
+    first_bad_step = all_reduce(first_bad_step, ctx, op="max")
+    means = (sums[:-1] / sums[-1]).tolist()
     names = list(objective.terms)
     if int(first_bad_step) >= 0:
         bad_terms = [t for t, v in zip(names, means) if not np.isfinite(v)] or ["total"]
