@@ -48,6 +48,18 @@ class Objective:
         return cls({**PRESETS[name], **overrides})
 
     @classmethod
+    def distillation(cls, alpha: float = 0.9, tau: float = 4.0, beta: float = 0.0, mimic: str = "icc_mimic") -> "Objective":
+        """METHOD.md's student loss: (1 - alpha) CE + alpha * KD(tau) + beta * mimic(tau)."""
+        if not 0.0 <= alpha <= 1.0:
+            raise ValueError(f"alpha (the KD share of the loss) must be in [0, 1], got {alpha}")
+        if not beta >= 0:
+            raise ValueError(f"beta (the weight of {mimic!r}) must be >= 0, got {beta}")
+        spec: dict[str, TermSpec] = {"ce": 1.0 - alpha, "kd": {"weight": alpha, "tau": tau}}
+        if beta > 0:
+            spec[mimic] = {"weight": beta, "tau": tau}
+        return cls(spec)
+
+    @classmethod
     def parse(cls, text: str) -> "Objective":
         """'ce=0.1,kd=0.9' (name=weight pairs, default parameters) or a preset name."""
         text = text.strip()
