@@ -127,3 +127,10 @@ def test_resume_refuses_a_different_config(tiny_data, tmp_path):
 def test_non_finite_loss_stops_with_epoch_step_and_term(tiny_data, tmp_path):
     with pytest.raises(FloatingPointError, match=r"epoch \d+, step \d+ \(term\(s\): .*ce"):
         train(tiny_data, "mlp", "ce", epochs=3, lr=1e12, out_dir=tmp_path, progress=False)
+
+
+def test_teacher_checkpoint_of_another_dataset_is_refused(tiny_data, tmp_path):
+    train(tiny_data, "mlp", "ce", epochs=1, out_dir=tmp_path / "t", progress=False)
+    digits = kdviz.load_dataset("digits")
+    with pytest.raises(ValueError, match="is for dataset 'tiny', the student trains on 'digits'"):
+        train(digits, "mlp", "kd", teacher=tmp_path / "t" / "best.pt", epochs=1, progress=False)
