@@ -296,9 +296,10 @@ def test_real_fashion_mnist_from_debian(tmp_path):
 
 
 def test_unknown_dataset_lists_the_choices():
-    assert dataset_names() == ["digits", "fashion_mnist", "mnist"]
-    with pytest.raises(UnknownNameError, match="valid choices: digits, fashion_mnist, mnist"):
-        load_dataset("cifar10")
+    names = ["cifar10", "cifar100", "cinic10", "digits", "fashion_mnist", "mnist", "tiny_imagenet"]
+    assert dataset_names() == names
+    with pytest.raises(UnknownNameError, match="valid choices: " + ", ".join(names)):
+        load_dataset("imagenet")
 
 
 def test_normalize_matches_the_formula():

@@ -134,3 +134,31 @@ def test_teacher_checkpoint_of_another_dataset_is_refused(tiny_data, tmp_path):
     digits = kdviz.load_dataset("digits")
     with pytest.raises(ValueError, match="is for dataset 'tiny', the student trains on 'digits'"):
         train(digits, "mlp", "kd", teacher=tmp_path / "t" / "best.pt", epochs=1, progress=False)
+
+
+def test_augmented_training_resumes_exactly_and_can_be_switched_off(tiny_data, tmp_path, monkeypatch):
+    import dataclasses
+
+    from kdviz.data.base import DatasetSplits
+
+    info = dataclasses.replace(tiny_data.info, augment="crop_flip", augment_padding=1)
+    data = DatasetSplits(info, tiny_data.train, tiny_data.val, tiny_data.test)
+    settings = dict(model_kwargs={"width": 4}, epochs=3, progress=False, seed=2)
+    full = train(data, "cnn", "ce", out_dir=tmp_path / "full", **settings)
+    plain = train(data, "cnn", "ce", augment=False, **settings)
+    assert not full.history["train_loss"].equals(plain.history["train_loss"])  # augmentation is applied
+
+    real_epoch = loop_module._train_epoch
+
+    def dies_in_epoch_1(*args):
+        if args[-1] == 1:
+            raise KeyboardInterrupt
+        return real_epoch(*args)
+
+    monkeypatch.setattr(loop_module, "_train_epoch", dies_in_epoch_1)
+    with pytest.raises(KeyboardInterrupt):
+        train(data, "cnn", "ce", out_dir=tmp_path / "cut", **settings)
+    monkeypatch.setattr(loop_module, "_train_epoch", real_epoch)
+    resumed = train(data, "cnn", "ce", out_dir=tmp_path / "cut", resume=True, **settings)
+    for a, b in zip(full.model.state_dict().values(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from . import digits, idx  # noqa: F401  (importing them registers their datasets)
+from . import cifar, digits, folders, idx  # noqa: F401  (importing them registers their datasets)
 from .base import DatasetInfo, DatasetSplits, Split, normalize, stratified_order
 from .registry import DATASETS
 from .roots import MissingDataError, data_roots
@@ -57,17 +57,38 @@ def split_indices(
     generator = torch.Generator().manual_seed(seed)
     order = stratified_order(labels, generator)
     val, rest = order[:n_val], order[n_val:]
+    train = _training_subset(labels, rest, n_train, train_fraction, generator, "left after validation")
+    return train.sort().values, val.sort().values
+
+
+def _training_subset(
+    labels: torch.Tensor, rest: torch.Tensor, n_train: int | None, train_fraction: float | None,
+    generator: torch.Generator, what: str,
+) -> torch.Tensor:
+    """`rest` (indices into labels), or a stratified subset of n_train / train_fraction of it."""
     if n_train is None and train_fraction is None:
-        return rest.sort().values, val.sort().values
+        return rest
+    num_classes = len(torch.unique(labels))
     if train_fraction is not None:
         n_train = max(num_classes, round(train_fraction * len(rest)))
     if not num_classes <= n_train <= len(rest):
         raise ValueError(
             f"n_train must be in [{num_classes}, {len(rest)}] (at least one image per class, at most the "
-            f"{len(rest)} training images left after validation), got {n_train}"
+            f"{len(rest)} training images {what}), got {n_train}"
         )
-    train = rest[stratified_order(labels[rest], generator)][:n_train]
-    return train.sort().values, val.sort().values
+    return rest[stratified_order(labels[rest], generator)][:n_train]
+
+
+def subset_indices(
+    labels: torch.Tensor, *, n_train: int | None = None, train_fraction: float | None = None, seed: int = 0
+) -> torch.Tensor:
+    """Sorted int64 indices of a stratified training subset of labels [N] (all of them when neither
+    n_train nor train_fraction is given), for datasets that bring their own validation split. The
+    same seed gives the same subset, and a smaller subset lies inside a larger one."""
+    _check_split_args(0.5, n_train, train_fraction)
+    rest = torch.arange(len(labels))
+    generator = torch.Generator().manual_seed(seed)
+    return _training_subset(labels, rest, n_train, train_fraction, generator, "in the training split").sort().values
 
 
 def load_dataset(
@@ -82,13 +103,20 @@ def load_dataset(
     """Load a dataset by name (see dataset_names()) and split it into train / val / test.
 
     The test split is the dataset's own and never depends on `seed`; validation and the training
-    subset are drawn from the full training split as described in split_indices. Files are looked
-    for in `root`, else $KDVIZ_DATA, else the checkout's data/ folder; a MissingDataError says
-    where it looked and how to get them.
+    subset are drawn from the full training split as described in split_indices. A dataset with
+    its own validation split (its loader returns (info, train, test, val), e.g. cinic10) keeps it,
+    val_fraction is then unused, and the training subset is drawn as in subset_indices. Files are
+    looked for in `root`, else $KDVIZ_DATA, else the checkout's data/ folder; a MissingDataError
+    says where it looked and how to get them.
     """
     loader = DATASETS.get(name)
     _check_split_args(val_fraction, n_train, train_fraction)
-    info, full, test = loader(None if root is None else Path(root))
+    loaded = loader(None if root is None else Path(root))
+    if len(loaded) == 4:  # the dataset's own validation split
+        info, full, test, val = loaded
+        train_idx = subset_indices(full.labels, n_train=n_train, train_fraction=train_fraction, seed=seed)
+        return DatasetSplits(info, full.subset(train_idx), val, test)
+    info, full, test = loaded
     train_idx, val_idx = split_indices(
         full.labels, val_fraction=val_fraction, n_train=n_train, train_fraction=train_fraction, seed=seed
     )
@@ -97,5 +125,5 @@ def load_dataset(
 
 __all__ = [
     "DATASETS", "DatasetInfo", "DatasetSplits", "MissingDataError", "Split", "data_roots", "dataset_names",
-    "load_dataset", "normalize", "split_indices",
+    "load_dataset", "normalize", "split_indices", "subset_indices",
 ]

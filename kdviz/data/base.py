@@ -10,12 +10,17 @@ from dataclasses import dataclass, field
 import torch
 
 
+AUGMENTS = (None, "crop_flip")
+
+
 @dataclass(frozen=True)
 class DatasetInfo:
     """What a dataset is, independent of which images were loaded.
 
     mean / std are per channel, in units of pixel / 255. groups maps a group name to the class
     indices in it (for the group-mass measure), or is empty when the dataset has no groups.
+    augment names the training-time augmentation the dataset is usually trained with: None, or
+    "crop_flip" (kdviz.data.augment.random_crop_flip with padding `augment_padding`).
     """
 
     name: str
@@ -24,6 +29,14 @@ class DatasetInfo:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     groups: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    augment: str | None = None
+    augment_padding: int = 4
+
+    def __post_init__(self):
+        if self.augment not in AUGMENTS:
+            raise ValueError(f"augment must be one of {AUGMENTS}, got {self.augment!r}")
+        if isinstance(self.augment_padding, bool) or not isinstance(self.augment_padding, int) or self.augment_padding < 0:
+            raise ValueError(f"augment_padding must be an int >= 0, got {self.augment_padding!r}")
 
     @property
     def num_classes(self) -> int:

@@ -5,7 +5,7 @@ way to feed small models, and its order is fixed by one torch.Generator.
 """
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 
@@ -33,8 +33,11 @@ def iterate_batches(
     shuffle: bool = False,
     generator: torch.Generator | None = None,
     shard: tuple[int, int] = (0, 1),
+    augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Yield (x float [B, C, H, W] normalised, y int64 [B]) on `device`.
+
+    augment: applied to each uint8 batch on the device before normalisation (training only).
 
     shard=(rank, world_size): every rank must pass the same generator state; each then yields
     its own 1/world_size of every global batch of `batch_size`.
@@ -48,4 +51,5 @@ def iterate_batches(
     labels = split.labels.to(device, non_blocking=True)
     for idx in batch_indices(len(split), batch_size, shuffle=shuffle, generator=generator):
         idx = idx[rank::world].to(device)
-        yield normalize(images[idx], info), labels[idx]
+        batch = images[idx] if augment is None else augment(images[idx])
+        yield normalize(batch, info), labels[idx]

@@ -1,5 +1,6 @@
-"""The dataset table. Each entry is `(root: Path | None) -> (DatasetInfo, full train Split, test Split)`;
-load_dataset carves validation and low-data subsets from the full training split."""
+"""The dataset table. Each entry is `(root: Path | None) -> (DatasetInfo, full train Split, test Split)`,
+or `(info, train, test, val)` for a dataset that ships its own validation split (CINIC-10);
+load_dataset carves validation (where none ships) and low-data subsets from the training split."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,6 +9,6 @@ from typing import Callable
 from ..registry import Registry
 from .base import DatasetInfo, Split
 
-DatasetLoader = Callable[[Path | None], tuple[DatasetInfo, Split, Split]]
+DatasetLoader = Callable[[Path | None], tuple[DatasetInfo, Split, Split] | tuple[DatasetInfo, Split, Split, Split]]
 
 DATASETS: Registry[DatasetLoader] = Registry("dataset")

@@ -26,6 +26,7 @@ class TrainConfig:
     warmup_epochs: int = 0
     seed: int = 0
     icc_tau: float = 4.0  # temperature of the per-epoch ICC snapshot and sigma2 in the history
+    augment: bool = True  # the dataset's training augmentation (crop + flip for CIFAR-like data), if it has one
 
     def __post_init__(self):
         self.milestones = tuple(int(m) for m in self.milestones)

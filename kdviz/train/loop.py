@@ -7,6 +7,7 @@ and writes, when given a run directory, a checkpoint every epoch so an interrupt
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import random
 import time
@@ -22,6 +23,7 @@ from tqdm.auto import tqdm
 from .. import __version__
 from ..correlation import ICCAccumulator, ICCReport
 from ..data.base import DatasetInfo, DatasetSplits
+from ..data.augment import random_crop_flip
 from ..data.loader import iterate_batches
 from ..device import resolve_device
 from ..inference import predict_logits, topk_errors
@@ -94,6 +96,8 @@ def train(
     core = build_model(model, data.num_classes, data.info.image_shape, **spec["kwargs"]).to(dev)
     opt, sched = make_optimizer(core, cfg)
     shuffle_gen = torch.Generator().manual_seed(cfg.seed)
+    # Its own generator per rank, so that ranks' shuffles stay in step whatever their shard sizes.
+    augment_gen = torch.Generator().manual_seed(cfg.seed * 1009 + ctx.rank + 1)
     state = _RunState()
 
     run_dir = Path(out_dir) if out_dir is not None else None
@@ -102,12 +106,12 @@ def train(
         if writes:
             _prepare_run_dir(run_dir, resume, name, cfg, objective, spec, data)
         if run_dir is not None and resume and (run_dir / "last.pt").exists():
-            state = _restore(run_dir / "last.pt", core, opt, sched, objective, shuffle_gen, data.info, cfg)
+            state = _restore(run_dir / "last.pt", core, opt, sched, objective, (shuffle_gen, augment_gen), data.info, cfg)
         net = wrap_model(core, ctx, dev)  # after restoring, so every rank starts from the same weights
         bar = tqdm(total=cfg.epochs, initial=state.next_epoch, desc=name, disable=not (progress and ctx.is_main), leave=True)
         for epoch in range(state.next_epoch, cfg.epochs):
             start = time.perf_counter()
-            train_stats = _train_epoch(net, teacher_model, objective, data, cfg, dev, opt, shuffle_gen, ctx, epoch)
+            train_stats = _train_epoch(net, teacher_model, objective, data, cfg, dev, opt, (shuffle_gen, augment_gen), ctx, epoch)
             lr = opt.param_groups[0]["lr"]
             sched.step()
             objective.end_epoch()
@@ -121,7 +125,7 @@ def train(
                 state.best_weights = {k: v.detach().cpu().clone() for k, v in core.state_dict().items()}
             state.next_epoch = epoch + 1
             if writes:
-                _save_run(run_dir, core, opt, sched, objective, shuffle_gen, state, spec, data, cfg)
+                _save_run(run_dir, core, opt, sched, objective, (shuffle_gen, augment_gen), state, spec, data, cfg)
             bar.set_postfix(loss=f"{row['train_loss']:.3f}", val_err=f"{row['val_top1_err']:.3f}")
             bar.update(1)
         bar.close()
@@ -144,13 +148,17 @@ class _RunState:
     best_weights: dict | None = None
 
 
-def _train_epoch(net, teacher, objective, data, cfg, dev, opt, gen, ctx, epoch) -> dict:
+def _train_epoch(net, teacher, objective, data, cfg, dev, opt, gens, ctx, epoch) -> dict:
     net.train()
+    shuffle_gen, augment_gen = gens
+    augment = None
+    if cfg.augment and data.info.augment == "crop_flip":
+        augment = functools.partial(random_crop_flip, padding=data.info.augment_padding, generator=augment_gen)
     sums = torch.zeros(len(objective.terms) + 2, device=dev, dtype=torch.float64)  # terms, total, errors
     first_bad_step = torch.tensor(-1, device=dev)
     n = 0
-    batches = iterate_batches(data.train, data.info, cfg.batch_size, dev, shuffle=True, generator=gen,
-                              shard=(ctx.rank, ctx.world_size))
+    batches = iterate_batches(data.train, data.info, cfg.batch_size, dev, shuffle=True, generator=shuffle_gen,
+                              shard=(ctx.rank, ctx.world_size), augment=augment)
     for step, (x, y) in enumerate(batches):
         logits = net(x)
         teacher_logits = None
@@ -267,7 +275,7 @@ def _prepare_run_dir(run_dir: Path, resume, name, cfg, objective, spec, data) ->
     config_path.write_text(json.dumps(config, indent=2))
 
 
-def _save_run(run_dir, net, opt, sched, objective, gen, state, spec, data, cfg) -> None:
+def _save_run(run_dir, net, opt, sched, objective, gens, state, spec, data, cfg) -> None:
     pd.DataFrame(state.history).to_csv(run_dir / "metrics.csv", index=False)
     extra = dict(epoch=state.best_epoch, val_top1_err=state.best_val[0])
     best = model_checkpoint(net, spec, data.info.name, **extra)
@@ -278,20 +286,21 @@ def _save_run(run_dir, net, opt, sched, objective, gen, state, spec, data, cfg) 
             net, spec, data.info.name,
             next_epoch=state.next_epoch, optimizer=opt.state_dict(), scheduler=sched.state_dict(),
             objective=objective.state_dict(), history=state.history, best_epoch=state.best_epoch, best_val=state.best_val,
-            best_weights=state.best_weights, shuffle_rng=gen.get_state(), torch_rng=torch.get_rng_state(),
+            best_weights=state.best_weights, shuffle_rng=gens[0].get_state(), augment_rng=gens[1].get_state(), torch_rng=torch.get_rng_state(),
             snapshots=[(r.sums, r.counts, r.sigma2, r.group_mass, r.n) for r in state.snapshots],
         ),
         run_dir / "last.pt",
     )
 
 
-def _restore(path, net, opt, sched, objective, gen, info, cfg) -> _RunState:
+def _restore(path, net, opt, sched, objective, gens, info, cfg) -> _RunState:
     ckpt = load_checkpoint(path)
     net.load_state_dict(ckpt["state_dict"])
     opt.load_state_dict(ckpt["optimizer"])
     sched.load_state_dict(ckpt["scheduler"])
     objective.load_state_dict(ckpt["objective"])
-    gen.set_state(ckpt["shuffle_rng"])
+    gens[0].set_state(ckpt["shuffle_rng"])
+    gens[1].set_state(ckpt["augment_rng"])
     torch.set_rng_state(ckpt["torch_rng"])
     return _RunState(
         next_epoch=ckpt["next_epoch"], history=ckpt["history"], best_val=tuple(ckpt["best_val"]), best_epoch=ckpt["best_epoch"],
