@@ -1,4 +1,5 @@
 """The training loop end to end: learning, model selection, checkpoints, resume, clear errors."""
+import contextlib
 import pickle
 
 import pytest
@@ -94,21 +95,29 @@ def test_bad_checkpoint_files_are_refused(tmp_path):
         load_checkpoint(other)
 
 
+@contextlib.contextmanager
+def _interrupted_in_epoch(monkeypatch, epoch):
+    """Training raises KeyboardInterrupt when it starts `epoch`, as a user's Ctrl-C would."""
+    real_epoch = loop_module._train_epoch
+
+    def dies(*args):
+        if args[-1] == epoch:
+            raise KeyboardInterrupt
+        return real_epoch(*args)
+
+    monkeypatch.setattr(loop_module, "_train_epoch", dies)
+    try:
+        yield
+    finally:
+        monkeypatch.setattr(loop_module, "_train_epoch", real_epoch)
+
+
 def test_interrupted_run_resumes_to_identical_result(tiny_data, tmp_path, monkeypatch):
     settings = dict(model_kwargs={"width": 4}, epochs=4, out_dir=None, progress=False, seed=3)
     full = train(tiny_data, "cnn", "icc_teacher", **{**settings, "out_dir": tmp_path / "full"})
 
-    real_epoch = loop_module._train_epoch
-
-    def dies_in_epoch_2(*args):
-        if args[-1] == 2:
-            raise KeyboardInterrupt
-        return real_epoch(*args)
-
-    monkeypatch.setattr(loop_module, "_train_epoch", dies_in_epoch_2)
-    with pytest.raises(KeyboardInterrupt):
+    with _interrupted_in_epoch(monkeypatch, 2), pytest.raises(KeyboardInterrupt):
         train(tiny_data, "cnn", "icc_teacher", **{**settings, "out_dir": tmp_path / "cut"})
-    monkeypatch.setattr(loop_module, "_train_epoch", real_epoch)
     resumed = train(tiny_data, "cnn", "icc_teacher", **{**settings, "out_dir": tmp_path / "cut"}, resume=True)
 
     for (k, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):
@@ -148,17 +157,8 @@ def test_augmented_training_resumes_exactly_and_can_be_switched_off(tiny_data, t
     plain = train(data, "cnn", "ce", augment=False, **settings)
     assert not full.history["train_loss"].equals(plain.history["train_loss"])  # augmentation is applied
 
-    real_epoch = loop_module._train_epoch
-
-    def dies_in_epoch_1(*args):
-        if args[-1] == 1:
-            raise KeyboardInterrupt
-        return real_epoch(*args)
-
-    monkeypatch.setattr(loop_module, "_train_epoch", dies_in_epoch_1)
-    with pytest.raises(KeyboardInterrupt):
+    with _interrupted_in_epoch(monkeypatch, 1), pytest.raises(KeyboardInterrupt):
         train(data, "cnn", "ce", out_dir=tmp_path / "cut", **settings)
-    monkeypatch.setattr(loop_module, "_train_epoch", real_epoch)
     resumed = train(data, "cnn", "ce", out_dir=tmp_path / "cut", resume=True, **settings)
     for a, b in zip(full.model.state_dict().values(), resumed.model.state_dict().values()):
         assert torch.equal(a, b)
