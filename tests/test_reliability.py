@@ -136,3 +136,26 @@ def test_distillation_objective_matches_method_defaults():
     o = Objective.distillation(alpha=0.9, tau=4.0, beta=0.1)
     assert o.weights == pytest.approx({"ce": 0.1, "kd": 0.9, "icc_mimic": 0.1})
     assert o.spec["icc_mimic"]["tau"] == 4.0
+
+
+def test_unknown_model_arguments_list_the_valid_ones():
+    from kdviz import build_model
+
+    with pytest.raises(TypeError, match=r"model 'cnn' got unknown argument\(s\) \['widht'\]; valid: \['width'\]"):
+        build_model("cnn", 10, (1, 8, 8), widht=8)
+
+
+def test_checkpoint_restores_every_global_generator(tiny_data, tmp_path):
+    import random
+
+    import numpy as np
+
+    from kdviz.train.loop import _rng_states, _set_rng_states
+
+    random.seed(1), np.random.seed(2), torch.manual_seed(3)
+    path = tmp_path / "rng.pt"
+    torch.save(_rng_states(), path)
+    expected = (random.random(), np.random.rand(), torch.rand(1))
+    random.seed(9), np.random.seed(9), torch.manual_seed(9)
+    _set_rng_states(torch.load(path, weights_only=True))
+    assert (random.random(), np.random.rand(), torch.rand(1)) == expected

@@ -7,6 +7,8 @@ imported at the bottom of this file; every model's forward is `forward(x, return
 """
 from __future__ import annotations
 
+import inspect
+
 from torch import nn
 
 from ..registry import Registry
@@ -34,7 +36,12 @@ def build_model(name: str, num_classes: int, image_shape: tuple[int, int, int], 
     """Build a registered model; kwargs are the architecture's own (e.g. width=32 for "cnn")."""
     if num_classes < 2:
         raise ValueError(f"num_classes must be >= 2, got {num_classes}")
-    return MODELS.get(name)(num_classes, tuple(image_shape), **kwargs)
+    factory = MODELS.get(name)
+    valid = list(inspect.signature(factory).parameters)[2:]
+    unknown = sorted(set(kwargs) - set(valid))
+    if unknown:
+        raise TypeError(f"model {name!r} got unknown argument(s) {unknown}; valid: {valid or 'none'}")
+    return factory(num_classes, tuple(image_shape), **kwargs)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -286,7 +286,7 @@ def _save_run(run_dir, net, opt, sched, objective, gens, state, spec, data, cfg)
             net, spec, data.info.name,
             next_epoch=state.next_epoch, optimizer=opt.state_dict(), scheduler=sched.state_dict(),
             objective=objective.state_dict(), history=state.history, best_epoch=state.best_epoch, best_val=state.best_val,
-            best_weights=state.best_weights, shuffle_rng=gens[0].get_state(), augment_rng=gens[1].get_state(), torch_rng=torch.get_rng_state(),
+            best_weights=state.best_weights, shuffle_rng=gens[0].get_state(), augment_rng=gens[1].get_state(), rng=_rng_states(),
             snapshots=[(r.sums, r.counts, r.sigma2, r.group_mass, r.n) for r in state.snapshots],
         ),
         run_dir / "last.pt",
@@ -301,9 +301,30 @@ def _restore(path, net, opt, sched, objective, gens, info, cfg) -> _RunState:
     objective.load_state_dict(ckpt["objective"])
     gens[0].set_state(ckpt["shuffle_rng"])
     gens[1].set_state(ckpt["augment_rng"])
-    torch.set_rng_state(ckpt["torch_rng"])
+    _set_rng_states(ckpt["rng"])
     return _RunState(
         next_epoch=ckpt["next_epoch"], history=ckpt["history"], best_val=tuple(ckpt["best_val"]), best_epoch=ckpt["best_epoch"],
         best_weights=ckpt["best_weights"],
         snapshots=[ICCReport(info, cfg.icc_tau, *snapshot) for snapshot in ckpt["snapshots"]],
     )
+
+
+def _rng_states() -> dict:
+    """The global generators (python, numpy, torch, cuda) as tensors and builtins, which a
+    weights_only checkpoint can hold; kdviz's own shuffles use their own generators."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "python": random.getstate(),
+        "numpy": [name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def _set_rng_states(states: dict) -> None:
+    random.setstate(states["python"])
+    name, keys, pos, has_gauss, cached = states["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(states["torch"])
+    if states["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
