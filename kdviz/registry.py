@@ -17,6 +17,14 @@ class UnknownNameError(KeyError, ValueError):
         return str(self.args[0])
 
 
+def check_keywords(what: str, given: dict, valid: list[str]) -> None:
+    """TypeError listing the valid keywords when `given` has others: typos in a notebook cell's
+    settings fail loudly instead of being ignored."""
+    unknown = sorted(set(given) - set(valid))
+    if unknown:
+        raise TypeError(f"{what} got unknown argument(s) {unknown}; valid: {sorted(valid) or 'none'}")
+
+
 class Registry(Generic[F]):
     def __init__(self, kind: str):
         self.kind = kind

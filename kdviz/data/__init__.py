@@ -23,6 +23,10 @@ def dataset_names() -> list[str]:
 def _check_split_args(val_fraction: float, n_train: int | None, train_fraction: float | None) -> None:
     if not 0 < val_fraction < 1:
         raise ValueError(f"val_fraction must be in (0, 1) (both excluded), got {val_fraction!r}")
+    _check_subset_args(n_train, train_fraction)
+
+
+def _check_subset_args(n_train: int | None, train_fraction: float | None) -> None:
     if n_train is not None and train_fraction is not None:
         raise ValueError(f"give n_train or train_fraction, not both (got n_train={n_train!r}, train_fraction={train_fraction!r})")
     if n_train is not None and (isinstance(n_train, bool) or not isinstance(n_train, int)):
@@ -85,7 +89,7 @@ def subset_indices(
     """Sorted int64 indices of a stratified training subset of labels [N] (all of them when neither
     n_train nor train_fraction is given), for datasets that bring their own validation split. The
     same seed gives the same subset, and a smaller subset lies inside a larger one."""
-    _check_split_args(0.5, n_train, train_fraction)
+    _check_subset_args(n_train, train_fraction)
     rest = torch.arange(len(labels))
     generator = torch.Generator().manual_seed(seed)
     return _training_subset(labels, rest, n_train, train_fraction, generator, "in the training split").sort().values

@@ -12,7 +12,7 @@ from typing import Callable
 
 import torch
 
-from ..registry import Registry
+from ..registry import Registry, check_keywords
 from . import classic, icc, mimic
 from .consensus import ClassConsensus
 
@@ -95,9 +95,7 @@ def _register_class(name: str):
 
 
 def _check_params(name: str, valid: list[str], params: dict) -> None:
-    unknown = sorted(set(params) - set(valid))
-    if unknown:
-        raise TypeError(f"loss term {name!r} got unknown parameter(s) {unknown}; valid: {valid or 'none'}")
+    check_keywords(f"loss term {name!r}", params, valid)
     if "tau" in params and not params["tau"] > 0:
         raise ValueError(f"loss term {name!r}: temperature tau must be > 0, got {params['tau']}")
 

@@ -11,7 +11,7 @@ import inspect
 
 from torch import nn
 
-from ..registry import Registry
+from ..registry import Registry, check_keywords
 from .small import MLP, SmallCNN
 
 MODELS: Registry = Registry("model")
@@ -37,10 +37,7 @@ def build_model(name: str, num_classes: int, image_shape: tuple[int, int, int], 
     if num_classes < 2:
         raise ValueError(f"num_classes must be >= 2, got {num_classes}")
     factory = MODELS.get(name)
-    valid = list(inspect.signature(factory).parameters)[2:]
-    unknown = sorted(set(kwargs) - set(valid))
-    if unknown:
-        raise TypeError(f"model {name!r} got unknown argument(s) {unknown}; valid: {valid or 'none'}")
+    check_keywords(f"model {name!r}", kwargs, list(inspect.signature(factory).parameters)[2:])
     return factory(num_classes, tuple(image_shape), **kwargs)
 
 

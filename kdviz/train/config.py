@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, fields
 
 import torch
 
-from ..registry import Registry
+from ..registry import Registry, check_keywords
 
 SCHEDULES: Registry = Registry("schedule")
 
@@ -47,10 +47,7 @@ class TrainConfig:
 
     @classmethod
     def from_kwargs(cls, **kwargs) -> "TrainConfig":
-        valid = {f.name for f in fields(cls)}
-        unknown = sorted(set(kwargs) - valid)
-        if unknown:
-            raise TypeError(f"unknown training setting(s) {unknown}; valid: {sorted(valid)}")
+        check_keywords("training settings", kwargs, [f.name for f in fields(cls)])
         return cls(**kwargs)
 
     def to_dict(self) -> dict:

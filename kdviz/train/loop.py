@@ -120,12 +120,13 @@ def train(
             state.history.append(row)
             # Ties in validation error are common on small splits: the validation loss breaks them.
             score = (row["val_top1_err"], row["val_loss"])
-            if score < state.best_val:
+            improved = score < state.best_val
+            if improved:
                 state.best_val, state.best_epoch = score, epoch
                 state.best_weights = {k: v.detach().cpu().clone() for k, v in core.state_dict().items()}
             state.next_epoch = epoch + 1
             if writes:
-                _save_run(run_dir, core, opt, sched, objective, (shuffle_gen, augment_gen), state, spec, data, cfg)
+                _save_run(run_dir, core, opt, sched, objective, (shuffle_gen, augment_gen), state, spec, data, improved)
             bar.set_postfix(loss=f"{row['train_loss']:.3f}", val_err=f"{row['val_top1_err']:.3f}")
             bar.update(1)
         bar.close()
@@ -275,12 +276,11 @@ def _prepare_run_dir(run_dir: Path, resume, name, cfg, objective, spec, data) ->
     config_path.write_text(json.dumps(config, indent=2))
 
 
-def _save_run(run_dir, net, opt, sched, objective, gens, state, spec, data, cfg) -> None:
+def _save_run(run_dir, net, opt, sched, objective, gens, state, spec, data, improved) -> None:
     pd.DataFrame(state.history).to_csv(run_dir / "metrics.csv", index=False)
-    extra = dict(epoch=state.best_epoch, val_top1_err=state.best_val[0])
-    best = model_checkpoint(net, spec, data.info.name, **extra)
-    best["state_dict"] = state.best_weights
-    atomic_save(best, run_dir / "best.pt")
+    if improved:  # net holds the best weights right now
+        best = model_checkpoint(net, spec, data.info.name, epoch=state.best_epoch, val_top1_err=state.best_val[0])
+        atomic_save(best, run_dir / "best.pt")
     atomic_save(
         model_checkpoint(
             net, spec, data.info.name,
