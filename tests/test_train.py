@@ -122,7 +122,7 @@ def test_interrupted_run_resumes_to_identical_result(tiny_data, tmp_path, monkey
 
     for (k, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):
         assert torch.equal(a, b), k
-    cols = [c for c in full.history if c != "seconds"]
+    cols = [c for c in full.history if not c.endswith("seconds")]  # wall times differ
     assert full.history[cols].equals(resumed.history[cols])
     assert len(resumed.icc_snapshots) == 4
 

@@ -22,11 +22,23 @@ def random_crop_flip(images: torch.Tensor, padding: int = 4, generator: torch.Ge
         raise ValueError(f"images must be [B, C, H, W], got shape {tuple(images.shape)}")
     if isinstance(padding, bool) or not isinstance(padding, int) or padding < 0:
         raise ValueError(f"padding must be an int >= 0, got {padding!r}")
-    b, c, h, w = images.shape
     draw_device = generator.device if generator is not None else torch.device("cpu")
-    offsets = torch.randint(0, 2 * padding + 1, (b, 2), generator=generator, device=draw_device).to(images.device)
-    flips = (torch.rand(b, generator=generator, device=draw_device) < 0.5).to(images.device)
+    offsets, flips = draw_crop_flip(len(images), padding, generator=generator, device=draw_device)
+    return crop_flip(images, offsets.to(images.device), flips.to(images.device), padding)
 
+
+def draw_crop_flip(n: int, padding: int, *, generator: torch.Generator | None = None,
+                   device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """Random parameters of `n` crops and flips: (offsets int64 [n, 2] in [0, 2 * padding], flips bool [n])."""
+    offsets = torch.randint(0, 2 * padding + 1, (n, 2), generator=generator, device=device)
+    flips = torch.rand(n, generator=generator, device=device) < 0.5
+    return offsets, flips
+
+
+def crop_flip(images: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor, padding: int) -> torch.Tensor:
+    """The crop-and-flip with given parameters: images uint8 [B, C, H, W], offsets int64 [B, 2]
+    (row, column of the crop in the padded image), flips bool [B] -> uint8 [B, C, H, W]."""
+    b, c, h, w = images.shape
     padded = F.pad(images, (padding, padding, padding, padding)) if padding else images
     rows = offsets[:, :1] + torch.arange(h, device=images.device)  # [B, H]
     cols = offsets[:, 1:] + torch.arange(w, device=images.device)  # [B, W]
@@ -36,4 +48,4 @@ def random_crop_flip(images: torch.Tensor, padding: int = 4, generator: torch.Ge
     return padded[batch, channel, rows.view(b, 1, h, 1), cols.view(b, 1, 1, w)]
 
 
-__all__ = ["random_crop_flip"]
+__all__ = ["crop_flip", "draw_crop_flip", "random_crop_flip"]

@@ -33,11 +33,14 @@ def iterate_batches(
     shuffle: bool = False,
     generator: torch.Generator | None = None,
     shard: tuple[int, int] = (0, 1),
-    augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Yield (x float [B, C, H, W] normalised, y int64 [B]) on `device`.
+    augment: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    with_indices: bool = False,
+) -> Iterator[tuple[torch.Tensor, ...]]:
+    """Yield (x float [B, C, H, W] normalised, y int64 [B]) on `device`, and the batch's indices
+    into the split (int64 [B], on `device`) as a third item when `with_indices`.
 
-    augment: applied to each uint8 batch on the device before normalisation (training only).
+    augment(images uint8 [B, C, H, W], indices [B]) -> uint8 images: applied on the device before
+    normalisation (training only); the indices let it use per-image parameters fixed in advance.
 
     shard=(rank, world_size): every rank must pass the same generator state; each then yields
     its own 1/world_size of every global batch of `batch_size`.
@@ -51,5 +54,6 @@ def iterate_batches(
     labels = split.labels.to(device, non_blocking=True)
     for idx in batch_indices(len(split), batch_size, shuffle=shuffle, generator=generator):
         idx = idx[rank::world].to(device)
-        batch = images[idx] if augment is None else augment(images[idx])
-        yield normalize(batch, info), labels[idx]
+        batch = images[idx] if augment is None else augment(images[idx], idx)
+        x = normalize(batch, info)
+        yield (x, labels[idx], idx) if with_indices else (x, labels[idx])

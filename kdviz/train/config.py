@@ -27,6 +27,15 @@ class TrainConfig:
     seed: int = 0
     icc_tau: float = 4.0  # temperature of the per-epoch ICC snapshot and sigma2 in the history
     augment: bool = True  # the dataset's training augmentation (crop + flip for CIFAR-like data), if it has one
+    # Speed on CUDA only: elsewhere these are ignored, so CPU results never depend on them.
+    amp: bool = False  # bf16 autocast of forward passes and losses
+    channels_last: bool = False  # NHWC memory layout for convolutions
+    compile: bool = False  # torch.compile the trained model
+    # Teacher logits computed once and stored on disk (see kdviz.train.teacher_cache): exact when
+    # training augmentation is off, else `cache_views` fixed augmented views per image.
+    teacher_cache: bool = False
+    cache_views: int = 8
+    cache_topk: int = 0  # keep only the top-k teacher logits per image (0: all C), for large C
 
     def __post_init__(self):
         self.milestones = tuple(int(m) for m in self.milestones)
@@ -39,6 +48,8 @@ class TrainConfig:
             (0 <= self.warmup_epochs < self.epochs, f"warmup_epochs must be in [0, epochs={self.epochs}), got {self.warmup_epochs}"),
             (self.icc_tau > 0, f"icc_tau must be > 0, got {self.icc_tau}"),
             (0 < self.gamma <= 1, f"gamma must be in (0, 1], got {self.gamma}"),
+            (self.cache_views >= 1, f"cache_views must be >= 1, got {self.cache_views}"),
+            (self.cache_topk >= 0, f"cache_topk must be >= 0 (0 keeps all logits), got {self.cache_topk}"),
         ]
         for ok, message in checks:
             if not ok:

@@ -33,6 +33,7 @@ from .checkpoint import atomic_save, load_checkpoint, load_model, model_checkpoi
 from .config import TrainConfig, make_optimizer
 from .distributed import all_reduce, setup_distributed, wrap_model
 from .lock import RunLock
+from .teacher_cache import TeacherLogitCache, load_or_build_teacher_cache
 
 
 @dataclass
@@ -72,6 +73,8 @@ def train(
     resume: bool = False,
     name: str | None = None,
     progress: bool = True,
+    keep_epochs: tuple[int, ...] = (),
+    cache_dir: str | Path | None = None,
     **settings,
 ) -> TrainResult:
     """Train model `model` (a registry name) on `data` with `objective`.
@@ -80,6 +83,10 @@ def train(
     string, a {term: weight or {weight, **params}} dict, or an Objective.
     teacher: needed when a term distills; a TrainResult, a module, or a checkpoint path.
     settings: TrainConfig fields (epochs=, lr=, batch_size=, seed=, ...), overriding `config`.
+    keep_epochs: epochs (0-based) whose weights are also written to out_dir/epoch_<e>.pt, e.g. to
+    distill from an intermediate checkpoint of a teacher.
+    cache_dir: where teacher_cache=True stores teacher logits (default: $KDVIZ_CACHE or
+    ~/.cache/kdviz/teacher_logits).
     """
     cfg = TrainConfig.from_kwargs(**{**(config.to_dict() if config else {}), **settings})
     for split in ("train", "val", "test"):
@@ -89,11 +96,19 @@ def train(
     objective = _as_objective(objective)
     ctx, dev = setup_distributed(resolve_device(device))
     teacher_model = _prepare_teacher(teacher, objective, data, dev)
+    fast_cuda = dev.type == "cuda"
+    if teacher_model is not None and cfg.channels_last and fast_cuda:
+        teacher_model = teacher_model.to(memory_format=torch.channels_last)
+    cache = None
+    if teacher_model is not None and cfg.teacher_cache:
+        cache = _teacher_cache(teacher_model, data, cfg, objective, dev, cache_dir, writes=ctx.is_main, progress=progress and ctx.is_main)
     spec = {"name": model, "kwargs": dict(model_kwargs or {}), "num_classes": data.num_classes, "image_shape": list(data.info.image_shape)}
     name = name or f"{model}:{objective.describe()}"
 
     _seed_everything(cfg.seed)
     core = build_model(model, data.num_classes, data.info.image_shape, **spec["kwargs"]).to(dev)
+    if cfg.channels_last and fast_cuda:
+        core = core.to(memory_format=torch.channels_last)
     opt, sched = make_optimizer(core, cfg)
     shuffle_gen = torch.Generator().manual_seed(cfg.seed)
     # Its own generator per rank, so that ranks' shuffles stay in step whatever their shard sizes.
@@ -108,15 +123,18 @@ def train(
         if run_dir is not None and resume and (run_dir / "last.pt").exists():
             state = _restore(run_dir / "last.pt", core, opt, sched, objective, (shuffle_gen, augment_gen), data.info, cfg)
         net = wrap_model(core, ctx, dev)  # after restoring, so every rank starts from the same weights
+        if cfg.compile and fast_cuda:
+            net = torch.compile(net)
         bar = tqdm(total=cfg.epochs, initial=state.next_epoch, desc=name, disable=not (progress and ctx.is_main), leave=True)
         for epoch in range(state.next_epoch, cfg.epochs):
             start = time.perf_counter()
-            train_stats = _train_epoch(net, teacher_model, objective, data, cfg, dev, opt, (shuffle_gen, augment_gen), ctx, epoch)
+            train_stats = _train_epoch(net, teacher_model, cache, objective, data, cfg, dev, opt, (shuffle_gen, augment_gen), ctx, epoch)
+            train_seconds = time.perf_counter() - start
             lr = opt.param_groups[0]["lr"]
             sched.step()
             objective.end_epoch()
             row = {"epoch": epoch, "lr": lr, **train_stats, **_evaluate(core, data, cfg, dev, state)}
-            row["seconds"] = time.perf_counter() - start
+            row["train_seconds"], row["seconds"] = train_seconds, time.perf_counter() - start
             state.history.append(row)
             # Ties in validation error are common on small splits: the validation loss breaks them.
             score = (row["val_top1_err"], row["val_loss"])
@@ -127,6 +145,9 @@ def train(
             state.next_epoch = epoch + 1
             if writes:
                 _save_run(run_dir, core, opt, sched, objective, (shuffle_gen, augment_gen), state, spec, data, improved)
+                if epoch in keep_epochs:
+                    atomic_save(model_checkpoint(core, spec, data.info.name, epoch=epoch, val_top1_err=row["val_top1_err"]),
+                                run_dir / f"epoch_{epoch}.pt")
             bar.set_postfix(loss=f"{row['train_loss']:.3f}", val_err=f"{row['val_top1_err']:.3f}")
             bar.update(1)
         bar.close()
@@ -149,24 +170,46 @@ class _RunState:
     best_weights: dict | None = None
 
 
-def _train_epoch(net, teacher, objective, data, cfg, dev, opt, gens, ctx, epoch) -> dict:
+def _teacher_cache(teacher, data, cfg, objective, dev, cache_dir, *, writes, progress) -> TeacherLogitCache:
+    augmented = cfg.augment and data.info.augment == "crop_flip"
+    # With top-k, the dropped classes' mass is kept at the temperature of the distillation terms.
+    taus = [t.params["tau"] for t in objective.terms.values() if t.needs_teacher and "tau" in t.params]
+    return load_or_build_teacher_cache(
+        teacher, data.train, data.info, dev, cache_dir=cache_dir, write=writes, progress=progress,
+        views=cfg.cache_views if augmented else 1, padding=data.info.augment_padding if augmented else 0,
+        seed=cfg.seed, topk=cfg.cache_topk, tau=taus[0] if taus else 4.0,
+    )
+
+
+def _train_epoch(net, teacher, cache, objective, data, cfg, dev, opt, gens, ctx, epoch) -> dict:
     net.train()
     shuffle_gen, augment_gen = gens
-    augment = None
-    if cfg.augment and data.info.augment == "crop_flip":
-        augment = functools.partial(random_crop_flip, padding=data.info.augment_padding, generator=augment_gen)
+    augment = view_of = None
+    if cache is not None:
+        view_of = cache.epoch_views(len(data.train), augment_gen).to(dev)
+        augment = lambda images, idx: cache.images(images, idx, view_of[idx])  # noqa: E731
+    elif cfg.augment and data.info.augment == "crop_flip":
+        augment = lambda images, idx: random_crop_flip(images, data.info.augment_padding, augment_gen)  # noqa: E731
+    fast_cuda = dev.type == "cuda"
+    autocast = functools.partial(torch.autocast, "cuda", dtype=torch.bfloat16) if cfg.amp and fast_cuda else contextlib.nullcontext
     sums = torch.zeros(len(objective.terms) + 2, device=dev, dtype=torch.float64)  # terms, total, errors
     first_bad_step = torch.tensor(-1, device=dev)
     n = 0
     batches = iterate_batches(data.train, data.info, cfg.batch_size, dev, shuffle=True, generator=shuffle_gen,
-                              shard=(ctx.rank, ctx.world_size), augment=augment)
-    for step, (x, y) in enumerate(batches):
-        logits = net(x)
-        teacher_logits = None
-        if teacher is not None:
-            with torch.no_grad():
-                teacher_logits = teacher(x)
-        total, parts = objective(StepOutputs(logits, y, teacher_logits))
+                              shard=(ctx.rank, ctx.world_size), augment=augment, with_indices=True)
+    for step, (x, y, idx) in enumerate(batches):
+        if cfg.channels_last and fast_cuda:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast():
+            logits = net(x)
+            teacher_logits = None
+            if cache is not None:
+                teacher_logits = cache.logits(idx, view_of[idx])
+            elif teacher is not None:
+                with torch.inference_mode():
+                    teacher_logits = teacher(x)
+                teacher_logits = teacher_logits.clone()  # an ordinary tensor again, usable by autograd
+            total, parts = objective(StepOutputs(logits, y, teacher_logits))
         opt.zero_grad(set_to_none=True)
         total.backward()
         opt.step()
