@@ -1,10 +1,11 @@
 """Loss functions (pure, on tensors) and the named terms the trainer combines."""
-from .classic import cross_entropy, kd_loss, kl_divergence, label_smoothing
+from .classic import asymmetric_kd_loss, cross_entropy, kd_loss, kl_divergence, label_smoothing
 from .icc import (
     class_conditional_icc,
     class_sums,
     icc_from_sums,
     nontarget_log_probs,
+    secondary_entropy,
     secondary_icc,
     sharpen_rows,
     teacher_icc_regularizer,

@@ -42,6 +42,32 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, tau: flo
     return tau**2 * kl_divergence(p_t, p_s).mean()
 
 
-def _check_tau(tau: float) -> None:
+def asymmetric_kd_loss(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    targets: torch.Tensor,
+    tau: float = 4.0,
+    tau_target: float = 4.0,
+    tau_nontarget: float = 2.0,
+) -> torch.Tensor:
+    """KD from an asymmetrically softened teacher (Li et al. 2022, "Asymmetric Temperature Scaling
+    Makes Larger Networks Teach Well Again"): tau^2 * mean_i KL(p_t,i || softmax(s_i / tau)).
+
+    student_logits, teacher_logits [B, C], targets [B] -> scalar. p_t,i = softmax of the teacher's
+    logits with the target one divided by tau_target and the others by tau_nontarget. A lower
+    tau_nontarget spreads the teacher's wrong-class probabilities further apart, so that a
+    confident teacher still shows which wrong classes it finds close. With
+    tau_target == tau_nontarget == tau this is `kd_loss`.
+    """
+    for name, value in (("tau", tau), ("tau_target", tau_target), ("tau_nontarget", tau_nontarget)):
+        _check_tau(value, name)
+    teacher = teacher_logits.detach()
+    is_target = F.one_hot(targets, teacher.shape[1]).bool()
+    p_t = F.log_softmax(torch.where(is_target, teacher / tau_target, teacher / tau_nontarget), dim=-1)
+    p_s = F.log_softmax(student_logits / tau, dim=-1)
+    return tau**2 * kl_divergence(p_t, p_s).mean()
+
+
+def _check_tau(tau: float, name: str = "tau") -> None:
     if not tau > 0:
-        raise ValueError(f"temperature tau must be > 0, got {tau}")
+        raise ValueError(f"temperature {name} must be > 0, got {tau}")

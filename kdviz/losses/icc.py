@@ -4,6 +4,8 @@ Notation: B samples, C classes, P = softmax(z / tau) row-wise, Y one-hot labels,
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -83,3 +85,26 @@ def teacher_icc_regularizer(
     log_t = torch.log(t.clamp_min(torch.finfo(t.dtype).tiny))
     kl = torch.where(t > 0, t * (log_t - log_q), torch.zeros_like(t)).sum(1)
     return tau**2 * kl.mean()
+
+
+def secondary_entropy(logits: torch.Tensor, targets: torch.Tensor, tau: float = 4.0) -> torch.Tensor:
+    """mean_i H(q_i) / log(C - 1): the entropy of each sample's non-target distribution, in [0, 1].
+
+    logits [B, C], targets [B] -> scalar. q_i is the softmax over sample i's non-target logits at
+    temperature tau: 1 when the wrong classes share the rest equally, near 0 when one wrong class
+    takes it all. Minimising it spreads the secondary probabilities apart (raises sigma2); pair it
+    with "icc_teacher", which keeps that spread consistent within each class. C = 2 raises a
+    ValueError: the single non-target class has no spread to shape (log(C - 1) = 0).
+    """
+    _check_tau(tau)
+    c = logits.shape[1]
+    if c < 3:
+        raise ValueError(
+            f"secondary_entropy needs C >= 3 classes, got C = {c}: with one non-target class there is "
+            "no spread of secondary probabilities to shape"
+        )
+    log_q = nontarget_log_probs(logits, targets, tau)
+    # The target column is -inf; zeroing it, not masking the product, keeps 0 * -inf (NaN) out of
+    # the gradient.
+    h = -(log_q.exp() * torch.nan_to_num(log_q, neginf=0.0)).sum(1)
+    return h.mean() / math.log(c - 1)

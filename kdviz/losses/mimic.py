@@ -73,12 +73,13 @@ def class_conditional_mimic(
     c = student_logits.shape[1]
     sums_s, counts = class_sums(F.softmax(student_logits / tau, dim=1), targets, c)
     sums_t, _ = class_sums(F.softmax(teacher_logits.detach() / tau, dim=1), targets, c)
-    present = counts > 0
-    n = counts[present].unsqueeze(1)
+    # Absent classes get weight n_k = 0 (their rows are all 0, so their KL is 0 too) instead of
+    # being dropped by a boolean mask, which would sync with the host every step.
+    n = counts.clamp_min(1).unsqueeze(1)
     tiny = torch.finfo(sums_s.dtype).tiny
-    m_s, m_t = sums_s[present] / n, sums_t[present] / n
+    m_s, m_t = sums_s / n, sums_t / n
     kl = kl_divergence(m_t.clamp_min(tiny).log(), m_s.clamp_min(tiny).log())
-    return tau**2 * (kl * counts[present] / targets.shape[0]).sum()
+    return tau**2 * (kl * counts / targets.shape[0]).sum()
 
 
 def _pearson_rows(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:

@@ -20,6 +20,7 @@ PRESETS: dict[str, dict] = {
     "icc_teacher": {"ce": 1.0, "icc_teacher": {"weight": 0.1, "tau": 4.0, "power": 1.0}},
     "online_label_smoothing": {"ce": 0.5, "online_label_smoothing": 0.5},
     "kd": {"ce": 0.1, "kd": {"weight": 0.9, "tau": 4.0}},
+    "kd_asymmetric": {"ce": 0.1, "kd_asymmetric": {"weight": 0.9, "tau": 4.0, "tau_target": 4.0, "tau_nontarget": 2.0}},
     "kd+icc_mimic": {"ce": 0.1, "kd": {"weight": 0.9, "tau": 4.0}, "icc_mimic": {"weight": 0.1, "tau": 4.0}},
     "dist": {"ce": 1.0, "dist": {"weight": 1.0, "tau": 4.0}},
 }

@@ -96,8 +96,9 @@ def _register_class(name: str):
 
 def _check_params(name: str, valid: list[str], params: dict) -> None:
     check_keywords(f"loss term {name!r}", params, valid)
-    if "tau" in params and not params["tau"] > 0:
-        raise ValueError(f"loss term {name!r}: temperature tau must be > 0, got {params['tau']}")
+    for key, value in params.items():
+        if (key == "tau" or key.startswith("tau_")) and not value > 0:
+            raise ValueError(f"loss term {name!r}: temperature {key} must be > 0, got {value}")
 
 
 _register_function("ce", classic.cross_entropy, needs_teacher=False, needs_targets=True)
@@ -108,10 +109,17 @@ _register_function("icc_mimic_frobenius", mimic.icc_mimic_frobenius, needs_teach
 _register_function("icc_mimic_pearson", mimic.icc_mimic_pearson, needs_teacher=True, needs_targets=False)
 _register_function("icc_mimic_classwise", mimic.class_conditional_mimic, needs_teacher=True, needs_targets=True)
 _register_function("dist", mimic.dist_loss, needs_teacher=True, needs_targets=False)
+_register_function("kd_asymmetric", classic.asymmetric_kd_loss, needs_teacher=True, needs_targets=True)
+_register_function("secondary_entropy", icc.secondary_entropy, needs_teacher=False, needs_targets=True)
 
 
 class _ConsensusTerm(LossTerm):
-    """Shared machinery of the terms whose target is last epoch's class consensus."""
+    """Shared machinery of the terms whose target is a class consensus frozen at each epoch's end.
+
+    A subclass says how the consensus matrix becomes target rows (`_rows`) and what it compares
+    with them (`_loss`); the consensus is of the trained model's own logits unless the subclass
+    picks others (`_consensus_logits`).
+    """
 
     def __init__(self, tau: float, ema: float, **params):
         if not tau > 0:
@@ -122,8 +130,24 @@ class _ConsensusTerm(LossTerm):
         self.consensus = ClassConsensus(tau)
         self.target: torch.Tensor | None = None
 
+    def _consensus_logits(self, out: StepOutputs) -> torch.Tensor:
+        return out.logits
+
     def _rows(self, icc_matrix: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
+
+    def _loss(self, out: StepOutputs, target: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def __call__(self, out: StepOutputs) -> torch.Tensor:
+        self.consensus.update(self._consensus_logits(out), out.targets)
+        if self.target is None:
+            return out.logits.new_zeros(())
+        if self.target.device != out.logits.device:
+            # A target restored from a checkpoint is on the CPU: copying it to the GPU every step
+            # would block the host each time, so it moves once.
+            self.target = self.target.to(out.logits.device)
+        return self._loss(out, self.target.to(out.logits.dtype))
 
     def end_epoch(self) -> None:
         matrix = self.consensus.finish_epoch()
@@ -156,12 +180,27 @@ class TeacherICCTerm(_ConsensusTerm):
     def _rows(self, icc_matrix):
         return icc.sharpen_rows(icc.secondary_icc(icc_matrix), self.params["power"])
 
-    def __call__(self, out: StepOutputs) -> torch.Tensor:
-        self.consensus.update(out.logits, out.targets)
-        if self.target is None:
-            return out.logits.new_zeros(())
-        target = self.target.to(out.logits.device, out.logits.dtype)
+    def _loss(self, out, target):
         return icc.teacher_icc_regularizer(out.logits, out.targets, target, self.params["tau"])
+
+
+@_register_class("icc_consensus_ref")
+class ReferenceICCTerm(TeacherICCTerm):
+    """Like "icc_teacher", but its consensus T comes from a fixed reference model, passed as teacher=.
+
+    T is the secondary ICC of the reference's predictions (softened at tau) over the training
+    samples the reference classifies correctly, sharpened by `power` and rebuilt at each epoch's
+    end; the trained model's own predictions never enter it, so it cannot run away with them.
+    0 until the first epoch ends.
+    """
+
+    needs_teacher = True
+
+    def __init__(self, tau: float = 4.0, power: float = 1.0):
+        super().__init__(tau=tau, power=power)
+
+    def _consensus_logits(self, out):
+        return out.teacher_logits
 
 
 @_register_class("online_label_smoothing")
@@ -180,9 +219,5 @@ class OnlineLabelSmoothingTerm(_ConsensusTerm):
         eye = torch.eye(icc_matrix.shape[0], dtype=icc_matrix.dtype, device=icc_matrix.device)
         return torch.where(torch.isnan(icc_matrix), eye, icc_matrix)
 
-    def __call__(self, out: StepOutputs) -> torch.Tensor:
-        self.consensus.update(out.logits, out.targets)
-        if self.target is None:
-            return out.logits.new_zeros(())
-        soft = self.target.to(out.logits.device, out.logits.dtype)[out.targets]
-        return -(soft * torch.log_softmax(out.logits, dim=1)).sum(1).mean()
+    def _loss(self, out, target):
+        return -(target[out.targets] * torch.log_softmax(out.logits, dim=1)).sum(1).mean()
