@@ -8,7 +8,9 @@ from pathlib import Path
 
 from .train.lock import RunLockedError
 
-DEFAULT_TRAIN = {"epochs": 30, "batch_size": 64, "lr": 0.05, "seed": 0}
+# The flags that set a TrainConfig field of the same name; teacher_cache exists on distill only.
+_SETTING_FLAGS = ("epochs", "batch_size", "lr", "seed", "schedule", "milestones", "amp", "channels_last", "teacher_cache")
+_ROLES = {"train-teacher": "teacher", "distill": "student"}
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -16,17 +18,44 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
-def _add_training(p: argparse.ArgumentParser, model: str, model_kwargs: str, loss: str) -> None:
-    p.add_argument("--dataset", default="digits", help="dataset name (default: digits, bundled)")
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers such as 150,180,210, got {text!r}") from None
+
+
+def _add_training(p: argparse.ArgumentParser, role: str) -> None:
+    from .recipes import load_recipe, recipe_names
+
+    # Flags default to None, so that a flag given can be told from one left to the recipe; the help
+    # shows the values of the `default` recipe, which is today's command line without --recipe.
+    default = load_recipe("default")
+    kw = default.train_kwargs(role)
+
+    def dflt(value) -> str:
+        return f"(default: the recipe's; without --recipe {value})"
+
+    p.add_argument("--recipe", default=None,
+                   help=f"a named recipe ({', '.join(recipe_names())}) or a .toml file: the values of every flag below "
+                        "that is not given (default: the recipe named default)")
+    p.add_argument("--dataset", help=f"dataset name {dflt(default.dataset)}")
     p.add_argument("--data-root", default=None, help="where the dataset's files are (default: $KDVIZ_DATA or ./data)")
-    p.add_argument("--n-train", type=int, default=None, help="train on a stratified subset of this many images")
-    p.add_argument("--model", default=model, help=f"model name (default: {model})")
-    p.add_argument("--model-kwargs", default=model_kwargs, help=f"JSON of the model's arguments (default: {model_kwargs})")
-    p.add_argument("--loss", default=loss, help=f"a preset or name=weight pairs, e.g. 'ce=0.1,kd=0.9' (default: {loss})")
+    p.add_argument("--n-train", type=int, help=f"train on a stratified subset of this many images {dflt('all')}")
+    p.add_argument("--model", help=f"model name {dflt(kw['model'])}")
+    p.add_argument("--model-kwargs", help=f"JSON of the model's arguments {dflt(json.dumps(kw['model_kwargs']))}; "
+                                          "a recipe's apply to its own model only")
+    p.add_argument("--loss", help=f"a preset or name=weight pairs, e.g. 'ce=0.1,kd=0.9' {dflt(kw['objective'])}")
     p.add_argument("--loss-params", default="{}", help='JSON of term parameters, e.g. \'{"kd": {"tau": 2}}\'')
-    for key, value in DEFAULT_TRAIN.items():
-        p.add_argument(f"--{key.replace('_', '-')}", type=type(value), default=value, help=f"(default: {value})")
-    p.add_argument("--schedule", default="cosine", help="cosine, multistep or constant (default: cosine)")
+    p.add_argument("--epochs", type=int, help=f"training epochs {dflt(kw['epochs'])}")
+    p.add_argument("--batch-size", type=int, help=f"images per batch {dflt(kw['batch_size'])}")
+    p.add_argument("--lr", type=float, help=f"learning rate {dflt(kw['lr'])}")
+    p.add_argument("--seed", type=int, help=f"seed of the training subset, weights and shuffles {dflt(kw['seed'])}")
+    p.add_argument("--schedule", help=f"cosine, multistep or constant {dflt(kw['schedule'])}")
+    p.add_argument("--milestones", type=_int_list, help=f"epochs at which multistep multiplies the lr by gamma, e.g. 150,180,210 {dflt('none')}")
+    p.add_argument("--amp", action=argparse.BooleanOptionalAction, help=f"bf16 autocast, on CUDA only {dflt('off')}")
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction,
+                   help=f"NHWC memory layout for convolutions, on CUDA only {dflt('off')}")
     p.add_argument("--out", required=True, help="run directory: checkpoints, metrics.csv, config.json")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     _add_common(p)
@@ -45,12 +74,14 @@ def build_parser() -> argparse.ArgumentParser:
     q.set_defaults(run=_cmd_quickstart)
 
     t = sub.add_parser("train-teacher", help="train a teacher (default: CE + ICC regulariser)")
-    _add_training(t, "cnn", '{"width": 16}', "icc_teacher")
+    _add_training(t, "teacher")
     t.set_defaults(run=_cmd_train)
 
     d = sub.add_parser("distill", help="train a student from a teacher checkpoint")
-    _add_training(d, "mlp", '{"hidden": 32}', "kd")
+    _add_training(d, "student")
     d.add_argument("--teacher", required=True, help="teacher checkpoint (a best.pt written by train-teacher)")
+    d.add_argument("--teacher-cache", action=argparse.BooleanOptionalAction,
+                   help="compute the teacher's logits once and keep them on disk (default: the recipe's; without --recipe off)")
     d.set_defaults(run=lambda args: _cmd_train(args, teacher=args.teacher))
 
     c = sub.add_parser("correlations", help="ICC matrix of a checkpoint: CSV and heatmap PNG")
@@ -90,26 +121,51 @@ def _cmd_quickstart(args) -> None:
     print(f"\nWrote {args.out}/: metrics.csv, config.json, icc_*.png, icc_diff_*.png, error_curves_*.png, one folder per run.")
 
 
+def _objective(loss, params: dict):
+    """The Objective of a recipe's or --loss's `loss`, with --loss-params' term parameters on top."""
+    from .losses import Objective
+
+    objective = Objective.parse(loss) if isinstance(loss, str) else Objective(loss)
+    if not params:
+        return objective
+    spec = {name: dict(s) for name, s in objective.spec.items()}
+    for name, extra in params.items():
+        if name not in spec:
+            raise ValueError(f"--loss-params names {name!r}, which is not in the loss ({', '.join(spec)})")
+        spec[name].update(extra)
+    return Objective(spec)
+
+
+def run_settings(args, recipe) -> tuple[dict, dict]:
+    """(load_dataset keywords, train keywords) of a parsed train-teacher or distill command line:
+    the recipe's values, replaced by those of the flags given."""
+    from .train import TrainConfig
+
+    settings = recipe.train_kwargs(_ROLES[args.command], args.model)
+    settings.update({key: getattr(args, key) for key in _SETTING_FLAGS if getattr(args, key, None) is not None})
+    if args.model_kwargs is not None:
+        settings["model_kwargs"] = _json_arg(args.model_kwargs, "--model-kwargs")
+    settings["objective"] = _objective(args.loss or settings["objective"], _json_arg(args.loss_params, "--loss-params"))
+    data = {
+        "name": args.dataset or recipe.dataset,
+        "n_train": recipe.n_train if args.n_train is None else args.n_train,
+        "seed": settings.get("seed", TrainConfig.seed),
+    }
+    return data, settings
+
+
 def _cmd_train(args, teacher=None) -> None:
     from .data import load_dataset
-    from .losses import Objective
+    from .recipes import load_recipe
     from .train import train
 
-    data = load_dataset(args.dataset, args.data_root, n_train=args.n_train, seed=args.seed)
-    objective = Objective.parse(args.loss)
-    params = _json_arg(args.loss_params, "--loss-params")
-    if params:
-        spec = {name: dict(s) for name, s in objective.spec.items()}
-        for name, extra in params.items():
-            if name not in spec:
-                raise ValueError(f"--loss-params names {name!r}, which is not in the loss ({', '.join(spec)})")
-            spec[name].update(extra)
-        objective = Objective(spec)
-    result = train(
-        data, args.model, objective, teacher=teacher, model_kwargs=_json_arg(args.model_kwargs, "--model-kwargs"),
-        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, schedule=args.schedule,
-        device=args.device, out_dir=args.out, resume=args.resume, progress=not args.no_progress,
-    )
+    recipe = load_recipe(args.recipe or "default")
+    data_kwargs, settings = run_settings(args, recipe)
+    if args.recipe:
+        print(f"recipe {recipe.name}: {recipe.description}")
+    data = load_dataset(root=args.data_root, **data_kwargs)
+    result = train(data, **settings, teacher=teacher, device=args.device, out_dir=args.out, resume=args.resume,
+                   progress=not args.no_progress)
     best = result.best
     print(f"{data.summary()}\nobjective: {result.objective}")
     print(f"best epoch {result.best_epoch} (by validation): val error {100 * best['val_top1_err']:.2f} %, "

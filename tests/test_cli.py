@@ -35,10 +35,16 @@ def test_train_distill_correlations_chain(tmp_path, capsys):
     t, s = tmp_path / "teacher", tmp_path / "student"
     common = ["--epochs", "2", "--no-progress", "--device", "cpu"]
     assert main(["train-teacher", "--out", str(t), "--model-kwargs", '{"width": 4}', *common]) == 0
+    # Without --recipe: digits, cnn, CE + ICC regulariser, batch 64, lr 0.05, cosine (the flags given aside).
+    config = json.loads((t / "config.json").read_text())
+    assert (config["dataset"], config["model"]["name"], config["model"]["kwargs"]) == ("digits", "cnn", {"width": 4})
+    assert (config["batch_size"], config["lr"], config["schedule"], config["seed"], config["epochs"]) == (64, 0.05, "cosine", 0, 2)
+    assert set(config["objective"]) == {"ce", "icc_teacher"}
     assert main(["distill", "--teacher", str(t / "best.pt"), "--out", str(s), "--n-train", "100",
                  "--loss", "kd+icc_mimic", "--loss-params", '{"kd": {"tau": 2}}', *common]) == 0
     config = json.loads((s / "config.json").read_text())
     assert config["objective"]["kd"] == {"weight": 0.9, "tau": 2}
+    assert (config["model"]["name"], config["model"]["kwargs"], config["lr"]) == ("mlp", {"hidden": 32}, 0.05)
     assert main(["correlations", str(s / "best.pt"), "--secondary", "--split", "val", "--out", str(tmp_path / "icc")]) == 0
     frame = pd.read_csv(tmp_path / "icc" / "best_val_icc.csv", index_col=0)
     assert frame.shape == (10, 10)

@@ -19,6 +19,7 @@ class TrainConfig:
     batch_size: int = 64
     lr: float = 0.05
     momentum: float = 0.9
+    nesterov: bool = True  # the CRD benchmark uses plain momentum: its recipes set this to false
     weight_decay: float = 5e-4
     schedule: str = "cosine"
     milestones: tuple[int, ...] = ()  # epochs at which "multistep" multiplies the lr by gamma
@@ -89,6 +90,6 @@ def lr_factor(cfg: TrainConfig, epoch: int) -> float:
 
 
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
-    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=cfg.momentum > 0)
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=cfg.nesterov and cfg.momentum > 0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda epoch: lr_factor(cfg, epoch))
     return opt, sched
