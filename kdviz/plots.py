@@ -136,3 +136,35 @@ def plot_error_curves(runs: Mapping[str, "pd.DataFrame | object"], *, metric: st
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def plot_error_vs_sigma2(runs: pd.DataFrame, summary: pd.DataFrame | None = None, *,
+                         ax: matplotlib.axes.Axes | None = None) -> Figure:
+    """Does a more expressive teacher teach better? Each student run of a grid (a tidy table from
+    kdviz.experiments) as a faint dot at (its teacher's sigma2, its test error); each student
+    arm's chosen variant (from `summary`) as a large marker at the means over seeds, with the
+    standard error of the test error as a bar."""
+    students = runs[(runs["role"] == "student") & runs["teacher_sigma2"].notna()] if "teacher_sigma2" in runs else runs.iloc[:0]
+    if students.empty:
+        raise ValueError("no student run with a teacher in the table: run a grid with student arms first")
+    if ax is None:
+        fig, ax = _new_figure((7, 4.5))
+    else:
+        fig = ax.figure
+    for i, (arm, group) in enumerate(students.groupby("arm", sort=False)):
+        color = f"C{i % 10}"
+        ax.plot(group["teacher_sigma2"], 100 * group["test_top1_err"], ".", color=color, alpha=0.3)
+        if summary is not None and arm in summary.index:
+            row = summary.loc[arm]
+            ax.errorbar(row["teacher_sigma2"], row["test_err"], yerr=row["test_err_se"], fmt="o", color=color,
+                        markersize=8, capsize=3, label=arm)
+    x, y = students["teacher_sigma2"], 100 * students["test_top1_err"]
+    r = float(np.corrcoef(x, y)[0, 1]) if len(students) > 2 and x.std() > 0 else float("nan")
+    ax.set_xlabel("teacher sigma2 (spread of secondary probabilities, test split)")
+    ax.set_ylabel("student test error (%)")
+    ax.set_title(f"student error against teacher expressiveness (Pearson r over runs = {r:.2f})")
+    ax.grid(alpha=0.3)
+    if summary is not None:
+        ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    return fig

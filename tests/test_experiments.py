@@ -1,0 +1,224 @@
+"""The experiment grid: planning, running with skip-finished, summaries chosen on validation."""
+import json
+import math
+
+import pandas as pd
+import pytest
+from test_data_paper import make_cifar100  # tests/ is on sys.path: pytest's rootdir conftest
+
+from kdviz.experiments import collect, load_protocol, plan, run_grid, select_variants, summarize, verdict
+from kdviz.experiments import expressive
+from kdviz.experiments import grid as grid_module
+from kdviz.plots import plot_error_vs_sigma2
+
+TINY = """
+name = "tiny"
+dataset = "digits"
+seeds = [0, 1]
+baseline = "kd"
+
+[teacher]
+model = "cnn"
+model_kwargs = {width = 4}
+epochs = 2
+batch_size = 128
+
+[student]
+model = "mlp"
+model_kwargs = {hidden = 8}
+n_train = 40
+epochs = 2
+batch_size = 20
+teacher_cache = true
+
+[[arms]]
+name = "teacher_ce"
+role = "teacher"
+objective = "ce"
+
+[[arms]]
+name = "teacher_icc"
+role = "teacher"
+objective = "icc_teacher"
+sweep = {"icc_teacher.weight" = [0.1, 0.3]}
+
+[[arms]]
+name = "early"
+role = "snapshot"
+teacher = "teacher_ce"
+epoch = 0
+
+[[arms]]
+name = "alone"
+role = "student"
+objective = "ce"
+
+[[arms]]
+name = "kd"
+role = "student"
+teacher = "teacher_ce"
+objective = "kd"
+
+[[arms]]
+name = "kd_from_early"
+role = "student"
+teacher = "early"
+objective = "kd"
+
+[[arms]]
+name = "mimic_from_icc"
+role = "student"
+teacher = "teacher_icc"
+objective = "kd+icc_mimic"
+sweep = {"icc_mimic.weight" = [0.1, 1.0], lr = [0.05]}
+"""
+
+
+def write(tmp_path, text=TINY, name="tiny.toml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_plan_pairs_every_student_variant_with_each_teacher_variant_on_its_seed(tmp_path):
+    protocol = load_protocol(write(tmp_path))
+    runs = plan(protocol)
+    by_arm = pd.Series([r.arm.name for r in runs]).value_counts().to_dict()
+    # 2 seeds x (2 teacher variants x 2 mimic weights) for the mimic arm; 2 seeds for the others.
+    assert by_arm == {"teacher_ce": 2, "teacher_icc": 4, "early": 2, "alone": 2, "kd": 2, "kd_from_early": 2, "mimic_from_icc": 8}
+    position = {id(r): i for i, r in enumerate(runs)}
+    for run in runs:
+        if run.teacher is not None:
+            assert run.teacher.seed == run.seed and position[id(run.teacher)] < position[id(run)]
+    mimic = {r.label for r in runs if r.arm.name == "mimic_from_icc"}
+    assert "icc_mimic.weight=1.0,lr=0.05|teacher_icc:icc_teacher.weight=0.3" in mimic and len(mimic) == 4
+    assert len({r.path for r in runs}) == len(runs)
+
+
+def test_grid_runs_once_then_skips_finished_runs_and_reruns_only_missing_ones(tmp_path, monkeypatch):
+    protocol = load_protocol(write(tmp_path))
+    out = tmp_path / "out"
+    runs = run_grid(protocol, out, progress=False, device="cpu")
+    assert len(runs) == len(plan(protocol)) and runs["test_top1_err"].between(0, 1).all()
+    students = runs[runs["teacher_arm"].notna() & (runs["role"] == "student")]
+    assert students[["icc_distance", "teacher_sigma2", "teacher_test_top1_err"]].notna().all().all()
+    # Each run's own history is on disk next to its result.
+    history = pd.read_csv(out / plan(protocol)[0].path / "metrics.csv")
+    assert list(history["epoch"]) == [0, 1]
+
+    calls = []
+    real_train = grid_module.train
+    monkeypatch.setattr(grid_module, "train", lambda *a, **k: calls.append(k["name"]) or real_train(*a, **k))
+    again = run_grid(protocol, out, progress=False, device="cpu")
+    assert calls == [] and again.equals(runs)
+
+    victim = next(r for r in plan(protocol) if r.arm.name == "kd")
+    (out / victim.path / "result.json").unlink()
+    run_grid(protocol, out, progress=False, device="cpu")
+    assert calls == [f"kd {victim.label} seed {victim.seed}"]
+    assert len(collect(protocol, out)) == len(runs)
+
+
+def test_snapshot_is_the_teachers_checkpoint_of_that_epoch(tmp_path):
+    protocol = load_protocol(write(tmp_path), seeds=[0])
+    out = tmp_path / "out"
+    runs = run_grid(protocol, out, progress=False, device="cpu").set_index("arm")
+    teacher_run = next(r for r in plan(protocol) if r.arm.name == "teacher_ce")
+    history = pd.read_csv(out / teacher_run.path / "metrics.csv").set_index("epoch")
+    assert runs.loc["early", "epoch"] == 0
+    assert runs.loc["early", "val_top1_err"] == pytest.approx(history.loc[0, "val_top1_err"])
+    assert runs.loc["early", "test_top1_err"] == pytest.approx(history.loc[0, "test_top1_err"])
+    assert runs.loc["kd_from_early", "teacher_test_top1_err"] == pytest.approx(history.loc[0, "test_top1_err"])
+
+
+def frame(rows):
+    return pd.DataFrame(rows, columns=["arm", "role", "variant", "seed", "val_top1_err", "test_top1_err"])
+
+
+def test_variants_are_chosen_on_validation_and_compared_seed_by_seed():
+    runs = frame([
+        ("kd", "student", "default", 0, 0.20, 0.10), ("kd", "student", "default", 1, 0.20, 0.20),
+        ("kd", "student", "default", 2, 0.20, 0.30),
+        # v1 has the best test error but the worse validation error: v2 must be chosen.
+        ("x", "student", "v1", 0, 0.30, 0.00), ("x", "student", "v1", 1, 0.30, 0.00), ("x", "student", "v1", 2, 0.30, 0.00),
+        ("x", "student", "v2", 0, 0.10, 0.12), ("x", "student", "v2", 1, 0.10, 0.18), ("x", "student", "v2", 2, 0.10, 0.27),
+        # a variant on one seed only cannot win on it
+        ("x", "student", "v3", 0, 0.00, 0.00),
+    ])
+    assert select_variants(runs).to_dict() == {"kd": "default", "x": "v2"}
+    row = summarize(runs, "kd").loc["x"]
+    diffs = [2.0, -2.0, -3.0]  # percentage points, seed by seed
+    mean = sum(diffs) / 3
+    se = math.sqrt(sum((d - mean) ** 2 for d in diffs) / 2) / math.sqrt(3)
+    assert row["test_err"] == pytest.approx(19.0) and row["seeds"] == 3
+    assert row["diff_vs_baseline"] == pytest.approx(mean) and row["diff_se"] == pytest.approx(se)
+    assert row["z"] == pytest.approx(mean / se)
+    assert row["test_err_se"] == pytest.approx(pd.Series([12.0, 18.0, 27.0]).std() / math.sqrt(3))
+
+
+def test_verdict_names_arms_beyond_two_standard_errors():
+    kd = [("kd", "student", "d", s, 0.2, t) for s, t in enumerate([0.10, 0.20, 0.30, 0.25])]
+    good = [("good", "student", "d", s, 0.2, t - 0.05 + 0.001 * s) for s, (_, _, _, _, _, t) in enumerate(kd)]
+    flat = [("flat", "student", "d", s, 0.2, t + (0.01 if s % 2 else -0.01)) for s, (_, _, _, _, _, t) in enumerate(kd)]
+    summary = summarize(frame(kd + good + flat), "kd")
+    text = verdict(summary, "kd")
+    assert text.startswith("Arms that beat kd by more than 2 standard errors (4 seeds): good (-4.85")
+    assert "flat" not in text
+    assert verdict(summarize(frame(kd + flat), "kd"), "kd").startswith("No arm beats kd")
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda t: t.replace('baseline = "kd"', 'baseline = "kd"\ncolour = "red"'), "colour"),
+    (lambda t: t.replace('teacher = "early"', 'teacher = "nobody"'), "must be an arm listed before it"),
+    (lambda t: t.replace("epoch = 0", "epoch = 5"), "in [0, 2)"),
+    (lambda t: t.replace('"icc_mimic.weight"', '"icc_mimik.weight"'), "no term 'icc_mimik'"),
+    (lambda t: t.replace('role = "snapshot"', 'role = "judge"'), "valid roles"),
+    (lambda t: t.replace("epochs = 2\nbatch_size = 20", "epochs = 2\nbatch_size = 20\nlearning_rate = 1"), "learning_rate"),
+    (lambda t: t.replace('baseline = "kd"', 'baseline = "kdd"'), "no arm 'kdd'"),
+    (lambda t: t.replace('seeds = [0, 1]', ''), "lacks seeds"),
+])
+def test_protocol_mistakes_are_named_before_anything_trains(tmp_path, edit, message):
+    with pytest.raises((ValueError, TypeError)) as info:
+        load_protocol(write(tmp_path, edit(TINY)))
+    assert message in str(info.value)
+
+
+def test_figure_of_error_against_teacher_sigma2(tmp_path):
+    runs = pd.DataFrame({
+        "arm": ["a", "a", "b", "b", "alone"], "role": ["student"] * 5, "variant": ["d"] * 5, "seed": [0, 1, 0, 1, 0],
+        "val_top1_err": [0.1] * 5, "test_top1_err": [0.1, 0.12, 0.2, 0.22, 0.3],
+        "teacher_sigma2": [0.05, 0.05, 0.02, 0.03, float("nan")],
+    })
+    fig = plot_error_vs_sigma2(runs, summarize(runs.assign(teacher_sigma2=runs["teacher_sigma2"]), "a"))
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["a", "b"]
+    assert "r over runs = -0.9" in ax.get_title()
+    with pytest.raises(ValueError, match="no student run"):
+        plot_error_vs_sigma2(runs[runs["arm"] == "alone"])
+
+
+def test_expressive_command_smoke_on_the_shipped_digits_protocol(tmp_path, capsys):
+    assert expressive.main(["--smoke", "--out", str(tmp_path), "--no-progress", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "kd_asymmetric" in out and "icc_full" in out and "standard errors" in out
+    summary = pd.read_csv(tmp_path / "summary.csv", index_col="arm")
+    protocol = load_protocol(expressive.PROTOCOLS["expressive-digits"])
+    assert set(summary.index) == {a.name for a in protocol.arms}
+    assert (tmp_path / "error_vs_sigma2.png").stat().st_size > 0
+    assert json.loads(next(tmp_path.glob("kd/*/seed_0/result.json")).read_text())["arm"] == "kd"
+
+
+def test_expressive_command_smoke_on_the_crd_cifar100_protocol(tmp_path, capsys):
+    make_cifar100(tmp_path / "data" / "cifar-100-python")
+    args = ["--protocol", "expressive-crd-cifar100", "--smoke", "--data-root", str(tmp_path / "data"),
+            "--out", str(tmp_path / "out"), "--no-progress", "--device", "cpu"]
+    assert expressive.main(args) == 0
+    config = json.loads(next((tmp_path / "out" / "icc_full").glob("*/seed_0/config.json")).read_text())
+    assert config["model"]["name"] == "resnet8x4" and config["dataset"] == "cifar100"
+    assert config["schedule"] == "multistep" and config["nesterov"] is False and config["teacher_cache"] is True
+    assert set(config["objective"]) == {"ce", "kd", "icc_mimic"}
+
+
+def test_unknown_protocol_lists_the_shipped_ones(capsys):
+    assert expressive.main(["--protocol", "nope"]) == 2
+    assert "expressive-digits" in capsys.readouterr().err
