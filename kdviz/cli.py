@@ -82,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--teacher", required=True, help="teacher checkpoint (a best.pt written by train-teacher)")
     d.add_argument("--teacher-cache", action=argparse.BooleanOptionalAction,
                    help="compute the teacher's logits once and keep them on disk (default: the recipe's; without --recipe off)")
+    d.add_argument("--cache-dir", default=None, help="where --teacher-cache keeps logits (default: $KDVIZ_CACHE or ~/.cache/kdviz/teacher_logits)")
     d.set_defaults(run=lambda args: _cmd_train(args, teacher=args.teacher))
 
     c = sub.add_parser("correlations", help="ICC matrix of a checkpoint: CSV and heatmap PNG")
@@ -164,8 +165,9 @@ def _cmd_train(args, teacher=None) -> None:
     if args.recipe:
         print(f"recipe {recipe.name}: {recipe.description}")
     data = load_dataset(root=args.data_root, **data_kwargs)
+    extra = {"cache_dir": args.cache_dir} if teacher is not None else {}
     result = train(data, **settings, teacher=teacher, device=args.device, out_dir=args.out, resume=args.resume,
-                   progress=not args.no_progress)
+                   progress=not args.no_progress, **extra)
     best = result.best
     print(f"{data.summary()}\nobjective: {result.objective}")
     print(f"best epoch {result.best_epoch} (by validation): val error {100 * best['val_top1_err']:.2f} %, "

@@ -40,10 +40,11 @@ def test_train_distill_correlations_chain(tmp_path, capsys):
     assert (config["dataset"], config["model"]["name"], config["model"]["kwargs"]) == ("digits", "cnn", {"width": 4})
     assert (config["batch_size"], config["lr"], config["schedule"], config["seed"], config["epochs"]) == (64, 0.05, "cosine", 0, 2)
     assert set(config["objective"]) == {"ce", "icc_teacher"}
-    assert main(["distill", "--teacher", str(t / "best.pt"), "--out", str(s), "--n-train", "100",
-                 "--loss", "kd+icc_mimic", "--loss-params", '{"kd": {"tau": 2}}', *common]) == 0
+    assert main(["distill", "--teacher", str(t / "best.pt"), "--out", str(s), "--n-train", "100", "--teacher-cache",
+                 "--cache-dir", str(tmp_path / "cache"), "--loss", "kd+icc_mimic", "--loss-params", '{"kd": {"tau": 2}}', *common]) == 0
     config = json.loads((s / "config.json").read_text())
-    assert config["objective"]["kd"] == {"weight": 0.9, "tau": 2}
+    assert config["objective"]["kd"] == {"weight": 0.9, "tau": 2} and config["teacher_cache"] is True
+    assert len(list((tmp_path / "cache").glob("*.pt"))) == 1
     assert (config["model"]["name"], config["model"]["kwargs"], config["lr"]) == ("mlp", {"hidden": 32}, 0.05)
     assert main(["correlations", str(s / "best.pt"), "--secondary", "--split", "val", "--out", str(tmp_path / "icc")]) == 0
     frame = pd.read_csv(tmp_path / "icc" / "best_val_icc.csv", index_col=0)
