@@ -138,33 +138,38 @@ def plot_error_curves(runs: Mapping[str, "pd.DataFrame | object"], *, metric: st
     return fig
 
 
-def plot_error_vs_sigma2(runs: pd.DataFrame, summary: pd.DataFrame | None = None, *,
+def plot_error_vs_sigma2(runs: pd.DataFrame, summary: pd.DataFrame | None = None, *, arms: list[str] | None = None,
                          ax: matplotlib.axes.Axes | None = None) -> Figure:
-    """Does a more expressive teacher teach better? Each student run of a grid (a tidy table from
-    kdviz.experiments) as a faint dot at (its teacher's sigma2, its test error); each student
-    arm's chosen variant (from `summary`) as a large marker at the means over seeds, with the
-    standard error of the test error as a bar."""
+    """Does a more expressive teacher teach better? Student runs of a grid (the tidy table of
+    kdviz.experiments), optionally only `arms`: each run a faint dot at (its teacher's sigma2,
+    its test error); each (arm, variant) a marker at its means over seeds, ringed in black for
+    the variant chosen on validation (from `summary`). The title gives Pearson's r over the
+    (arm, variant) means, where teachers differ and seed noise is averaged out."""
     students = runs[(runs["role"] == "student") & runs["teacher_sigma2"].notna()] if "teacher_sigma2" in runs else runs.iloc[:0]
+    if arms is not None:
+        students = students[students["arm"].isin(arms)]
     if students.empty:
         raise ValueError("no student run with a teacher in the table: run a grid with student arms first")
     if ax is None:
         fig, ax = _new_figure((7, 4.5))
     else:
         fig = ax.figure
+    means = students.groupby(["arm", "variant"], sort=False)[["teacher_sigma2", "test_top1_err"]].mean()
     for i, (arm, group) in enumerate(students.groupby("arm", sort=False)):
         color = f"C{i % 10}"
-        ax.plot(group["teacher_sigma2"], 100 * group["test_top1_err"], ".", color=color, alpha=0.3)
+        ax.plot(group["teacher_sigma2"], 100 * group["test_top1_err"], ".", color=color, alpha=0.25)
+        arm_means = means.loc[arm]
+        ax.plot(arm_means["teacher_sigma2"], 100 * arm_means["test_top1_err"], "o", color=color, markersize=7, label=arm)
         if summary is not None and arm in summary.index:
-            row = summary.loc[arm]
-            ax.errorbar(row["teacher_sigma2"], row["test_err"], yerr=row["test_err_se"], fmt="o", color=color,
-                        markersize=8, capsize=3, label=arm)
-    x, y = students["teacher_sigma2"], 100 * students["test_top1_err"]
-    r = float(np.corrcoef(x, y)[0, 1]) if len(students) > 2 and x.std() > 0 else float("nan")
+            chosen = arm_means.loc[summary.loc[arm, "variant"]]
+            ax.plot([chosen["teacher_sigma2"]], [100 * chosen["test_top1_err"]], "o", markersize=11, markerfacecolor="none",
+                    markeredgecolor="black")
+    x, y = means["teacher_sigma2"], means["test_top1_err"]
+    r = float(np.corrcoef(x, y)[0, 1]) if len(means) > 2 and x.std() > 0 else float("nan")
     ax.set_xlabel("teacher sigma2 (spread of secondary probabilities, test split)")
     ax.set_ylabel("student test error (%)")
-    ax.set_title(f"student error against teacher expressiveness (Pearson r over runs = {r:.2f})")
+    ax.set_title(f"student error against teacher expressiveness (r over arm-variant means = {r:.2f})")
     ax.grid(alpha=0.3)
-    if summary is not None:
-        ax.legend(fontsize=7, ncol=2)
+    ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     return fig

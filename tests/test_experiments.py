@@ -2,6 +2,7 @@
 import json
 import math
 
+import numpy as np
 import pandas as pd
 import pytest
 from test_data_paper import make_cifar100  # tests/ is on sys.path: pytest's rootdir conftest
@@ -189,10 +190,16 @@ def test_figure_of_error_against_teacher_sigma2(tmp_path):
         "val_top1_err": [0.1] * 5, "test_top1_err": [0.1, 0.12, 0.2, 0.22, 0.3],
         "teacher_sigma2": [0.05, 0.05, 0.02, 0.03, float("nan")],
     })
-    fig = plot_error_vs_sigma2(runs, summarize(runs.assign(teacher_sigma2=runs["teacher_sigma2"]), "a"))
+    fig = plot_error_vs_sigma2(runs, summarize(runs, "a"))
     ax = fig.axes[0]
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["a", "b"]
-    assert "r over runs = -0.9" in ax.get_title()
+    # Two arm means, (0.05, 11 %) and (0.025, 21 %), plus r needs 3 points: undefined.
+    assert "= nan" in ax.get_title()
+    runs3 = pd.concat([runs, runs.iloc[[0]].assign(arm="c", teacher_sigma2=0.04, test_top1_err=0.13)])
+    ax = plot_error_vs_sigma2(runs3, arms=["a", "b", "c"]).axes[0]
+    expected = np.corrcoef([0.05, 0.025, 0.04], [0.11, 0.21, 0.13])[0, 1]
+    assert f"= {expected:.2f})" in ax.get_title()
+    assert [t.get_text() for t in plot_error_vs_sigma2(runs3, arms=["b"]).axes[0].get_legend().get_texts()] == ["b"]
     with pytest.raises(ValueError, match="no student run"):
         plot_error_vs_sigma2(runs[runs["arm"] == "alone"])
 
