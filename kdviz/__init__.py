@@ -15,20 +15,25 @@ from .losses import LOSS_TERMS, PRESETS, Objective
 from .models import MODELS, build_model
 from .train import TrainConfig, TrainResult, distill, load_model, train, train_teacher
 
-_PLOTS = ("plot_icc", "plot_icc_comparison", "plot_error_curves")
+_PLOTS = ("plot_icc", "plot_icc_comparison", "plot_error_curves", "plot_error_vs_sigma2")
+_WIDGETS = ("icc_explorer", "curves_explorer", "study_explorer")
 
 
 def __getattr__(name):
-    # matplotlib and seaborn load only when a figure is asked for, to keep `import kdviz` fast.
+    # matplotlib, seaborn and ipywidgets load only when a figure is asked for, to keep `import kdviz` fast.
     if name in _PLOTS:
         from . import plots
 
         return getattr(plots, name)
+    if name in _WIDGETS:
+        from . import widgets
+
+        return getattr(widgets, name)
     raise AttributeError(f"module 'kdviz' has no attribute {name!r}")
 
 
 __all__ = [
     "DATASETS", "ICCReport", "LOSS_TERMS", "MODELS", "Objective", "PRESETS", "TrainConfig", "TrainResult",
     "build_model", "distill", "extract_icc", "icc_distance", "icc_of_logits", "load_dataset", "load_model",
-    "resolve_device", "train", "train_teacher", *_PLOTS,
+    "resolve_device", "train", "train_teacher", *_PLOTS, *_WIDGETS,
 ]

@@ -229,3 +229,12 @@ def test_expressive_command_smoke_on_the_crd_cifar100_protocol(tmp_path, capsys)
 def test_unknown_protocol_lists_the_shipped_ones(capsys):
     assert expressive.main(["--protocol", "nope"]) == 2
     assert "expressive-digits" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", sorted(expressive.PROTOCOLS))
+def test_every_shipped_protocol_is_valid_and_compares_with_plain_kd(name):
+    protocol = load_protocol(expressive.PROTOCOLS[name])
+    assert protocol.name == name and len(protocol.seeds) >= 5
+    baseline = protocol.arm(protocol.baseline)
+    assert baseline.objective == "kd" and protocol.arm(baseline.teacher).objective == "ce"
+    assert {"alone", "icc_full"} <= {a.name for a in protocol.arms}

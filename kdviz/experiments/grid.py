@@ -327,3 +327,19 @@ def collect(protocol: Protocol, out_dir: str | os.PathLike) -> pd.DataFrame:
     out = Path(out_dir)
     rows = [json.loads((out / run.path / "result.json").read_text()) for run in plan(protocol) if (out / run.path / "result.json").exists()]
     return pd.DataFrame(rows)
+
+
+def load_run_model(protocol: Protocol, out_dir: str | os.PathLike, arm: str, seed: int, variant: str | None = None, device=None):
+    """The model a finished run of `arm` on `seed` hands on (its best.pt, or a snapshot's
+    checkpoint), for its variant label `variant` (default: the arm's first variant)."""
+    runs = [r for r in plan(protocol) if r.arm.name == protocol.arm(arm).name and r.seed == seed]
+    if variant is not None:
+        runs = [r for r in runs if r.label == variant]
+    if not runs:
+        raise ValueError(f"no run of arm {arm!r} on seed {seed}" + (f" with variant {variant!r}" if variant else "")
+                         + f"; seeds: {protocol.seeds}")
+    path = _checkpoint(runs[0], Path(out_dir))
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist: run the grid first (run_grid or python -m kdviz.experiments.expressive)")
+    model, _ = load_model(path, resolve_device(device))
+    return model

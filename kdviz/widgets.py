@@ -1,0 +1,66 @@
+"""Interactive explorers for notebooks: ipywidgets controls around the figures of kdviz.plots.
+
+Each explorer is an `ipywidgets.interactive`: displayed as a cell's value it shows its controls
+and the figure, and redraws when a control changes; `.result` holds the current Figure, which
+is what the tests check. ipywidgets comes with `pip install -e ".[notebooks]"`.
+"""
+from __future__ import annotations
+
+from typing import Mapping
+
+import pandas as pd
+
+from .correlation import ICCReport
+from .plots import plot_error_curves, plot_error_vs_sigma2, plot_icc, plot_icc_comparison
+
+
+def _widgets():
+    try:
+        import ipywidgets
+    except ImportError:
+        raise ImportError('the notebook explorers need ipywidgets: pip install -e ".[notebooks]"') from None
+    return ipywidgets
+
+
+def icc_explorer(reports: Mapping[str, ICCReport], teacher_of: Mapping[str, str] | None = None):
+    """Pick a model and see its ICC heatmap, secondary or full, clustered or not; for a student
+    whose teacher is in `teacher_of`, optionally teacher | student | difference."""
+    w = _widgets()
+    if not reports:
+        raise ValueError("icc_explorer needs at least one ICCReport")
+    teacher_of = {k: v for k, v in (teacher_of or {}).items() if v in reports}
+
+    def show(model, secondary, cluster, compare):
+        if compare and model in teacher_of:
+            return plot_icc_comparison(reports[teacher_of[model]], reports[model], secondary=secondary, cluster=cluster,
+                                       names=(teacher_of[model], model))
+        kind = "secondary ICC" if secondary else "ICC"
+        return plot_icc(reports[model], secondary=secondary, cluster=cluster, title=f"{model}: {kind}")
+
+    return w.interactive(show, model=w.Dropdown(options=list(reports), description="model"),
+                         secondary=w.Checkbox(value=True, description="secondary (target removed)"),
+                         cluster=w.Checkbox(value=False, description="cluster classes"),
+                         compare=w.Checkbox(value=bool(teacher_of), description="beside its teacher"))
+
+
+def curves_explorer(runs: Mapping[str, object]):
+    """Pick runs (TrainResults or history DataFrames) and a split; see their error curves."""
+    w = _widgets()
+    names = list(runs)
+
+    def show(selected, split):
+        return plot_error_curves({n: runs[n] for n in selected or names[:1]}, splits=(split, "train"))
+
+    return w.interactive(show, selected=w.SelectMultiple(options=names, value=tuple(names), description="runs"),
+                         split=w.ToggleButtons(options=["val", "test"], description="split"))
+
+
+def study_explorer(runs: pd.DataFrame, summary: pd.DataFrame | None = None):
+    """Pick student arms of an experiment grid; see their error against the teacher's sigma2."""
+    w = _widgets()
+    arms = list(dict.fromkeys(runs.loc[(runs["role"] == "student") & runs["teacher_sigma2"].notna(), "arm"]))
+
+    def show(selected):
+        return plot_error_vs_sigma2(runs, summary, arms=list(selected) or arms)
+
+    return w.interactive(show, selected=w.SelectMultiple(options=arms, value=tuple(arms), description="arms", rows=8))
