@@ -99,9 +99,6 @@ def train(
     fast_cuda = dev.type == "cuda"
     if teacher_model is not None and cfg.channels_last and fast_cuda:
         teacher_model = teacher_model.to(memory_format=torch.channels_last)
-    cache = None
-    if teacher_model is not None and cfg.teacher_cache:
-        cache = _teacher_cache(teacher_model, data, cfg, objective, dev, cache_dir, writes=ctx.is_main, progress=progress and ctx.is_main)
     spec = {"name": model, "kwargs": dict(model_kwargs or {}), "num_classes": data.num_classes, "image_shape": list(data.info.image_shape)}
     name = name or f"{model}:{objective.describe()}"
 
@@ -122,6 +119,10 @@ def train(
             _prepare_run_dir(run_dir, resume, name, cfg, objective, spec, data)
         if run_dir is not None and resume and (run_dir / "last.pt").exists():
             state = _restore(run_dir / "last.pt", core, opt, sched, objective, (shuffle_gen, augment_gen), data.info, cfg)
+        cache = None  # built once the run directory is known to be usable: it can take minutes
+        if teacher_model is not None and cfg.teacher_cache:
+            cache = _teacher_cache(teacher_model, data, cfg, objective, dev, cache_dir, writes=ctx.is_main,
+                                   progress=progress and ctx.is_main)
         net = wrap_model(core, ctx, dev)  # after restoring, so every rank starts from the same weights
         if cfg.compile and fast_cuda:
             net = torch.compile(net)
