@@ -238,3 +238,14 @@ def test_every_shipped_protocol_is_valid_and_compares_with_plain_kd(name):
     baseline = protocol.arm(protocol.baseline)
     assert baseline.objective == "kd" and protocol.arm(baseline.teacher).objective == "ce"
     assert {"alone", "icc_full"} <= {a.name for a in protocol.arms}
+
+
+def test_a_folder_of_runs_with_other_settings_is_refused_not_reused(tmp_path):
+    out = tmp_path / "out"
+    run_grid(load_protocol(write(tmp_path), seeds=[0]), out, progress=False, device="cpu")
+    changed = load_protocol(write(tmp_path, TINY.replace("epochs = 2\nbatch_size = 20", "epochs = 3\nbatch_size = 20")), seeds=[0])
+    with pytest.raises(ValueError, match=r"other settings \(settings\).*another output folder"):
+        run_grid(changed, out, progress=False, device="cpu")
+    kd_run = next(r for r in plan(changed) if r.arm.name == "kd")
+    assert json.loads((out / kd_run.path / "result.json").read_text())["spec"]["settings"]["epochs"] == 2
+    assert "spec" not in collect(changed, out).columns

@@ -43,7 +43,7 @@ def smoke_overrides(path: Path) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m kdviz.experiments.expressive", description=__doc__.splitlines()[0])
     parser.add_argument("--protocol", default="expressive-digits", help=f"{', '.join(PROTOCOLS)} or a .toml file (default: expressive-digits)")
-    parser.add_argument("--out", default=None, help="output folder (default: runs/<protocol name>)")
+    parser.add_argument("--out", default=None, help="output folder (default: runs/<protocol name>, with -smoke for --smoke)")
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="override the protocol's seeds")
     parser.add_argument("--data-root", default=None)
     parser.add_argument("--device", default=None)
@@ -56,7 +56,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.seeds:
             overrides["seeds"] = args.seeds
         protocol = load_protocol(path, **overrides)
-        out = Path(args.out or f"runs/{protocol.name}")
+        # A smoke run's one-epoch results must never be mistaken for the real ones (run_grid refuses
+        # a folder of other settings, but a separate default folder avoids the question).
+        out = Path(args.out or f"runs/{protocol.name}{'-smoke' if args.smoke else ''}")
         runs = run_grid(protocol, out, data_root=args.data_root, device=args.device, progress=not args.no_progress)
     except (ValueError, FileNotFoundError) as e:
         print(f"expressive: error: {e}", file=sys.stderr)

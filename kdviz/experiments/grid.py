@@ -244,14 +244,42 @@ def run_grid(protocol: Protocol, out_dir: str | os.PathLike, *, data_root=None, 
     data = _DataCache(protocol, data_root)
     runs = plan(protocol)
     keep = _snapshot_epochs(runs)
-    todo = [run for run in runs if not (out / run.path / "result.json").exists()]
+    todo = [run for run in runs if not _finished(run, protocol, out)]
     with tqdm(total=len(runs), initial=len(runs) - len(todo), desc=protocol.name, disable=not progress) as bar:
         for run in todo:
             bar.set_postfix_str(f"{run.arm.name} seed {run.seed}")
             result = _execute(run, protocol, out, data, dev, keep.get(run, ()))
-            _write_json(out / run.path / "result.json", result)
+            _write_json(out / run.path / "result.json", {**result, "spec": run_spec(run, protocol)})
             bar.update(1)
     return collect(protocol, out)
+
+
+def run_spec(run: Run, protocol: Protocol) -> dict:
+    """Everything a run's result depends on, as JSON: a finished run is reused only if it matches."""
+    defaults = protocol.defaults(run.arm)
+    spec = {
+        "dataset": protocol.dataset, "n_train": defaults.n_train, "seed": run.seed, "icc_tau": protocol.icc_tau,
+        "teacher": run_spec(run.teacher, protocol) if run.teacher else None,
+    }
+    if run.arm.role == "snapshot":
+        spec["epoch"] = _snapshot_epoch(run)
+    else:
+        spec.update(model=defaults.model, model_kwargs=defaults.model_kwargs, objective=_objective(run.arm, run.variant).spec,
+                    settings={**defaults.settings, **run.arm.settings, **_settings_of(run.variant)})
+    return json.loads(json.dumps(spec))
+
+
+def _finished(run: Run, protocol: Protocol, out: Path) -> bool:
+    path = out / run.path / "result.json"
+    if not path.exists():
+        return False
+    stored = json.loads(path.read_text()).get("spec")
+    wanted = run_spec(run, protocol)
+    if stored != wanted:
+        changed = sorted(k for k in set(wanted) | set(stored or {}) if (stored or {}).get(k) != wanted.get(k))
+        raise ValueError(f"{out / run.path} holds a run with other settings ({', '.join(changed)}) than this protocol asks for; "
+                         "use another output folder (--out), or delete that folder to rerun it")
+    return True
 
 
 def _snapshot_epochs(runs: list[Run]) -> dict[Run, tuple[int, ...]]:
@@ -326,7 +354,7 @@ def collect(protocol: Protocol, out_dir: str | os.PathLike) -> pd.DataFrame:
     """One row per finished run of `protocol` in `out_dir` (runs not finished are left out)."""
     out = Path(out_dir)
     rows = [json.loads((out / run.path / "result.json").read_text()) for run in plan(protocol) if (out / run.path / "result.json").exists()]
-    return pd.DataFrame(rows)
+    return pd.DataFrame([{k: v for k, v in row.items() if k != "spec"} for row in rows])
 
 
 def load_run_model(protocol: Protocol, out_dir: str | os.PathLike, arm: str, seed: int, variant: str | None = None, device=None):
