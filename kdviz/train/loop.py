@@ -33,7 +33,7 @@ from .checkpoint import atomic_save, load_checkpoint, load_model, model_checkpoi
 from .config import TrainConfig, make_optimizer
 from .distributed import all_reduce, setup_distributed, wrap_model
 from .lock import RunLock
-from .teacher_cache import TeacherLogitCache, load_or_build_teacher_cache
+from .teacher_cache import TeacherLogitCache, load_or_build_teacher_cache, view_options
 
 
 @dataclass
@@ -172,13 +172,11 @@ class _RunState:
 
 
 def _teacher_cache(teacher, data, cfg, objective, dev, cache_dir, *, writes, progress) -> TeacherLogitCache:
-    augmented = cfg.augment and data.info.augment == "crop_flip"
     # With top-k, the dropped classes' mass is kept at the temperature of the distillation terms.
     taus = [t.params["tau"] for t in objective.terms.values() if t.needs_teacher and "tau" in t.params]
     return load_or_build_teacher_cache(
         teacher, data.train, data.info, dev, cache_dir=cache_dir, write=writes, progress=progress,
-        views=cfg.cache_views if augmented else 1, padding=data.info.augment_padding if augmented else 0,
-        seed=cfg.seed, topk=cfg.cache_topk, tau=taus[0] if taus else 4.0,
+        **view_options(data.info, cfg.augment, cfg.cache_views), seed=cfg.seed, topk=cfg.cache_topk, tau=taus[0] if taus else 4.0,
     )
 
 

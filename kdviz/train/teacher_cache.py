@@ -89,6 +89,14 @@ class TeacherLogitCache:
         return torch.randint(self.num_views, (n,), generator=generator)
 
 
+def view_options(info: DatasetInfo, augment: bool, cache_views: int) -> dict:
+    """The views train(teacher_cache=True) caches: K crop-and-flip views when the training data is
+    augmented (augment on and the dataset has crop_flip), else the one exact view."""
+    if augment and info.augment == "crop_flip":
+        return {"views": cache_views, "padding": info.augment_padding}
+    return {"views": 1, "padding": 0}
+
+
 def cache_key(teacher: nn.Module, split: Split, info: DatasetInfo, *, views: int, padding: int, seed: int,
               topk: int, tau: float) -> str:
     """SHA-256 of everything the cached logits depend on."""
