@@ -249,3 +249,7 @@ def test_a_folder_of_runs_with_other_settings_is_refused_not_reused(tmp_path):
     kd_run = next(r for r in plan(changed) if r.arm.name == "kd")
     assert json.loads((out / kd_run.path / "result.json").read_text())["spec"]["settings"]["epochs"] == 2
     assert "spec" not in collect(changed, out).columns
+
+
+def test_teacher_comparison_arms_are_the_plain_kd_students_with_a_teacher(tmp_path):
+    assert load_protocol(write(tmp_path)).teacher_comparison_arms() == ["kd", "kd_from_early"]

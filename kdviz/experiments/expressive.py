@@ -75,9 +75,7 @@ def report(protocol, runs, out: Path) -> None:
     summary.to_csv(out / "summary.csv")
     text = verdict(summary, protocol.baseline)
     (out / "verdict.txt").write_text(text + "\n")
-    # Across teachers, with the student's objective held fixed: plain KD from each teacher arm.
-    kd_arms = [a.name for a in protocol.arms if a.role == "student" and a.teacher and a.objective == "kd"]
-    fig = plot_error_vs_sigma2(runs, summary, arms=kd_arms or None)
+    fig = plot_error_vs_sigma2(runs, summary, arms=protocol.teacher_comparison_arms() or None)
     fig.savefig(out / "error_vs_sigma2.png", dpi=110, bbox_inches="tight")
     print(f"\n{protocol.name}: {protocol.description}")
     print("Errors in %, variants chosen on validation, test reported; diff = paired test-error difference to "

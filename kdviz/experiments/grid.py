@@ -26,12 +26,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
-import torch
 from tqdm.auto import tqdm
 
-from ..correlation import extract_icc, icc_distance
+from ..correlation import ICCReport, icc_distance, icc_of_logits
 from ..data import DatasetSplits, load_dataset
 from ..device import resolve_device
+from ..inference import predict_logits, topk_errors
 from ..losses import Objective
 from ..recipes import load_recipe
 from ..registry import check_keywords
@@ -78,6 +78,11 @@ class Protocol:
             if arm.name == name:
                 return arm
         raise ValueError(f"protocol {self.name!r} has no arm {name!r}; its arms: {', '.join(a.name for a in self.arms)}")
+
+    def teacher_comparison_arms(self) -> list[str]:
+        """Student arms that learn by plain KD, one per teacher arm: they compare teachers with
+        the student's objective held fixed."""
+        return [a.name for a in self.arms if a.role == "student" and a.teacher and a.objective == "kd"]
 
     def defaults(self, arm: Arm) -> RoleDefaults:
         # A snapshot is a teacher's checkpoint: it lives on the teachers' data.
@@ -311,7 +316,8 @@ def _execute(run: Run, protocol: Protocol, out: Path, data: _DataCache, dev, kee
             raise FileNotFoundError(f"snapshot {run.arm.name!r} needs {path}, which its teacher run did not keep (it finished "
                                     f"before the snapshot was added); delete {out / run.teacher.path} to retrain it")
         model, ckpt = load_model(path, dev)
-        row.update(epoch=ckpt["epoch"], val_top1_err=ckpt["val_top1_err"], test_top1_err=_test_error(model, role_data, dev))
+        report, test_err = _test_measures(model, role_data, dev, protocol.icc_tau)
+        row.update(epoch=ckpt["epoch"], val_top1_err=ckpt["val_top1_err"], test_top1_err=test_err)
     else:
         defaults = protocol.defaults(run.arm)
         settings = {**defaults.settings, **run.arm.settings, **_settings_of(run.variant)}
@@ -321,26 +327,23 @@ def _execute(run: Run, protocol: Protocol, out: Path, data: _DataCache, dev, kee
             name=f"{run.arm.name} {run.label} seed {run.seed}", progress=False, keep_epochs=keep_epochs,
             cache_dir=out / "teacher_cache", device=dev, seed=run.seed, icc_tau=protocol.icc_tau, **settings,
         )
-        model = result.model
         best = result.best
+        report, _ = _test_measures(result.model, role_data, dev, protocol.icc_tau)
         row.update(epoch=result.best_epoch, val_top1_err=best["val_top1_err"], test_top1_err=best["test_top1_err"],
                    train_seconds=float(result.history["train_seconds"].sum()))
-    report = extract_icc(model, role_data, "test", tau=protocol.icc_tau, device=dev)
     row.update(sigma2=report.sigma2, group_mass=report.group_mass)
     if run.teacher is not None:
         teacher_model, _ = load_model(_checkpoint(run.teacher, out), dev)
-        teacher_report = extract_icc(teacher_model, role_data, "test", tau=protocol.icc_tau, device=dev)
+        teacher_report, teacher_err = _test_measures(teacher_model, role_data, dev, protocol.icc_tau)
         row.update(teacher_sigma2=teacher_report.sigma2, teacher_group_mass=teacher_report.group_mass,
-                   teacher_test_top1_err=_test_error(teacher_model, role_data, dev), **icc_distance(teacher_report, report))
+                   teacher_test_top1_err=teacher_err, **icc_distance(teacher_report, report))
     return row
 
 
-@torch.no_grad()
-def _test_error(model, data: DatasetSplits, dev) -> float:
-    from ..inference import predict_logits, topk_errors
-
+def _test_measures(model, data: DatasetSplits, dev, tau: float) -> tuple[ICCReport, float]:
+    """The test split's ICC report and top-1 error of `model`, from one pass over the split."""
     logits = predict_logits(model, data.test, data.info, dev)
-    return float(topk_errors(logits, data.test.labels, ks=(1,))[1])
+    return icc_of_logits(logits, data.test.labels, data.info, tau), float(topk_errors(logits, data.test.labels, ks=(1,))[1])
 
 
 def _write_json(path: Path, obj: dict) -> None:
