@@ -310,16 +310,16 @@ class Arm:
                 "measured": True}
 
 
-def teacher_arms(data, t_name, t_kwargs, args, device, keep: dict) -> list[Arm]:
-    """The teacher trained with CE and with CE + the ICC regulariser; `keep` receives the CE teacher."""
+def teacher_arms(data, t_name, t_kwargs, args, device, keep: dict | None = None, with_icc: bool = True) -> list[Arm]:
+    """The teacher trained with CE and (with_icc) with CE + the ICC regulariser; `keep` receives the CE teacher."""
     common = dict(kind="kdviz", augment=augment_label(data.info), teacher="-", model=describe_model(t_name, t_kwargs),
                   n_images=len(data.train))
-    return [
-        Arm("teacher_ce", "teacher, CE", objective="ce", **common,
-            run=lambda: run_kdviz(data, t_name, t_kwargs, "ce", args, device, keep=keep)),
-        Arm("teacher_icc", "teacher, CE + ICC regulariser", objective="icc_teacher", **common,
-            run=lambda: run_kdviz(data, t_name, t_kwargs, "icc_teacher", args, device)),
-    ]
+    arms = [Arm("teacher_ce", "teacher, CE", objective="ce", **common,
+                run=lambda: run_kdviz(data, t_name, t_kwargs, "ce", args, device, keep=keep))]
+    if with_icc:
+        arms.append(Arm("teacher_icc", "teacher, CE + ICC regulariser", objective="icc_teacher", **common,
+                        run=lambda: run_kdviz(data, t_name, t_kwargs, "icc_teacher", args, device)))
+    return arms
 
 
 def distillation_arms(data, s_name, s_kwargs, teacher, args, device, cache_dir: Path, with_mimic: bool) -> list[Arm]:
@@ -398,7 +398,9 @@ def run_gpu_suite(args, device, cache_root: Path) -> dict:
         folder = cache_root / tag.replace("->", "_")
         builds[tag] = {f"{args.cache_views} views": build_teacher_cache(data, teacher, args, device, folder)}
         print(f"  {tag}: teacher cache built in {builds[tag][f'{args.cache_views} views']:.2f} s", flush=True)
-        for arm in distillation_arms(data, s_name, s_kwargs, teacher, args, device, folder, with_mimic=False):
+        # The teacher's own training epoch too: the CRD recipe trains it first, on the same schedule.
+        for arm in (teacher_arms(data, t_name, t_kwargs, args, device, with_icc=False)
+                    + distillation_arms(data, s_name, s_kwargs, teacher, args, device, folder, with_mimic=False)):
             arm.pair = tag
             arms.append(arm)
     run_rounds(arms, args.rounds)

@@ -1,4 +1,5 @@
-"""Pick the training device: CUDA, then Apple's MPS, then the CPU, unless the user says."""
+"""Pick the training device (CUDA, then Apple's MPS, then the CPU, unless the user says), and
+move small host tensors to it without stalling a GPU."""
 from __future__ import annotations
 
 import torch
@@ -15,3 +16,12 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {device!r} asked for, but CUDA is not available here; use device='cpu' or 'auto'")
     return dev
+
+
+def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """`tensor` on `device`. A CPU tensor bound for CUDA goes through pinned memory without
+    blocking: a plain copy would wait for every queued kernel, so that a per-batch copy of indices
+    or crop offsets would stop the CPU from running ahead of the GPU at every step."""
+    if device.type == "cuda" and tensor.device.type == "cpu":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)

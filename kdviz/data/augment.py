@@ -8,6 +8,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..device import to_device
+
 
 def random_crop_flip(images: torch.Tensor, padding: int = 4, generator: torch.Generator | None = None) -> torch.Tensor:
     """uint8 [B, C, H, W] -> uint8 [B, C, H, W]: each image zero-padded by `padding` pixels on every
@@ -24,7 +26,7 @@ def random_crop_flip(images: torch.Tensor, padding: int = 4, generator: torch.Ge
         raise ValueError(f"padding must be an int >= 0, got {padding!r}")
     draw_device = generator.device if generator is not None else torch.device("cpu")
     offsets, flips = draw_crop_flip(len(images), padding, generator=generator, device=draw_device)
-    return crop_flip(images, offsets.to(images.device), flips.to(images.device), padding)
+    return crop_flip(images, to_device(offsets, images.device), to_device(flips, images.device), padding)
 
 
 def draw_crop_flip(n: int, padding: int, *, generator: torch.Generator | None = None,

@@ -9,6 +9,7 @@ from typing import Callable, Iterator
 
 import torch
 
+from ..device import to_device
 from .base import DatasetInfo, Split, normalize
 
 
@@ -53,7 +54,7 @@ def iterate_batches(
     images = split.images.to(device, non_blocking=True)
     labels = split.labels.to(device, non_blocking=True)
     for idx in batch_indices(len(split), batch_size, shuffle=shuffle, generator=generator):
-        idx = idx[rank::world].to(device)
+        idx = to_device(idx[rank::world], device)
         batch = images[idx] if augment is None else augment(images[idx], idx)
         x = normalize(batch, info)
         yield (x, labels[idx], idx) if with_indices else (x, labels[idx])

@@ -220,7 +220,7 @@ def _train_epoch(net, teacher, cache, objective, data, cfg, dev, opt, gens, ctx,
             sums[-1] += (logits.argmax(1) != y).sum()
             # Where the first non-finite loss happened, found without a host sync per step.
             bad = ~torch.isfinite(values).all()
-            first_bad_step = torch.where(bad & (first_bad_step < 0), torch.tensor(step, device=dev), first_bad_step)
+            first_bad_step = torch.where(bad & (first_bad_step < 0), step, first_bad_step)
     # Sums and counts, not per-rank means, are reduced: ranks may hold batches of unequal size.
     sums = all_reduce(torch.cat([sums, torch.tensor([n], device=dev, dtype=sums.dtype)]), ctx)
     first_bad_step = all_reduce(first_bad_step, ctx, op="max")

@@ -131,6 +131,8 @@ def build_teacher_cache(teacher: nn.Module, split: Split, info: DatasetInfo, dev
         offsets = torch.stack([o for o, _ in drawn])
         flips = torch.stack([f for _, f in drawn])
     images = split.images.to(device)
+    if augmented:
+        offsets_on_device, flips_on_device = offsets.to(device), flips.to(device)
     chunks: list[list[torch.Tensor]] = [[] for _ in range(views)]
     steps = [(v, s) for v in range(views) for s in range(0, len(split), batch_size)]
     try:
@@ -138,7 +140,7 @@ def build_teacher_cache(teacher: nn.Module, split: Split, info: DatasetInfo, dev
             idx = torch.arange(start, min(start + batch_size, len(split)), device=device)
             batch = images[idx]
             if augmented:
-                batch = crop_flip(batch, offsets[v, idx.cpu()].to(device), flips[v, idx.cpu()].to(device), padding)
+                batch = crop_flip(batch, offsets_on_device[v, idx], flips_on_device[v, idx], padding)
             chunks[v].append(teacher(normalize(batch, info)).float())
     finally:
         teacher.train(was_training)
