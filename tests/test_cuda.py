@@ -65,10 +65,11 @@ def sync_sites(run) -> collections.Counter:
     ("kd+icc_mimic", {"teacher_cache": True, "cache_views": 2}),
 ])
 def test_training_makes_no_host_sync_per_step(data, teacher, tmp_path, objective, extra):
-    """An epoch of 16 steps waits for the GPU exactly as often as one of 4 steps: per epoch, never per step."""
+    """An epoch of 16 steps waits for the GPU exactly as often as one of 4 steps: per epoch, never per step.
+    (One epoch: whether a second one improves, and so copies the best weights, varies between runs.)"""
     def run(batch_size):
         kwargs = {"teacher": teacher, "cache_dir": tmp_path / str(batch_size)} if objective.startswith("kd") else {}
-        return lambda: train(data, "cnn", objective, model_kwargs={"width": 8}, epochs=2, batch_size=batch_size,
+        return lambda: train(data, "cnn", objective, model_kwargs={"width": 8}, epochs=1, batch_size=batch_size,
                              device="cuda", progress=False, amp=True, channels_last=True, **kwargs, **extra)
 
     few, many = sync_sites(run(64)), sync_sites(run(16))

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..device import to_device
+
 
 AUGMENTS = (None, "crop_flip")
 
@@ -102,8 +104,7 @@ class DatasetSplits:
 def normalize(images: torch.Tensor, info: DatasetInfo) -> torch.Tensor:
     """uint8 [B, C, H, W] -> float [B, C, H, W], standardised with the dataset's mean and std."""
     x = images.float().div_(255.0)
-    mean = torch.tensor(info.mean, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
-    std = torch.tensor(info.std, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
+    mean, std = to_device(torch.tensor([info.mean, info.std], dtype=x.dtype), x.device).view(2, 1, -1, 1, 1)
     return (x - mean) / std
 
 
