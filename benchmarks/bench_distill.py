@@ -205,8 +205,12 @@ def paired_step_ratio(data, model_name, model_kwargs, objective, baseline, args,
 
     torch.manual_seed(args.seed)
     model = build_model(model_name, data.num_classes, data.info.image_shape, **model_kwargs).to(device)
+    if args.channels_last:  # as the kdviz arms train
+        model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9, nesterov=True, weight_decay=5e-4)
     x, y = next(iterate_batches(data.train, data.info, args.batch_size, device))
+    if args.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
     with torch.no_grad():
         t = teacher(x) if teacher is not None else None
     objectives = {name: Objective.parse(name) for name in (objective, baseline)}
@@ -250,7 +254,7 @@ def evaluate_step_targets(data, pair, teacher, args, device) -> list[dict]:
 
 
 def speed_settings(args) -> dict:
-    """amp / channels_last / compile: CUDA-only speed settings, which kdviz ignores elsewhere."""
+    """kdviz's speed settings: amp and compile act on CUDA only, channels_last on every device."""
     return {k: True for k in ("amp", "channels_last", "compile") if getattr(args, k)}
 
 
@@ -259,7 +263,7 @@ def build_teacher_cache(data, teacher, args, device, cache_dir: Path) -> float:
     the options train(teacher_cache=True) uses (exact without augmentation, else K views), so that
     the cached arms load it instead of building it."""
     teacher = teacher.to(device).eval()
-    if args.channels_last and device.type == "cuda":
+    if args.channels_last:
         teacher = teacher.to(memory_format=torch.channels_last)  # as train() does
     synchronize(device)
     start = time.perf_counter()
@@ -608,7 +612,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     p.add_argument("--pairs", default=None, help="teacher:student,... e.g. 'resnet32x4:resnet8x4' or 'cnn(width=32):cnn(width=8)'")
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None, help="bf16 autocast, CUDA only (default: on in the gpu suite)")
-    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None, help="NHWC, CUDA only (default: on in the gpu suite)")
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True,
+                   help="NHWC memory layout in kdviz's arms, on any device (the reference loop never uses it)")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False, help="torch.compile the student, CUDA only")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=None, help="JSON path (default: benchmarks/results/bench_distill_<suite>_<device>[_quick].json)")
@@ -620,7 +625,6 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error("--epochs, --rounds, --cache-views and --batch-size must be >= 1")
     gpu = args.suite == "gpu"
     args.amp = gpu if args.amp is None else args.amp
-    args.channels_last = gpu if args.channels_last is None else args.channels_last
     args.pairs = [(*parse_model(t), *parse_model(s)) for t, s in
                   (item.split(":") for item in (args.pairs or SUITES[args.suite]["pairs"]).split(","))]
     if args.suite == "cpu" and len(args.pairs) != 1:

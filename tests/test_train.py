@@ -162,3 +162,16 @@ def test_augmented_training_resumes_exactly_and_can_be_switched_off(tiny_data, t
     resumed = train(data, "cnn", "ce", out_dir=tmp_path / "cut", resume=True, **settings)
     for a, b in zip(full.model.state_dict().values(), resumed.model.state_dict().values()):
         assert torch.equal(a, b)
+
+
+def test_channels_last_acts_on_the_cpu_and_trains_like_nchw(tiny_data):
+    """channels_last is a speed setting on every device: same training, NHWC weights, float
+    results equal to NCHW's up to the convolution algorithms' rounding. amp stays CUDA-only."""
+    settings = dict(model_kwargs={"width": 4}, epochs=3, progress=False, seed=1, device="cpu")
+    nhwc = train(tiny_data, "cnn", "ce", channels_last=True, amp=True, **settings)
+    nchw = train(tiny_data, "cnn", "ce", **settings)
+    convs = [m.weight for m in nhwc.model.modules() if isinstance(m, torch.nn.Conv2d) and m.in_channels > 1]
+    assert convs and all(w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous() for w in convs)
+    assert all(w.dtype == torch.float32 for w in convs)
+    torch.testing.assert_close(torch.tensor(nhwc.history["train_loss"].values), torch.tensor(nchw.history["train_loss"].values),
+                               rtol=1e-4, atol=1e-6)

@@ -28,7 +28,9 @@ class TrainConfig:
     seed: int = 0
     icc_tau: float = 4.0  # temperature of the per-epoch ICC snapshot and sigma2 in the history
     augment: bool = True  # the dataset's training augmentation (crop + flip for CIFAR-like data), if it has one
-    # Speed on CUDA only: elsewhere these are ignored, so CPU results never depend on them.
+    # amp and compile act on CUDA only (elsewhere they are ignored, so CPU results never depend on
+    # them). channels_last acts on every device: NHWC convolutions are faster on CPUs too (oneDNN),
+    # with float results that differ from NCHW's in the last digits, so it is off by default.
     amp: bool = False  # bf16 autocast of forward passes and losses
     channels_last: bool = False  # NHWC memory layout for convolutions
     compile: bool = False  # torch.compile the trained model

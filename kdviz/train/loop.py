@@ -97,14 +97,14 @@ def train(
     ctx, dev = setup_distributed(resolve_device(device))
     teacher_model = _prepare_teacher(teacher, objective, data, dev)
     fast_cuda = dev.type == "cuda"
-    if teacher_model is not None and cfg.channels_last and fast_cuda:
+    if teacher_model is not None and cfg.channels_last:
         teacher_model = teacher_model.to(memory_format=torch.channels_last)
     spec = {"name": model, "kwargs": dict(model_kwargs or {}), "num_classes": data.num_classes, "image_shape": list(data.info.image_shape)}
     name = name or f"{model}:{objective.describe()}"
 
     _seed_everything(cfg.seed)
     core = build_model(model, data.num_classes, data.info.image_shape, **spec["kwargs"]).to(dev)
-    if cfg.channels_last and fast_cuda:
+    if cfg.channels_last:
         core = core.to(memory_format=torch.channels_last)
     opt, sched = make_optimizer(core, cfg)
     shuffle_gen = torch.Generator().manual_seed(cfg.seed)
@@ -197,7 +197,7 @@ def _train_epoch(net, teacher, cache, objective, data, cfg, dev, opt, gens, ctx,
     batches = iterate_batches(data.train, data.info, cfg.batch_size, dev, shuffle=True, generator=shuffle_gen,
                               shard=(ctx.rank, ctx.world_size), augment=augment, with_indices=True)
     for step, (x, y, idx) in enumerate(batches):
-        if cfg.channels_last and fast_cuda:
+        if cfg.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast():
             logits = net(x)
