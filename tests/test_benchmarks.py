@@ -26,3 +26,40 @@ def test_bench_distill_quick_writes_every_arm_and_target(tmp_path):
     assert all(a["images_per_s"] > 0 and a["measured"] for a in report["arms"])
     assert len(report["targets"]) == 6 and all(isinstance(t["pass"], bool) for t in report["targets"])
     assert report["quick"] is True and set(report["cache_build_seconds"]) == {"exact", "2 views"}
+
+
+def load_profile_script():
+    spec = importlib.util.spec_from_file_location("profile_step", SCRIPT.parent / "profile_step.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_profile_summary_reads_the_last_epoch_of_a_hand_made_trace():
+    profile = load_profile_script()
+
+    def event(cat, name, ts, dur):
+        return {"ph": "X", "cat": cat, "name": name, "ts": ts, "dur": dur}
+
+    trace = {"traceEvents": [
+        event("user_annotation", "kdviz.train_epoch", 0, 50),  # the warm-up epoch: ignored
+        event("kernel", "early", 10, 30),
+        event("user_annotation", "kdviz.train_epoch", 100, 1000),
+        event("cpu_op", "aten::conv", 150, 10), event("cpu_op", "aten::add", 160, 5),
+        event("kernel", "conv", 200, 100), event("kernel", "add", 250, 100),  # overlapping: [200, 350) counts 150
+        event("kernel", "conv", 600, 50), event("gpu_memcpy", "HtoD", 900, 20),
+        event("kernel", "late", 1200, 40),  # after the epoch: ignored
+    ]}
+    report = profile.summarize(trace, steps=2)
+    assert report["wall_ms_per_step"] == 1000 / 2 / 1e3 and report["cpu_ops_per_step"] == 1
+    assert report["gpu_busy_share"] == (150 + 50 + 20) / 1000 and report["kernels_per_step"] == 3 / 2
+    assert [(k["name"], k["ms_per_step"]) for k in report["top_kernels"]] == [("conv", 150 / 2 / 1e3), ("add", 100 / 2 / 1e3)]
+    no_gpu = profile.summarize({"traceEvents": trace["traceEvents"][2:4]}, steps=1)
+    assert no_gpu["gpu_busy_share"] is None and no_gpu["cpu_ops_per_step"] == 1
+
+
+def test_profile_step_quick_finds_the_training_epoch_in_a_real_trace(tmp_path):
+    out = tmp_path / "profile.json"
+    assert load_profile_script().main(["--quick", "--device", "cpu", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["steps"] == 4 and report["wall_ms_per_step"] > 0 and report["cpu_ops_per_step"] > 50

@@ -129,7 +129,9 @@ def train(
         bar = tqdm(total=cfg.epochs, initial=state.next_epoch, desc=name, disable=not (progress and ctx.is_main), leave=True)
         for epoch in range(state.next_epoch, cfg.epochs):
             start = time.perf_counter()
-            train_stats = _train_epoch(net, teacher_model, cache, objective, data, cfg, dev, opt, (shuffle_gen, augment_gen), ctx, epoch)
+            # A named range in profiler traces (benchmarks/profile_step.py); free when none is recording.
+            with torch.profiler.record_function("kdviz.train_epoch"):
+                train_stats = _train_epoch(net, teacher_model, cache, objective, data, cfg, dev, opt, (shuffle_gen, augment_gen), ctx, epoch)
             train_seconds = time.perf_counter() - start
             lr = opt.param_groups[0]["lr"]
             sched.step()
