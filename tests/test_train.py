@@ -112,8 +112,9 @@ def _interrupted_in_epoch(monkeypatch, epoch):
         monkeypatch.setattr(loop_module, "_train_epoch", real_epoch)
 
 
-def test_interrupted_run_resumes_to_identical_result(tiny_data, tmp_path, monkeypatch):
-    settings = dict(model_kwargs={"width": 4}, epochs=4, out_dir=None, progress=False, seed=3)
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_interrupted_run_resumes_to_identical_result(tiny_data, tmp_path, monkeypatch, channels_last):
+    settings = dict(model_kwargs={"width": 4}, epochs=4, out_dir=None, progress=False, seed=3, channels_last=channels_last)
     full = train(tiny_data, "cnn", "icc_teacher", **{**settings, "out_dir": tmp_path / "full"})
 
     with _interrupted_in_epoch(monkeypatch, 2), pytest.raises(KeyboardInterrupt):
