@@ -4,7 +4,7 @@
 # cache on the GPU), a profile of the resnet8x4 KD step (is the GPU busy, or waiting for the
 # CPU?), then the gpu suite of bench_distill.py on CRD's two pairs (one round each;
 # the ShuffleNetV2 pair on a quarter of CIFAR's 50,000 images). Each step has its own time limit, so
-# that a slow one cannot take the others' results with it. About 7 minutes on an H200.
+# that a slow one cannot take the others' results with it. About 6 minutes on an H200.
 #
 #   bash benchmarks/gpu_checks.sh [OUT_DIR]      (default: benchmarks/results)
 set -u
