@@ -114,7 +114,7 @@ def main(argv=None) -> int:
         trace = json.loads(trace_path.read_text())
     steps = math.ceil(args.n_train / args.batch_size)
     report = {"benchmark": "profile_step", "quick": args.quick, "device": torch.cuda.get_device_name(device) if device.type == "cuda" else device.type,
-              "torch": torch.__version__, "data": source, "settings": {k: (str(v) if k == "device" else v) for k, v in vars(args).items() if k != "out"},
+              "torch": torch.__version__, "data": source, "settings": {k: v for k, v in vars(args).items() if k != "out"},
               **summarize(trace, steps)}
     print(f"profile_step: {report['device']}, {args.pair}, {args.objective}{' (cached teacher)' if needs_teacher and args.cache else ''}, "
           f"batch {args.batch_size}, {steps} steps in the profiled epoch")

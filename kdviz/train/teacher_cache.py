@@ -128,19 +128,17 @@ def build_teacher_cache(teacher: nn.Module, split: Split, info: DatasetInfo, dev
     offsets = flips = None
     if augmented:
         drawn = [draw_crop_flip(len(split), padding, generator=torch.Generator().manual_seed(seed * 7919 + v)) for v in range(views)]
-        offsets = torch.stack([o for o, _ in drawn])
-        flips = torch.stack([f for _, f in drawn])
+        offsets = torch.stack([o for o, _ in drawn]).to(device)
+        flips = torch.stack([f for _, f in drawn]).to(device)
     images = split.images.to(device)
-    if augmented:
-        offsets_on_device, flips_on_device = offsets.to(device), flips.to(device)
     chunks: list[list[torch.Tensor]] = [[] for _ in range(views)]
     steps = [(v, s) for v in range(views) for s in range(0, len(split), batch_size)]
     try:
         for v, start in tqdm(steps, desc="teacher logits", disable=not progress, leave=False):
-            idx = torch.arange(start, min(start + batch_size, len(split)), device=device)
-            batch = images[idx]
+            end = start + batch_size
+            batch = images[start:end]
             if augmented:
-                batch = crop_flip(batch, offsets_on_device[v, idx], flips_on_device[v, idx], padding)
+                batch = crop_flip(batch, offsets[v, start:end], flips[v, start:end], padding)
             chunks[v].append(teacher(normalize(batch, info)).float())
     finally:
         teacher.train(was_training)
