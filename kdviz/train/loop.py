@@ -20,7 +20,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .. import __version__
+from .._version import __version__
+from ..atomic import atomic_write
 from ..correlation import ICCAccumulator, ICCReport
 from ..data.base import DatasetInfo, DatasetSplits
 from ..data.augment import random_crop_flip
@@ -317,11 +318,11 @@ def _prepare_run_dir(run_dir: Path, resume, name, cfg, objective, spec, data) ->
                              "resume with the same settings, or choose another out_dir")
     run_dir.mkdir(parents=True, exist_ok=True)
     config.update(kdviz_version=__version__, torch_version=str(torch.__version__))
-    config_path.write_text(json.dumps(config, indent=2))
+    atomic_write(config_path, json.dumps(config, indent=2))
 
 
 def _save_run(run_dir, net, opt, sched, objective, gens, state, spec, data, improved) -> None:
-    pd.DataFrame(state.history).to_csv(run_dir / "metrics.csv", index=False)
+    atomic_write(run_dir / "metrics.csv", pd.DataFrame(state.history).to_csv(index=False))
     if improved:  # net holds the best weights right now
         best = model_checkpoint(net, spec, data.info.name, epoch=state.best_epoch, val_top1_err=state.best_val[0])
         atomic_save(best, run_dir / "best.pt")
