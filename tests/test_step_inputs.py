@@ -127,3 +127,41 @@ def test_a_trainable_term_is_optimised_saved_and_resumed_exactly(tiny_data, regi
     assert torch.equal(resumed_objective.terms["regress"].regressor.weight, fitted.weight)
     for (k, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):
         assert torch.equal(a, b), k
+
+
+DDP_SCRIPT = '''
+import sys, torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+import kdviz as kd
+from kdviz.losses import LOSS_TERMS, ModuleTerm
+
+class Auxiliary(ModuleTerm):
+    inputs = ("features", "targets")
+    def setup(self, example):
+        self.head = nn.Linear(example.features.shape[1], 10)
+    def forward(self, out):
+        return F.cross_entropy(self.head(out.features), out.targets)
+
+LOSS_TERMS.register("auxiliary")(lambda **p: Auxiliary(**p))
+torch.set_num_threads(1)
+data = kd.load_dataset("digits", seed=0)
+objective = kd.Objective({"ce": 1.0, "auxiliary": 0.5})
+kd.train(data, "mlp", objective, model_kwargs={"hidden": 16}, epochs=2, batch_size=64, progress=False)
+torch.save(objective.terms["auxiliary"].state_dict(), f"{sys.argv[1]}/aux_rank{dist.get_rank()}.pt")
+'''
+
+
+def test_trainable_terms_stay_identical_on_every_rank_under_torchrun(tmp_path):
+    import subprocess
+    import sys
+
+    script = tmp_path / "ddp_aux.py"
+    script.write_text(DDP_SCRIPT)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script), str(tmp_path)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    # Each rank trains on its own half of every batch: only averaged gradients keep the heads equal.
+    a, b = (torch.load(tmp_path / f"aux_rank{r}.pt", weights_only=True) for r in (0, 1))
+    assert all(torch.equal(a[k], b[k]) for k in a)

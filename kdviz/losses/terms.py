@@ -122,9 +122,7 @@ def _step_parameters(fn: Callable) -> tuple[tuple[str, ...], bool]:
 
 
 def _register_function(name: str, fn: Callable) -> None:
-    step = set(STEP_INPUTS) | {"logits"}
-    names = list(inspect.signature(fn).parameters)
-    valid = [p for p in names[1:] if p not in step]
+    valid = [p for p in list(inspect.signature(fn).parameters)[1:] if p not in STEP_INPUTS]
 
     def factory(**params) -> LossTerm:
         _check_params(name, valid, params)
