@@ -157,12 +157,14 @@ def check_same_teacher(last: dict, teacher: Teacher | None, where: Path) -> None
     if "teacher" not in last:
         warnings.warn(f"{where} records no teacher (an older kdviz wrote it), so kdviz cannot check that the run resumes "
                       f"with the teacher it started with; it resumes with {_describe(teacher.identity)}", stacklevel=2)
-    elif last["teacher"]["sha256"] != teacher.sha256:
+    elif last["teacher"] is None or last["teacher"]["sha256"] != teacher.sha256:
         raise ValueError(
             f"cannot resume {where.parent}: it was trained from teacher {_describe(last['teacher'])}, this run was given "
             f"{_describe(teacher.identity)}; resume with the teacher it started with, or choose another out_dir"
         )
 
 
-def _describe(identity: dict) -> str:
+def _describe(identity: dict | None) -> str:
+    if identity is None:
+        return "none"
     return f"{identity['checkpoint'] or 'a module passed in Python'} (weights sha256 {identity['sha256'][:12]})"
