@@ -20,7 +20,7 @@ from .mimic import (
     pearson_columns,
 )
 from .consensus import ClassConsensus
-from .terms import LOSS_TERMS, LossTerm, StepOutputs
+from .terms import LOSS_TERMS, STEP_INPUTS, LossTerm, ModuleTerm, StepOutputs
 from .objective import PRESETS, Objective
 
 __all__ = [name for name in dir() if not name.startswith("_")]

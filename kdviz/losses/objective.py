@@ -7,9 +7,10 @@
 from __future__ import annotations
 
 import math
-from typing import Mapping
+from typing import Iterator, Mapping
 
 import torch
+from torch import nn
 
 from .terms import LOSS_TERMS, LossTerm, StepOutputs
 
@@ -80,6 +81,30 @@ class Objective:
     @property
     def needs_teacher(self) -> bool:
         return any(t.needs_teacher for t in self.terms.values())
+
+    @property
+    def trainable(self) -> bool:
+        """Whether a term has parameters of its own (a ModuleTerm)."""
+        return any(isinstance(t, nn.Module) for t in self.terms.values())
+
+    def setup(self, example: StepOutputs) -> None:
+        """Build the trainable terms' layers for the shapes in `example` (ModuleTerm.setup) and move
+        them to its device; the trainer calls it once, before making the optimizer."""
+        for term in self.terms.values():
+            if isinstance(term, nn.Module):
+                term.setup(example)
+                term.to(example.logits.device)
+
+    def parameters(self) -> Iterator[nn.Parameter]:
+        """The trainable terms' parameters, which the trainer optimises with the model's."""
+        for term in self.terms.values():
+            if isinstance(term, nn.Module):
+                yield from term.parameters()
+
+    @property
+    def inputs(self) -> set[str]:
+        """The StepOutputs fields some term reads besides the logits (see LossTerm.inputs)."""
+        return set().union(*(t.inputs for t in self.terms.values()))
 
     def __call__(self, out: StepOutputs) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         values = {name: term(out) for name, term in self.terms.items()}
