@@ -105,11 +105,11 @@ def plot_icc_comparison(teacher: MatrixLike, student: MatrixLike, *, secondary: 
     kind = "secondary ICC" if secondary else "ICC"
     for ax, frame, label in ((axes[0], t, names[0]), (axes[1], s, names[1])):
         _heatmap(ax, frame, secondary=secondary, cmap="viridis", vmin=np.nanmin(both), vmax=np.nanmax(both), below=True)
-        ax.set_title(f"{label}: {kind}")
+        ax.set_title(f"{label}\n{kind}", fontsize=10)
     diff = t - s
     lim = np.nanmax(np.abs(diff.to_numpy()[off])) or 1.0
     _heatmap(axes[2], diff, secondary=secondary, cmap="RdBu_r", vmin=-lim, vmax=lim, below=True)
-    axes[2].set_title(f"{names[0]} - {names[1]}")
+    axes[2].set_title(f"{names[0]}\nminus {names[1]}", fontsize=10)
     for ax in axes[1:]:
         ax.set_ylabel("")
     fig.tight_layout()
@@ -155,13 +155,14 @@ def annotate_cells(ax: matplotlib.axes.Axes, frame: pd.DataFrame, *, force: bool
 
 def plot_error_curves(runs: Mapping[str, "pd.DataFrame | object"], *, metric: str = "top1_err",
                       splits: tuple[str, ...] = ("val",), ax: matplotlib.axes.Axes | None = None,
-                      title: str | None = None, mark_epoch: int | None = None) -> Figure:
+                      title: str | None = None, mark_epoch: int | None = None, zoom: bool = True) -> Figure:
     """Error per epoch of several runs on one axis. `runs` maps a label to a TrainResult or its
     history DataFrame. Solid lines: the first split; dashed: the second; a dot marks the epoch
     selected on validation; a dotted vertical line marks `mark_epoch`.
 
-    The y-range brackets the first split's curves from their second epoch on (see `error_ylim`):
-    a near-chance first epoch or a training error near 0 would squeeze the band where runs differ.
+    zoom=True frames the y-axis on the first split's curves over the second half of each run (see
+    `error_ylim`), where runs settle and differ: the near-chance first epochs, and a training
+    error near 0, run off the frame instead of squeezing that band. zoom=False shows every value.
     """
     if ax is None:
         fig, ax = _new_figure((7, 4.5))
@@ -184,9 +185,9 @@ def plot_error_curves(runs: Mapping[str, "pd.DataFrame | object"], *, metric: st
             ax.plot([best], [100 * row[f"{splits[0]}_{metric}"]], "o", color=color)
     if mark_epoch is not None:
         ax.axvline(mark_epoch, color="0.25", linestyle=":", linewidth=1.2)
-        ax.annotate(f"epoch {mark_epoch}", (mark_epoch, 1), xycoords=("data", "axes fraction"), xytext=(3, -12),
-                    textcoords="offset points", fontsize=8, color="0.25")
-    ylim = error_ylim(framed)
+        ax.annotate(f"epoch {mark_epoch}", (mark_epoch, 0), xycoords=("data", "axes fraction"), xytext=(3, 4),
+                    textcoords="offset points", fontsize=8, color="0.25")  # the legend sits at the top
+    ylim = error_ylim(framed) if zoom else None
     if ylim is not None:
         ax.set_ylim(*ylim)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -200,10 +201,10 @@ def plot_error_curves(runs: Mapping[str, "pd.DataFrame | object"], *, metric: st
 
 
 def error_ylim(curves: list[np.ndarray], pad: float = 0.1) -> tuple[float, float] | None:
-    """(low, high) in percent that brackets every curve from its second point on (all of it when
-    it has at most two), padded by `pad` of the span (at least 0.5 points), within [0, 100].
-    None when there is nothing to bracket."""
-    values = np.concatenate([c[1:] if len(c) > 2 else c for c in curves]) if curves else np.array([])
+    """(low, high) in percent that brackets the second half of every curve (values from index
+    len // 2 on), padded by `pad` of the span (at least 0.5 points), within [0, 100]. None when
+    there is nothing to bracket."""
+    values = np.concatenate([c[len(c) // 2:] for c in curves]) if curves else np.array([])
     values = values[np.isfinite(values)]
     if values.size == 0:
         return None

@@ -22,7 +22,7 @@ def test_icc_heatmap_and_comparison(tiny_info):
     assert [x.get_text() for x in fig.axes[0].get_xticklabels()] == ["a", "b", "c", "d"]
     fig = plot_icc_comparison(t, s, names=("T", "S"))
     titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
-    assert titles == ["T: secondary ICC", "S: secondary ICC", "T - S"]
+    assert titles == ["T\nsecondary ICC", "S\nsecondary ICC", "T\nminus S"]
 
 
 def test_cluster_order_puts_confused_classes_together():
@@ -96,15 +96,19 @@ def test_cell_numbers_are_left_out_when_too_many_classes_to_read_them():
 
 def test_error_curves_frame_the_band_where_runs_differ_with_integer_epochs():
     epochs = np.arange(12)
-    a = pd.DataFrame({"epoch": epochs, "val_top1_err": np.r_[0.9, np.linspace(0.12, 0.08, 11)], "train_top1_err": np.r_[0.9, np.zeros(11)]})
-    b = a.assign(val_top1_err=np.r_[0.85, np.linspace(0.11, 0.095, 11)])
+    descent = [0.9, 0.7, 0.5, 0.3, 0.2, 0.15]  # the first half: far above where the runs settle
+    a = pd.DataFrame({"epoch": epochs, "val_top1_err": descent + [0.12, 0.11, 0.1, 0.09, 0.085, 0.08],
+                      "train_top1_err": descent[:3] + [0.0] * 9})
+    b = a.assign(val_top1_err=descent + [0.11, 0.105, 0.1, 0.1, 0.095, 0.095])
     fig = plot_error_curves({"a": a, "b": b}, splits=("val", "train"), mark_epoch=5)
     ax = fig.axes[0]
     low, high = ax.get_ylim()
-    # the band 8-12 % fills the frame: limits within its span's 10 % (at least 0.5 points) of it
-    assert 8 - 0.5 <= low < 8 and 12 < high <= 12 + 0.5
+    # the band 8-12 % fills the frame: limits within 10 % of its span (at least 0.5 points) of it
+    assert (low, high) == pytest.approx((8 - 0.5, 12 + 0.5))
     assert all(float(t).is_integer() for t in ax.get_xticks())
     assert any(list(line.get_xdata()) == [5, 5] for line in ax.get_lines())  # the marked epoch
-    assert error_ylim([np.array([50.0, 30.0])]) == pytest.approx((28.0, 52.0))  # two points: both framed
-    assert error_ylim([np.array([90, 10.0, 10.2])]) == pytest.approx((9.5, 10.7))  # at least 0.5 points of margin
+    low, high = plot_error_curves({"a": a}, splits=("val", "train"), zoom=False).axes[0].get_ylim()
+    assert low <= 0 and high >= 90  # every value in view
+    assert error_ylim([np.array([90.0, 50.0, 30.0])]) == pytest.approx((28.0, 52.0))  # from index 1 of 3 on
+    assert error_ylim([np.array([10.0, 10.4, 10.1, 10.2])]) == pytest.approx((9.6, 10.7))  # at least 0.5 points of margin
     assert error_ylim([np.array([np.nan])]) is None

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 import kdviz as kd
-from kdviz.correlation import icc_of_logits
+from kdviz.correlation import icc_distance, icc_of_logits
+from kdviz.train.snapshots import snapshot_path
 
 pytest.importorskip("ipywidgets")
 from kdviz.widgets import FigureView  # noqa: E402  (needs ipywidgets)
@@ -48,7 +49,7 @@ def test_icc_explorer_shows_a_new_figure_after_each_change(tiny_info):
     assert titles(view.figures[0]) == ["teacher: secondary ICC"]
     controls["model"].value = "student"
     compared = shown(view)
-    assert changed(first, compared) and titles(view.figures[0]) == ["teacher: secondary ICC", "student: secondary ICC", "teacher - student"]
+    assert changed(first, compared) and titles(view.figures[0]) == ["teacher\nsecondary ICC", "student\nsecondary ICC", "teacher\nminus student"]
     controls["compare"].value = False
     alone = shown(view)
     controls["secondary"].value = False
@@ -109,3 +110,69 @@ def test_a_saved_notebook_shows_the_figure_without_widgets(tiny_info):
     bundle = view._repr_mimebundle_()
     assert "application/vnd.jupyter.widget-view+json" in bundle
     assert base64.b64decode(bundle["image/png"]) == view.images[0].value
+
+
+def _run_dir(path, info, epochs, seed):
+    """A run directory as the trainer leaves it after `epochs` epochs."""
+    (path / "icc").mkdir(parents=True)
+    reports = [report(info, seed + e) for e in range(epochs)]
+    for e, r in enumerate(reports):
+        r.save(snapshot_path(path, e))
+    pd.DataFrame({"epoch": range(epochs), "val_top1_err": [0.5 - 0.1 * e for e in range(epochs)],
+                  "train_top1_err": [0.6 - 0.1 * e for e in range(epochs)], "seconds": 1.0}).to_csv(path / "metrics.csv", index=False)
+    return reports
+
+
+def test_run_explorer_scrubs_epochs_of_runs_on_disk_while_one_still_trains(tiny_info, tmp_path):
+    teacher = _run_dir(tmp_path / "t", tiny_info, 3, seed=0)
+    student = _run_dir(tmp_path / "s", tiny_info, 2, seed=10)
+    view = kd.run_explorer({"teacher": tmp_path / "t", "student": tmp_path / "s"}, teacher="teacher")
+    epoch, focus = view.controls["epoch"], view.controls["focus"]
+    assert (epoch.value, epoch.max) == (1, 1)  # opens at the student's last epoch
+    curves, heat = shown(view, 0), shown(view, 1)
+    assert titles(view.figures[1]) == ["teacher (epoch 1)\nsecondary ICC", "student (epoch 1)\nsecondary ICC",
+                                       "teacher (epoch 1)\nminus student (epoch 1)"]
+    distance = icc_distance(teacher[1], student[1])["icc_distance"]
+    assert f"{distance:.4f}" in view.note.value and f"{student[1].sigma2:.4g}" in view.note.value
+    assert list(focus.options) == ["a", "b", "c", "d"] and focus.value == "a"
+    assert "class a goes to" in view.note.value and "group mass" in view.note.value  # tiny_info has groups
+    focus.value = "b"
+    top = student[1].top_confusions("b")
+    assert ", ".join(f"{k} ({v:.2f})" for k, v in top.items()) in view.note.value
+
+    epoch.value = 0
+    assert changed(heat, shown(view, 1)) and changed(curves, shown(view, 0))
+    assert titles(view.figures[1])[1] == "student (epoch 0)\nsecondary ICC"
+    assert [list(line.get_xdata()) for line in view.figures[0].axes[0].get_lines()][-1] == [0, 0]  # the epoch marked
+
+    # the student finishes epoch 2: moving the slider finds it
+    student.append(report(tiny_info, 12))
+    student[2].save(snapshot_path(tmp_path / "s", 2))
+    epoch.value = 1
+    assert epoch.max == 2
+    epoch.value = 2
+    assert titles(view.figures[1])[:2] == ["teacher (epoch 2)\nsecondary ICC", "student (epoch 2)\nsecondary ICC"]
+
+    before = shown(view, 1)
+    view.controls["teacher"].value = "(none)"
+    view.controls["secondary"].value = False
+    assert changed(before, shown(view, 1)) and titles(view.figures[1]) == ["student, epoch 2: ICC"]
+    view.controls["model"].value = "teacher"
+    assert titles(view.figures[1]) == ["teacher, epoch 2: ICC"]
+
+
+def test_run_explorer_says_when_a_run_has_no_epoch_yet(tiny_data, tmp_path):
+    result = kd.train(tiny_data, "mlp", "ce", epochs=2, progress=False)  # a TrainResult in memory
+    (tmp_path / "new").mkdir()
+    view = kd.run_explorer({"done": result, "new": tmp_path / "new"}, teacher="done")
+    assert view.controls["model"].value == "new"
+    assert "no finished epoch yet" in view.note.value
+    assert view.images[1].layout.display == "none" and view.images[1].value == b""
+    shown(view, 0)  # the curves of the finished run are still drawn
+    view.controls["model"].value = "done"
+    shown(view, 1)
+    assert view.controls["epoch"].max == 1  # the slider now spans the finished run
+    assert titles(view.figures[1]) == ["done, epoch 0: secondary ICC"]  # a model beside itself is shown alone
+    with pytest.raises(KeyError, match="not among the runs"):
+        kd.run_explorer({"done": result}, teacher="other")
+    assert kd.run_explorer({"done": result, "new": tmp_path / "new"}, model="done").controls["model"].value == "done"

@@ -33,6 +33,7 @@ from .checkpoint import atomic_save, load_checkpoint, load_model, model_checkpoi
 from .config import TrainConfig, make_optimizer
 from .distributed import all_reduce, setup_distributed, wrap_model
 from .lock import RunLock
+from .snapshots import snapshot_path
 from .teacher_cache import TeacherLogitCache, load_or_build_teacher_cache, view_options
 
 
@@ -321,6 +322,8 @@ def _prepare_run_dir(run_dir: Path, resume, name, cfg, objective, spec, data) ->
 
 
 def _save_run(run_dir, net, opt, sched, objective, gens, state, spec, data, improved) -> None:
+    # The epoch's validation ICC on its own, for explorers reading the run as it trains.
+    atomic_save(state.snapshots[-1].to_dict(), snapshot_path(run_dir, state.next_epoch - 1))
     pd.DataFrame(state.history).to_csv(run_dir / "metrics.csv", index=False)
     if improved:  # net holds the best weights right now
         best = model_checkpoint(net, spec, data.info.name, epoch=state.best_epoch, val_top1_err=state.best_val[0])

@@ -5,6 +5,7 @@ a PNG image and a note, and redraws when a control changes. ipywidgets comes wit
 `pip install -e ".[notebooks]"`.
 """
 from .explorers import curves_explorer, icc_explorer, study_explorer
+from .run_explorer import run_explorer
 from .view import Drawing, FigureView
 
-__all__ = ["Drawing", "FigureView", "curves_explorer", "icc_explorer", "study_explorer"]
+__all__ = ["Drawing", "FigureView", "curves_explorer", "icc_explorer", "run_explorer", "study_explorer"]

@@ -12,6 +12,7 @@ import io
 from dataclasses import dataclass
 from typing import Callable, Mapping
 
+import PIL.Image  # installed with matplotlib
 from matplotlib.figure import Figure
 
 try:
@@ -25,10 +26,14 @@ DPI = 100
 
 
 def png_bytes(fig: Figure, dpi: int = DPI) -> bytes:
-    """The figure as a PNG file, in memory."""
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=dpi)
-    return buffer.getvalue()
+    """The figure as a PNG file in memory, in 256 colours: a third of the size of matplotlib's own
+    RGBA file, which matters in notebooks saved with their outputs (and in widget state)."""
+    drawn = io.BytesIO()
+    fig.savefig(drawn, format="png", dpi=dpi)
+    palette = PIL.Image.open(drawn).convert("RGB").quantize(256, dither=PIL.Image.Dither.NONE)
+    out = io.BytesIO()
+    palette.save(out, format="png", optimize=True)
+    return out.getvalue()
 
 
 @dataclass
