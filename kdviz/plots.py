@@ -125,6 +125,7 @@ def _heatmap(ax, frame: pd.DataFrame, *, secondary: bool, cmap: str, below: bool
     # Side by side, colour bars go below the heatmaps: the figure's width is what limits the cells.
     bar = {"orientation": "horizontal", "shrink": 0.8, "pad": 0.16, "aspect": 30} if below else {"shrink": 0.8}
     sns.heatmap(frame, ax=ax, cmap=cmap, mask=mask, square=True, annot=False, cbar_kws=bar, **scale)
+    ax.collections[0].colorbar.locator = MaxNLocator(nbins=4)  # tick labels that do not run together
     ax.set_facecolor("0.85")
     ax.tick_params(labelsize=8)
 

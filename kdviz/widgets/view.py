@@ -93,6 +93,8 @@ class FigureView(w.VBox):
         for image, fig in zip(self.images, self.figures):
             image.value = b"" if fig is None else png_bytes(fig)
             image.layout.display = "none" if fig is None else None
+            if fig is not None:  # shown at its own size (kdviz.plots sizes text for it), narrower if it must
+                image.layout.width = f"{round(fig.get_size_inches()[0] * DPI)}px"
         self.note.value = drawing.note
 
     def _redraw_shown(self) -> None:
