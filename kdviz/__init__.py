@@ -15,7 +15,7 @@ from .models import MODELS, build_model
 from .train import TrainConfig, TrainResult, distill, load_model, train, train_teacher
 
 _PLOTS = ("plot_icc", "plot_icc_comparison", "plot_error_curves", "plot_error_vs_sigma2")
-_WIDGETS = ("icc_explorer", "curves_explorer", "study_explorer")
+_WIDGETS = ("icc_explorer", "curves_explorer", "run_explorer", "study_explorer")
 
 
 def __getattr__(name):

@@ -5,6 +5,10 @@ on the batch size and stay right when processes all-reduce their sums before div
 """
 from __future__ import annotations
 
+import dataclasses
+import os
+import pickle
+import zipfile
 from dataclasses import dataclass
 
 import pandas as pd
@@ -80,9 +84,16 @@ class ICCAccumulator:
         )
 
 
+REPORT_FORMAT = "kdviz-icc-report-1"
+
+
 @dataclass
 class ICCReport:
-    """The ICC of one model on one split. Matrices are [C, C]; empty classes give NaN rows."""
+    """The ICC of one model on one split. Matrices are [C, C]; empty classes give NaN rows.
+
+    Saved with `save` (or torch.save of `to_dict()`), it is a dict of tensors and builtins that
+    `ICCReport.load` reads with weights_only=True, with its DatasetInfo: nothing else is needed.
+    """
 
     info: DatasetInfo
     tau: float
@@ -106,6 +117,47 @@ class ICCReport:
         names = list(self.info.class_names)
         frame = pd.DataFrame(m.numpy(), index=pd.Index(names, name="true class"), columns=pd.Index(names, name="predicted"))
         return frame
+
+    def top_confusions(self, class_name: str, k: int = 3) -> pd.Series:
+        """The k classes that images of `class_name` give most of their non-target probability:
+        the largest entries of its row of the secondary ICC, by class name, largest first."""
+        frame = self.to_frame(secondary=True)
+        if class_name not in frame.index:
+            raise KeyError(f"no class {class_name!r} in {self.info.name}; classes: {list(frame.index)}")
+        return frame.loc[class_name].drop(class_name).dropna().nlargest(k)
+
+    def to_dict(self) -> dict:
+        return {
+            "format": REPORT_FORMAT, "info": dataclasses.asdict(self.info), "tau": self.tau, "sums": self.sums.cpu(),
+            "counts": self.counts.cpu(), "sigma2": self.sigma2, "group_mass": self.group_mass, "n": self.n,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ICCReport":
+        if not isinstance(d, dict) or d.get("format") != REPORT_FORMAT:
+            raise ValueError(f"not an ICC report in format {REPORT_FORMAT!r}; write one with ICCReport.save")
+        info = dict(d["info"])
+        for key in ("class_names", "image_shape", "mean", "std"):
+            info[key] = tuple(info[key])
+        info["groups"] = {name: tuple(members) for name, members in info["groups"].items()}
+        return cls(info=DatasetInfo(**info), tau=d["tau"], sums=d["sums"], counts=d["counts"], sigma2=d["sigma2"],
+                   group_mass=d["group_mass"], n=d["n"])
+
+    def save(self, path: str | os.PathLike) -> None:
+        torch.save(self.to_dict(), path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "ICCReport":
+        """Read a report written by `save` (weights_only: a pickle that runs code is refused)."""
+        try:
+            d = torch.load(path, map_location="cpu", weights_only=True)
+        except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError) as e:
+            raise ValueError(f"{path} is not a readable ICC report (truncated or not written by ICCReport.save): "
+                             f"{str(e).splitlines()[0]}") from e
+        try:
+            return cls.from_dict(d)
+        except ValueError as e:
+            raise ValueError(f"{path} is {e}") from None
 
 
 def icc_of_logits(logits: torch.Tensor, labels: torch.Tensor, info: DatasetInfo, tau: float = 4.0) -> ICCReport:

@@ -1,11 +1,13 @@
 """Figures: each returns a Figure with what a reader expects to see."""
 import numpy as np
 import pandas as pd
+import pytest
 import torch
 from matplotlib.figure import Figure
 
 from kdviz.correlation import icc_of_logits
-from kdviz.plots import cluster_order, plot_error_curves, plot_icc, plot_icc_comparison
+from kdviz.data.base import DatasetInfo
+from kdviz.plots import DISPLAY_WIDTH, MIN_FONT, cluster_order, error_ylim, plot_error_curves, plot_icc, plot_icc_comparison
 
 
 def _report(info, seed):
@@ -20,7 +22,7 @@ def test_icc_heatmap_and_comparison(tiny_info):
     assert [x.get_text() for x in fig.axes[0].get_xticklabels()] == ["a", "b", "c", "d"]
     fig = plot_icc_comparison(t, s, names=("T", "S"))
     titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
-    assert titles == ["T: secondary ICC", "S: secondary ICC", "T - S"]
+    assert titles == ["T\nsecondary ICC", "S\nsecondary ICC", "T\nminus S"]
 
 
 def test_cluster_order_puts_confused_classes_together():
@@ -37,3 +39,76 @@ def test_error_curves_one_line_per_run_and_split():
     fig = plot_error_curves({"x": history, "y": history}, splits=("val", "train"))
     assert len(fig.axes[0].get_lines()) == 4
     assert fig.axes[0].get_lines()[0].get_ydata()[1] == 30.0  # plotted in percent
+
+
+def _cell_texts(ax):
+    return [t for t in ax.texts if t.get_text()]
+
+
+def test_secondary_diagonal_is_masked_not_drawn_as_zero(tiny_info):
+    t, s = _report(tiny_info, 0), _report(tiny_info, 1)
+    for fig in (plot_icc(t, secondary=True), plot_icc_comparison(t, s)):
+        for ax in [ax for ax in fig.axes if ax.get_title()]:
+            mask = np.ma.getmaskarray(ax.collections[0].get_array()).reshape(4, 4)
+            assert (mask == np.eye(4, dtype=bool)).all()  # the diagonal, and only it
+            positions = {(t.get_position()[1] - 0.5, t.get_position()[0] - 0.5) for t in _cell_texts(ax)}
+            assert len(positions) == 12 and not any(i == j for i, j in positions)
+    full = plot_icc(t, secondary=False)
+    assert not np.ma.getmaskarray(full.axes[0].collections[0].get_array()).any()
+    # the colour scale spans the off-diagonal values, not a 0 that is not data
+    off = t.secondary.numpy()[~np.eye(4, dtype=bool)]
+    assert plot_icc(t, secondary=True).axes[0].collections[0].norm.vmin == pytest.approx(off.min())
+
+
+def _info(n):
+    return DatasetInfo(name=f"c{n}", class_names=tuple(f"k{i}" for i in range(n)), image_shape=(1, 2, 2), mean=(0.5,), std=(0.25,))
+
+
+@pytest.mark.parametrize("classes", [4, 10])
+def test_cell_numbers_are_readable_at_the_displayed_size_and_fit_their_cells(classes):
+    g = torch.Generator().manual_seed(classes)
+    info = _info(classes)
+    r = icc_of_logits(3 * torch.randn(20 * classes, classes, generator=g), torch.arange(20 * classes) % classes, info)
+    for fig in (plot_icc(r, secondary=True), plot_icc_comparison(r, r)):
+        width, _ = fig.get_size_inches()
+        assert width <= DISPLAY_WIDTH  # shown unshrunk, so a font of 7 pt stays 7 pt on screen
+        fig.canvas.draw()
+        for ax in [ax for ax in fig.axes if ax.get_title()]:
+            texts = _cell_texts(ax)
+            if not texts:
+                continue
+            cell = ax.transData.transform((1, 1)) - ax.transData.transform((0, 0))  # px per cell (y grows down)
+            for text in texts:
+                assert text.get_fontsize() >= MIN_FONT
+                box = text.get_window_extent()
+                assert box.width < abs(cell[0]) and box.height < abs(cell[1])
+    # digits' 10 classes get numbers in both figures
+    assert _cell_texts(plot_icc(r).axes[0]) and _cell_texts(plot_icc_comparison(r, r).axes[0])
+    assert not _cell_texts(plot_icc(r, annotate=False).axes[0])
+
+
+def test_cell_numbers_are_left_out_when_too_many_classes_to_read_them():
+    g = torch.Generator().manual_seed(0)
+    r = icc_of_logits(torch.randn(160, 40, generator=g), torch.arange(160) % 40, _info(40))
+    assert not _cell_texts(plot_icc(r).axes[0]) and not _cell_texts(plot_icc_comparison(r, r).axes[2])
+    assert len(_cell_texts(plot_icc(r, annotate=True).axes[0])) == 40 * 40
+
+
+def test_error_curves_frame_the_band_where_runs_differ_with_integer_epochs():
+    epochs = np.arange(12)
+    descent = [0.9, 0.7, 0.5, 0.3, 0.2, 0.15]  # the first half: far above where the runs settle
+    a = pd.DataFrame({"epoch": epochs, "val_top1_err": descent + [0.12, 0.11, 0.1, 0.09, 0.085, 0.08],
+                      "train_top1_err": descent[:3] + [0.0] * 9})
+    b = a.assign(val_top1_err=descent + [0.11, 0.105, 0.1, 0.1, 0.095, 0.095])
+    fig = plot_error_curves({"a": a, "b": b}, splits=("val", "train"), mark_epoch=5)
+    ax = fig.axes[0]
+    low, high = ax.get_ylim()
+    # the band 8-12 % fills the frame: limits within 10 % of its span (at least 0.5 points) of it
+    assert (low, high) == pytest.approx((8 - 0.5, 12 + 0.5))
+    assert all(float(t).is_integer() for t in ax.get_xticks())
+    assert any(list(line.get_xdata()) == [5, 5] for line in ax.get_lines())  # the marked epoch
+    low, high = plot_error_curves({"a": a}, splits=("val", "train"), zoom=False).axes[0].get_ylim()
+    assert low <= 0 and high >= 90  # every value in view
+    assert error_ylim([np.array([90.0, 50.0, 30.0])]) == pytest.approx((28.0, 52.0))  # from index 1 of 3 on
+    assert error_ylim([np.array([10.0, 10.4, 10.1, 10.2])]) == pytest.approx((9.6, 10.7))  # at least 0.5 points of margin
+    assert error_ylim([np.array([np.nan])]) is None

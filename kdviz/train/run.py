@@ -20,6 +20,7 @@ from ..losses import Objective
 from .checkpoint import atomic_save, load_checkpoint, model_checkpoint
 from .config import TrainConfig
 from .distributed import DistContext
+from .snapshots import snapshot_path
 from .teacher import Teacher, check_same_teacher
 
 
@@ -109,6 +110,8 @@ def save_run(run: Run, improved: bool, keep: bool) -> None:
     """After an epoch: metrics.csv, best.pt when the epoch is the best so far, last.pt (everything
     a resume needs), and epoch_<e>.pt when the epoch is one to keep."""
     p, name = run.progress, run.data.info.name
+    # The epoch's validation ICC on its own, for explorers reading the run as it trains.
+    atomic_save(p.snapshots[-1].to_dict(), snapshot_path(run.run_dir, p.next_epoch - 1))
     atomic_write(run.run_dir / "metrics.csv", pd.DataFrame(p.history).to_csv(index=False))
     if improved:  # the model holds the best weights right now
         atomic_save(model_checkpoint(run.model, run.spec, name, epoch=p.best_epoch, val_top1_err=p.best_val[0]), run.run_dir / "best.pt")

@@ -1,0 +1,154 @@
+"""The ICC explorer as a user meets it: JupyterLab 4 headless, the notebook run in Debian's
+chromium (driven by playwright, never a downloaded browser), the controls moved by the browser.
+
+Screenshots go to $KDVIZ_SCREENSHOTS (default build/browser/): explorer.png (the explorer as the
+notebook opens it), explorer-moved.png (after the moves) and page.png (the whole window).
+docs/img/explorer.png is the first from a real run.
+Skipped where chromium or playwright is missing, except under CI=true, where that fails.
+"""
+import json
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOK = ROOT / "notebooks" / "01_icc_explorer.ipynb"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+SCREENSHOTS = Path(os.environ.get("KDVIZ_SCREENSHOTS", ROOT / "build" / "browser"))
+CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                  "--disable-sync", "--no-first-run"]
+
+
+def _require(ok: bool, reason: str) -> None:
+    if ok:
+        return
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{reason}; CI must run the browser test (.ci/run installs chromium, the dev extra playwright)")
+    pytest.skip(reason)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def jupyterlab(tmp_path):
+    """A JupyterLab server on 127.0.0.1 over a temporary folder holding the explorer notebook;
+    yields its URL for that notebook."""
+    root, state = tmp_path / "root", tmp_path / "state"
+    root.mkdir()
+    # No "would you like news?" toast over the notebook (it would also sit in the screenshots).
+    settings = state / "settings" / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
+    settings.parent.mkdir(parents=True)
+    settings.write_text(json.dumps({"fetchNews": "false"}))
+    shutil.copy(NOTEBOOK, root)
+    port, token = _free_port(), secrets.token_hex(16)
+    env = {**os.environ, "KDVIZ_SMOKE": "1", "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+           "JUPYTER_RUNTIME_DIR": str(state / "runtime"), "JUPYTER_CONFIG_DIR": str(state / "config"), "OMP_NUM_THREADS": "1"}
+    env.pop("MPLBACKEND", None)  # the kernel's own backend
+    server = subprocess.Popen(
+        [sys.executable, "-m", "jupyterlab", "--no-browser", "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}",
+         f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}", "--LabApp.expose_app_in_browser=True",
+         f"--LabApp.user_settings_dir={state / 'settings'}", f"--LabApp.workspaces_dir={state / 'workspaces'}",
+         "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate", "--LabApp.news_url=None",
+         "--LabApp.extension_manager=readonly", "--allow-root"],  # nothing fetched from outside; CI runs as root
+        env=env, stdout=subprocess.DEVNULL, stderr=open(tmp_path / "jupyterlab.log", "wb"),
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/api/status?token={token}", timeout=2)
+                break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("JupyterLab did not start:\n" + (tmp_path / "jupyterlab.log").read_text()[-3000:])
+                time.sleep(0.5)
+        yield f"http://127.0.0.1:{port}/lab/tree/{NOTEBOOK.name}?token={token}&reset"
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+
+
+# Runs every cell through JupyterLab's own command; resolves to the error outputs (none, we hope).
+RUN_ALL = """async () => {
+    const app = window.jupyterapp;
+    const panel = app.shell.currentWidget;
+    await panel.context.ready;
+    await panel.sessionContext.ready;
+    await app.commands.execute("notebook:run-all-cells");
+    const errors = [];
+    const cells = panel.content.model.cells;
+    for (let i = 0; i < cells.length; i++) {
+        const cell = cells.get(i);
+        if (cell.type !== "code") continue;
+        for (let j = 0; j < cell.outputs.length; j++) {
+            const out = cell.outputs.get(j).toJSON();
+            if (out.output_type === "error") errors.push(`cell ${i}: ${out.ename}: ${out.evalue}`);
+        }
+    }
+    return errors;
+}"""
+
+
+def test_explorer_notebook_runs_and_its_controls_redraw_the_heatmaps(jupyterlab, tmp_path):
+    _require(Path(CHROMIUM).exists(), f"no chromium at {CHROMIUM} (Debian: apt-get install chromium)")
+    try:
+        from playwright.sync_api import expect, sync_playwright
+    except ImportError:
+        _require(False, 'the playwright package is not installed (pip install -e ".[dev]")')
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch_persistent_context(
+            str(tmp_path / "chromium-profile"), executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS,
+            viewport={"width": 1280, "height": 1800},  # the whole explorer fits: element screenshots stay clean
+        )
+        try:
+            page = browser.new_page()
+            page.set_default_timeout(60_000)
+            page.goto(jupyterlab)
+            page.wait_for_function("window.jupyterapp && window.jupyterapp.shell.currentWidget "
+                                   "&& window.jupyterapp.shell.currentWidget.sessionContext")
+            errors = page.evaluate(RUN_ALL)
+            assert errors == [], f"cells failed: {errors}"
+
+            explorer = page.locator(".jp-CodeCell").filter(has_text="kd.run_explorer(").locator(".jp-OutputArea-output")
+            heatmap = explorer.locator("img").nth(1)  # images: the error curves, then the heatmaps
+            expect(heatmap).to_be_visible()
+            assert heatmap.evaluate("img => img.naturalWidth") > 500  # a decoded figure, not a broken image
+            explorer.scroll_into_view_if_needed()
+            explorer.screenshot(path=SCREENSHOTS / "explorer.png")
+
+            def moved(action) -> None:
+                """Do `action`; the heatmap image must be replaced by a different one."""
+                src, pixels = heatmap.get_attribute("src"), heatmap.screenshot()
+                action()
+                page.wait_for_function("([img, src]) => img.src !== src && img.complete && img.naturalWidth > 0",
+                                       arg=[heatmap.element_handle(), src])
+                assert heatmap.screenshot() != pixels
+
+            handle = explorer.locator(".widget-slider .noUi-handle").first
+            moved(lambda: (handle.focus(), page.keyboard.press("Home")))  # the epoch slider to epoch 0
+            expect(explorer.locator(".widget-slider .widget-readout").first).to_have_text("0")
+            model = explorer.locator(".widget-dropdown").filter(has=page.locator("label", has_text="model")).locator("select")
+            moved(lambda: model.select_option("student alone"))
+
+            for bad in ("Error displaying widget", "could not redraw", "Traceback"):
+                assert page.get_by_text(bad).count() == 0, f"the page shows {bad!r}"
+            explorer.screenshot(path=SCREENSHOTS / "explorer-moved.png")
+            page.screenshot(path=SCREENSHOTS / "page.png")
+        finally:
+            browser.close()
