@@ -93,7 +93,7 @@ def train(
         if len(data.split(split)) == 0:
             raise ValueError(f"the {split} split of {data.info.name} is empty (0 images); load it with a larger "
                              "n_train / train_fraction / val_fraction, or check the dataset's files")
-    objective = _as_objective(objective)
+    objective = Objective.coerce(objective)
     ctx, dev = setup_distributed(resolve_device(device))
     teacher_model = _prepare_teacher(teacher, objective, data, dev)
     fast_cuda = dev.type == "cuda"
@@ -258,14 +258,6 @@ def _evaluate(net, data, cfg, dev, state) -> dict:
             if report.group_mass is not None:
                 row["val_group_mass"] = report.group_mass
     return row
-
-
-def _as_objective(objective) -> Objective:
-    if isinstance(objective, Objective):
-        return objective
-    if isinstance(objective, str):
-        return Objective.parse(objective)
-    return Objective(objective)
 
 
 def _prepare_teacher(teacher: TeacherLike, objective: Objective, data: DatasetSplits, dev) -> nn.Module | None:
