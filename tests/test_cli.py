@@ -71,3 +71,21 @@ def test_python_dash_m_entry_point():
     assert done.returncode == 0
     for command in ("quickstart", "sweep", "train-teacher", "distill", "correlations"):
         assert command in done.stdout
+
+
+def test_quickstart_table_shows_mean_and_standard_error_over_seeds():
+    from kdviz.experiments import summarize
+    from kdviz.quickstart import quickstart_table
+
+    runs = pd.DataFrame({
+        "arm": ["teacher_ce", "kd", "kd", "kd", "alone", "alone", "alone"],
+        "role": ["teacher"] + ["student"] * 6, "variant": ["default"] * 7, "seed": [0, 0, 1, 2, 0, 1, 2],
+        "val_top1_err": [0.01, 0.06, 0.07, 0.08, 0.10, 0.11, 0.12],
+        "test_top1_err": [0.004, 0.08, 0.09, 0.10, 0.10, 0.12, 0.14], "sigma2": [0.06, 0.05, 0.05, 0.05, 0.1, 0.1, 0.1],
+    })
+    table = quickstart_table(summarize(runs, "kd"))
+    # kd: 8, 9, 10 %: mean 9, sd 1, se 1/sqrt(3) = 0.577; alone - kd: 2, 3, 4 points: mean 3, se 0.577.
+    assert table.loc["kd", "test err %"] == "9.00 +- 0.58" and table.loc["alone", "test err %"] == "12.00 +- 1.15"
+    assert table.loc["alone", "diff vs baseline"] == "3.00 +- 0.58" and table.loc["kd", "diff vs baseline"] == "0.00 +- 0.00"
+    assert table.loc["teacher_ce", "test err %"] == "0.40" and table.loc["teacher_ce", "seeds"] == 1  # one seed: no se
+    assert table.loc["teacher_ce", "diff vs baseline"] == ""
