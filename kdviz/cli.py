@@ -1,4 +1,4 @@
-"""Command line: `kdviz quickstart | train-teacher | distill | correlations` (also `python -m kdviz`)."""
+"""Command line: `kdviz quickstart | sweep | train-teacher | distill | correlations` (also `python -m kdviz`)."""
 from __future__ import annotations
 
 import argparse
@@ -10,7 +10,7 @@ from .train.lock import RunLockedError
 
 # The flags that set a TrainConfig field of the same name; teacher_cache exists on distill only.
 _SETTING_FLAGS = ("epochs", "batch_size", "lr", "seed", "schedule", "milestones", "amp", "channels_last", "teacher_cache")
-_ROLES = {"train-teacher": "teacher", "distill": "student"}
+_ROLE_OF_COMMAND = {"train-teacher": "teacher", "distill": "student"}
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -26,19 +26,19 @@ def _int_list(text: str) -> list[int]:
 
 
 def _add_training(p: argparse.ArgumentParser, role: str) -> None:
-    from .recipes import load_recipe, recipe_names
+    from .experiments import experiment_names, load_experiment
 
     # Flags default to None, so that a flag given can be told from one left to the recipe; the help
     # shows the values of the `default` recipe, which is today's command line without --recipe.
-    default = load_recipe("default")
+    default = load_experiment("default")
     kw = default.train_kwargs(role)
 
     def dflt(value) -> str:
         return f"(default: the recipe's; without --recipe {value})"
 
     p.add_argument("--recipe", default=None,
-                   help=f"a named recipe ({', '.join(recipe_names())}) or a .toml file: the values of every flag below "
-                        "that is not given (default: the recipe named default)")
+                   help=f"a named experiment ({', '.join(experiment_names())}) or a .toml file: its [{role}] gives the "
+                        "values of every flag below that is not given (default: the recipe named default)")
     p.add_argument("--dataset", help=f"dataset name {dflt(default.dataset)}")
     p.add_argument("--data-root", default=None, help="where the dataset's files are (default: $KDVIZ_DATA or ./data)")
     p.add_argument("--n-train", type=int, help=f"train on a stratified subset of this many images {dflt('all')}")
@@ -65,13 +65,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kdviz", description="Knowledge distillation with an expressive teacher.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    q = sub.add_parser("quickstart", help="train 2 teachers and 4 students on digits; print a table, write plots")
-    q.add_argument("--out", default="runs/quickstart", help="output folder (default: runs/quickstart)")
-    q.add_argument("--seed", type=int, default=0)
-    q.add_argument("--smoke", action="store_true", help="a few epochs only, to check an installation")
-    q.add_argument("--resume", action="store_true", help="reuse finished runs in --out, continue an interrupted one")
-    _add_common(q)
-    q.set_defaults(run=_cmd_quickstart)
+    q = sub.add_parser("quickstart", help="train 2 teachers and 4 students (3 seeds) on digits; print a table, write plots")
+    _add_sweep(q)
+    q.set_defaults(run=_cmd_quickstart, experiment="quickstart")
+
+    w = sub.add_parser("sweep", help="run an experiment's grid of runs (finished runs are kept); print and write its summary")
+    w.add_argument("experiment", help="a named experiment (kdviz.experiments.experiment_names()) or a .toml file")
+    _add_sweep(w)
+    w.set_defaults(run=_cmd_sweep)
 
     t = sub.add_parser("train-teacher", help="train a teacher (default: CE + ICC regulariser)")
     _add_training(t, "teacher")
@@ -98,6 +99,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_sweep(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--seeds", type=int, nargs="+", default=None, help="run these seeds instead of the experiment's")
+    p.add_argument("--arms", nargs="+", default=None, help="run only these arms (and the teachers they learn from)")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="worker processes on this machine, each with cores // jobs torch threads (default: 1)")
+    p.add_argument("--smoke", action="store_true", help="first seed, one epoch per run, one value per sweep: checks the code path")
+    p.add_argument("--backend", default="local", choices=["local", "ray"], help="local processes, or one Ray task per run (default: local)")
+    p.add_argument("--address", default=None, help="with --backend ray: the Ray cluster's address (default: start a local one)")
+    p.add_argument("--out", default=None, help="output folder; finished runs in it are reused "
+                                               "(default: runs/<experiment name>, with -smoke for --smoke)")
+    p.add_argument("--data-root", default=None, help="where the dataset's files are (default: $KDVIZ_DATA or ./data)")
+    _add_common(p)
+
+
 def _json_arg(text: str, flag: str) -> dict:
     try:
         value = json.loads(text)
@@ -108,48 +123,53 @@ def _json_arg(text: str, flag: str) -> dict:
     return value
 
 
+def _sweep(args):
+    """(experiment, its runs' table, the output folder) of a parsed sweep or quickstart command."""
+    from .experiments import load_experiment, run_sweep
+
+    overrides = {} if args.seeds is None else {"seeds": args.seeds}
+    experiment = load_experiment(args.experiment, smoke=args.smoke, **overrides)
+    experiment = experiment if args.arms is None else experiment.only(args.arms)
+    # A smoke run's one-epoch results must never be mistaken for the real ones (run_sweep refuses a
+    # folder of other settings, but a separate default folder avoids the question).
+    out = Path(args.out or f"runs/{experiment.name}{'-smoke' if args.smoke else ''}")
+    runs = run_sweep(experiment, out, jobs=args.jobs, backend=args.backend, address=args.address,
+                     data_root=args.data_root, device=args.device, progress=not args.no_progress)
+    return experiment, runs, out
+
+
+def _cmd_sweep(args) -> None:
+    from .experiments import report
+
+    experiment, runs, out = _sweep(args)
+    report(experiment, runs, out)
+
+
 def _cmd_quickstart(args) -> None:
-    from .quickstart import QuickstartConfig, run_quickstart
+    from .quickstart import print_table, save_figures
 
-    cfg = QuickstartConfig.smoke(seed=args.seed) if args.smoke else QuickstartConfig(seed=args.seed)
-    result = run_quickstart(cfg, args.out, device=args.device, progress=not args.no_progress, resume=args.resume)
-    print(f"\nSetting: {result.setting}.")
-    print("Errors are top-1 (%) at the epoch chosen on validation; sigma2 and ICC distance on the test split.\n")
-    print(result.table.drop(columns="objective").round(4).to_string())
-    print("\nObjectives:")
-    for name, objective in result.table["objective"].items():
-        print(f"  {name}: {objective}")
-    print(f"\nWrote {args.out}/: metrics.csv, config.json, icc_*.png, icc_diff_*.png, error_curves_*.png, one folder per run.")
-
-
-def _objective(loss, params: dict):
-    """The Objective of a recipe's or --loss's `loss`, with --loss-params' term parameters on top."""
-    from .losses import Objective
-
-    objective = Objective.parse(loss) if isinstance(loss, str) else Objective(loss)
-    if not params:
-        return objective
-    spec = {name: dict(s) for name, s in objective.spec.items()}
-    for name, extra in params.items():
-        if name not in spec:
-            raise ValueError(f"--loss-params names {name!r}, which is not in the loss ({', '.join(spec)})")
-        spec[name].update(extra)
-    return Objective(spec)
+    experiment, runs, out = _sweep(args)
+    print_table(experiment, runs, out)
+    figures = save_figures(experiment, out, device=args.device)
+    print(f"\nWrote {out}/: runs.csv, summary.csv, verdict.txt, {len(figures)} figures (icc_*.png, icc_diff_*.png, "
+          "error_curves_*.png), one folder per run. Finished runs are reused when the command runs again.")
 
 
 def run_settings(args, recipe) -> tuple[dict, dict]:
     """(load_dataset keywords, train keywords) of a parsed train-teacher or distill command line:
-    the recipe's values, replaced by those of the flags given."""
+    the recipe's (an experiment's teacher or student) values, replaced by those of the flags given."""
+    from .losses import Objective
     from .train import TrainConfig
 
-    settings = recipe.train_kwargs(_ROLES[args.command], args.model)
+    settings = recipe.train_kwargs(_ROLE_OF_COMMAND[args.command], args.model)
     settings.update({key: getattr(args, key) for key in _SETTING_FLAGS if getattr(args, key, None) is not None})
     if args.model_kwargs is not None:
         settings["model_kwargs"] = _json_arg(args.model_kwargs, "--model-kwargs")
-    settings["objective"] = _objective(args.loss or settings["objective"], _json_arg(args.loss_params, "--loss-params"))
+    objective = Objective.coerce(args.loss or settings["objective"])
+    settings["objective"] = objective.with_params(_json_arg(args.loss_params, "--loss-params"))
     data = {
         "name": args.dataset or recipe.dataset,
-        "n_train": recipe.n_train if args.n_train is None else args.n_train,
+        "n_train": recipe.role(_ROLE_OF_COMMAND[args.command]).n_train if args.n_train is None else args.n_train,
         "seed": settings.get("seed", TrainConfig.seed),
     }
     return data, settings
@@ -157,10 +177,10 @@ def run_settings(args, recipe) -> tuple[dict, dict]:
 
 def _cmd_train(args, teacher=None) -> None:
     from .data import load_dataset
-    from .recipes import load_recipe
+    from .experiments import load_experiment
     from .train import train
 
-    recipe = load_recipe(args.recipe or "default")
+    recipe = load_experiment(args.recipe or "default")
     data_kwargs, settings = run_settings(args, recipe)
     if args.recipe:
         print(f"recipe {recipe.name}: {recipe.description}")

@@ -7,28 +7,33 @@ import sys
 import pandas as pd
 
 from kdviz.cli import main
-from kdviz.quickstart import RUNS
+from kdviz.experiments import grid as grid_module
+from kdviz.experiments import load_experiment
+
+QUICKSTART = [a.name for a in load_experiment("quickstart").arms]
 
 
-def test_quickstart_smoke_writes_every_file(tmp_path, capsys):
+def test_quickstart_smoke_writes_every_file(tmp_path, capsys, monkeypatch):
     out = tmp_path / "qs"
     assert main(["quickstart", "--smoke", "--out", str(out), "--no-progress", "--device", "cpu"]) == 0
     printed = capsys.readouterr().out
-    assert "low-data setting" in printed and "kd_icc_mimic_from_icc_teacher" in printed
-    table = pd.read_csv(out / "metrics.csv", index_col="model")
-    assert list(table.index) == [name for name, *_ in RUNS]
-    assert {"val_err_%", "test_err_%", "sigma2"} <= set(table.columns)
-    assert table["icc_dist_to_teacher"].notna().sum() == 3  # the three distilled students
-    config = json.loads((out / "config.json").read_text())
-    assert config["dataset"] == "digits" and "setting" in config
+    assert "100 labelled images" in printed and "kd_icc_mimic_from_icc_teacher" in printed and "test err %" in printed
+    summary = pd.read_csv(out / "summary.csv", index_col="arm")
+    assert list(summary.index) == QUICKSTART
+    assert {"val_err", "test_err", "test_err_se", "diff_vs_baseline", "sigma2"} <= set(summary.columns)
+    assert summary["icc_distance"].notna().sum() == 3  # the three distilled students
+    assert "beat kd_from_ce_teacher" in (out / "verdict.txt").read_text() or "beats kd_from_ce_teacher" in (out / "verdict.txt").read_text()
     pngs = {p.name for p in out.glob("*.png")}
-    assert {f"icc_{name}.png" for name, *_ in RUNS} <= pngs
+    assert {f"icc_{name}.png" for name in QUICKSTART} <= pngs
     assert {"icc_diff_kd_from_ce_teacher.png", "error_curves_teachers.png", "error_curves_students.png"} <= pngs
-    for name, *_ in RUNS:
-        assert (out / name / "best.pt").exists() and (out / name / "metrics.csv").exists()
-    # a second run with --resume reuses the finished runs and gives the same table
-    assert main(["quickstart", "--smoke", "--out", str(out), "--no-progress", "--device", "cpu", "--resume"]) == 0
-    pd.testing.assert_frame_equal(pd.read_csv(out / "metrics.csv", index_col="model"), table)
+    for name in QUICKSTART:
+        assert len(list((out / name).glob("*/seed_0/best.pt"))) == 1 and len(list((out / name).glob("*/seed_0/metrics.csv"))) == 1
+    # Started again, it reuses every finished run (nothing trains) and prints the same table.
+    calls = []
+    monkeypatch.setattr(grid_module, "train", lambda *a, **k: calls.append(k["name"]))
+    assert main(["quickstart", "--smoke", "--out", str(out), "--no-progress", "--device", "cpu"]) == 0
+    assert calls == []
+    pd.testing.assert_frame_equal(pd.read_csv(out / "summary.csv", index_col="arm"), summary)
 
 
 def test_train_distill_correlations_chain(tmp_path, capsys):
@@ -64,5 +69,23 @@ def test_python_dash_m_entry_point():
     done = subprocess.run([sys.executable, "-m", "kdviz", "--help"], capture_output=True, text=True,
                           env={**os.environ, "PYTHONPATH": os.getcwd()})
     assert done.returncode == 0
-    for command in ("quickstart", "train-teacher", "distill", "correlations"):
+    for command in ("quickstart", "sweep", "train-teacher", "distill", "correlations"):
         assert command in done.stdout
+
+
+def test_quickstart_table_shows_mean_and_standard_error_over_seeds():
+    from kdviz.experiments import summarize
+    from kdviz.quickstart import quickstart_table
+
+    runs = pd.DataFrame({
+        "arm": ["teacher_ce", "kd", "kd", "kd", "alone", "alone", "alone"],
+        "role": ["teacher"] + ["student"] * 6, "variant": ["default"] * 7, "seed": [0, 0, 1, 2, 0, 1, 2],
+        "val_top1_err": [0.01, 0.06, 0.07, 0.08, 0.10, 0.11, 0.12],
+        "test_top1_err": [0.004, 0.08, 0.09, 0.10, 0.10, 0.12, 0.14], "sigma2": [0.06, 0.05, 0.05, 0.05, 0.1, 0.1, 0.1],
+    })
+    table = quickstart_table(summarize(runs, "kd"))
+    # kd: 8, 9, 10 %: mean 9, sd 1, se 1/sqrt(3) = 0.577; alone - kd: 2, 3, 4 points: mean 3, se 0.577.
+    assert table.loc["kd", "test err %"] == "9.00 +- 0.58" and table.loc["alone", "test err %"] == "12.00 +- 1.15"
+    assert table.loc["alone", "diff vs baseline"] == "3.00 +- 0.58" and table.loc["kd", "diff vs baseline"] == "0.00 +- 0.00"
+    assert table.loc["teacher_ce", "test err %"] == "0.40" and table.loc["teacher_ce", "seeds"] == 1  # one seed: no se
+    assert table.loc["teacher_ce", "diff vs baseline"] == ""

@@ -582,6 +582,37 @@ def test_non_positive_tau_raises_value_error_naming_tau(name, tau):
         obj(StepOutputs(logits, targets, teacher))
 
 
+@pytest.mark.parametrize("written, kd", [
+    ("kd", {"weight": 0.9, "tau": 4.0}),
+    ("ce=0.1,kd=0.9", {"weight": 0.9}),
+    ({"ce": 0.1, "kd": {"weight": 0.9, "tau": 2.0}}, {"weight": 0.9, "tau": 2.0}),
+])
+def test_coerce_reads_every_written_form(written, kd):
+    assert Objective.coerce(written).spec == {"ce": {"weight": 0.1}, "kd": kd}
+    objective = Objective({"ce": 1.0})
+    assert Objective.coerce(objective) is objective
+    with pytest.raises(TypeError, match="preset or 'ce=0.1,kd=0.9' string"):
+        Objective.coerce(0.9)
+
+
+def test_with_params_overlays_term_parameters_and_names_unknown_terms():
+    base = Objective.preset("kd+icc_mimic")
+    tuned = base.with_params({"kd": {"tau": 2.0}, "icc_mimic": {"weight": 0.3}})
+    assert tuned.spec["kd"] == {"weight": 0.9, "tau": 2.0}
+    assert tuned.weights["icc_mimic"] == 0.3
+    assert base.spec["kd"]["tau"] == 4.0  # the original is unchanged
+    with pytest.raises(ValueError, match=r"'dist', which is not in the objective \(ce, kd, icc_mimic\)"):
+        base.with_params({"dist": {"tau": 2.0}})
+    with pytest.raises(ValueError, match="tau must be > 0"):
+        base.with_params({"kd": {"tau": 0.0}})
+
+
+@pytest.mark.parametrize("power", [0.0, -1.0])
+def test_non_positive_power_raises_at_construction(power):
+    with pytest.raises(ValueError, match="power must be > 0"):
+        Objective({"icc_teacher": {"weight": 1.0, "power": power}})
+
+
 def test_needs_teacher():
     assert Objective({"kd": 1.0}).needs_teacher is True
     assert Objective({"ce": 1.0}).needs_teacher is False

@@ -1,6 +1,7 @@
-"""Named training recipes: the values of the bundled ones, that a recipe's values reach the training
-run unless a flag is given, bad recipe files, and each recipe's command lines in their smoke form
-(the recipe's models, losses and schedule; one or two epochs) on files in the dataset's real format."""
+"""Recipes (experiments with one teacher and one student): the values of the bundled ones, that a
+recipe's values reach the training run unless a flag is given, bad experiment files, and each recipe's
+command lines in their smoke form (the recipe's models, losses and schedule; one or two epochs) on
+files in the dataset's real format."""
 import json
 
 import pandas as pd
@@ -8,7 +9,8 @@ import pytest
 from test_data_paper import make_cifar100, make_tiny  # tests/ is on sys.path: pytest's rootdir conftest
 
 from kdviz.cli import build_parser, main, run_settings
-from kdviz.recipes import ROLES, load_recipe, recipe_names
+from kdviz.experiments import ExperimentError, experiment_names, load_experiment
+from kdviz.experiments.spec import ROLES
 
 CPU = ["--no-progress", "--device", "cpu"]
 # The CRD benchmark's recipe, as METHOD.md quotes it.
@@ -25,15 +27,24 @@ def config(run_dir) -> dict:
 
 def settings_of(*argv) -> tuple[dict, dict]:
     args = build_parser().parse_args(list(argv))
-    return run_settings(args, load_recipe(args.recipe or "default"))
+    return run_settings(args, load_experiment(args.recipe or "default"))
 
 
-def test_bundled_recipe_names():
-    assert recipe_names() == ["crd-cifar100", "default", "smoke", "tiny-imagenet-shufflenet"]
+def test_bundled_experiment_names():
+    assert experiment_names() == ["crd-cifar100", "default", "expressive-crd-cifar100", "expressive-digits",
+                                  "expressive-fashion-mnist", "quickstart", "smoke", "tiny-imagenet-shufflenet"]
+
+
+@pytest.mark.parametrize("name, arms", [("crd-cifar100", {"teacher": None, "student": "teacher"}),
+                                        ("default", {"teacher": None, "student": "teacher"})])
+def test_a_recipe_is_an_experiment_with_one_teacher_and_one_student(name, arms):
+    experiment = load_experiment(name)
+    assert {a.name: a.teacher for a in experiment.arms} == arms
+    assert [a.objective for a in experiment.arms] == [experiment.teacher.objective, experiment.student.objective]
 
 
 def test_crd_lr_is_0_01_for_shufflenet_and_mobilenet_teachers_and_students():
-    recipe = load_recipe("crd-cifar100")
+    recipe = load_experiment("crd-cifar100")
     expected = {"shufflenetv1": 0.01, "shufflenetv2_1_0": 0.01, "shufflenetv2_0_5": 0.01, "mobilenetv2": 0.01,
                 "resnet32x4": 0.05, "resnet8x4": 0.05, "wrn_40_2": 0.05, "resnet56": 0.05, "vgg13": 0.05}
     for role in ROLES:
@@ -112,10 +123,7 @@ def test_smoke_recipe_on_digits(tmp_path):
 
 USER_RECIPE = """
 description = "a user's own recipe"
-
-[data]
 dataset = "digits"
-n_train = 200
 
 [train]
 epochs = 1
@@ -125,11 +133,12 @@ schedule = "constant"
 [teacher]
 model = "cnn"
 model_kwargs = { width = 4 }
-loss = "ce"
+n_train = 200
+objective = "ce"
 
 [student]
 model = "mlp"
-loss = "ce=0.5,kd=0.5"
+objective = "ce=0.5,kd=0.5"
 """
 
 
@@ -147,10 +156,10 @@ def test_a_users_own_recipe_file(tmp_path, capsys):
 def test_an_unknown_recipe_name_lists_the_valid_names(tmp_path, capsys):
     assert main(["train-teacher", "--recipe", "crd-cifar", "--out", str(tmp_path / "run"), *CPU]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("kdviz train-teacher: error: unknown recipe 'crd-cifar'") and err.count("\n") == 1
-    assert "crd-cifar100, default, smoke, tiny-imagenet-shufflenet" in err
+    assert err.startswith("kdviz train-teacher: error: unknown experiment 'crd-cifar'") and err.count("\n") == 1
+    assert "crd-cifar100, default, expressive-crd-cifar100" in err
     assert main(["train-teacher", "--recipe", str(tmp_path / "missing.toml"), "--out", str(tmp_path / "run"), *CPU]) == 2
-    assert f"no recipe file at {tmp_path / 'missing.toml'}" in capsys.readouterr().err
+    assert f"no experiment file at {tmp_path / 'missing.toml'}" in capsys.readouterr().err
 
 
 def test_an_unknown_key_in_a_recipe_file_names_the_key_the_valid_keys_and_the_file(tmp_path, capsys):
@@ -163,25 +172,51 @@ def test_an_unknown_key_in_a_recipe_file_names_the_key_the_valid_keys_and_the_fi
     assert not (tmp_path / "run").exists()
 
 
+ROLE_VALID = "valid: ['amp', 'augment', 'batch_size'"  # then the other TrainConfig fields and model, model_kwargs, n_train, objective
+
+
 @pytest.mark.parametrize("old, new, message", [
-    ("[student]", "[studnet]", "unknown argument(s) ['studnet']; valid: ['data', 'description', 'lr_by_model', 'student', 'teacher', 'train']"),
-    ('model = "mlp"', 'model = "mlp"\nwidth = 3', "[student] got unknown argument(s) ['width']; valid: ['loss', 'model', 'model_kwargs']"),
-    ("n_train = 200", "n_train = 200\nroot = 'x'", "[data] got unknown argument(s) ['root']; valid: ['dataset', 'n_train']"),
+    ("[student]", "[studnet]", "the top level got unknown argument(s) ['studnet']; valid: ['arms', 'baseline', 'dataset', 'description', "
+                               "'extends', 'icc_tau', 'lr_by_model', 'name', 'seeds', 'student', 'teacher', 'train']"),
+    ('model = "mlp"', 'model = "mlp"\nwidth = 3', f"[student] got unknown argument(s) ['width']; {ROLE_VALID}"),
+    ("n_train = 200", "n_train = 0", "[teacher] n_train must be a whole number >= 1, got 0"),
     ("lr = 0.02", 'lr = "0.02"', "[train] lr must be like 0.05 (float), got '0.02'"),
     ("epochs = 1", "epochs = 0", "epochs must be >= 1, got 0"),
     ('schedule = "constant"', 'schedule = "step"', "unknown schedule 'step'; valid choices: constant, cosine, multistep"),
-    ('loss = "ce"', 'loss = "ce=1,kdd=1"', "'kdd'"),
+    ('objective = "ce"', 'objective = "ce=1,kdd=1"', "'kdd'"),
+    ('objective = "ce"', 'objective = 3', "an objective is a preset or 'ce=0.1,kd=0.9' string"),
     ('model = "cnn"', 'model = "cnnn"', "unknown model 'cnnn'"),
     ('dataset = "digits"', 'dataset = "cifar1000"', "unknown dataset 'cifar1000'"),
     ('[teacher]', '[lr_by_model]\nshufflenet = 0.01\nresnet32x8 = 0.1\n\n[teacher]', "[lr_by_model] 'resnet32x8' is the start of no model name"),
     ('model_kwargs = { width = 4 }', 'model_kwargs = 4', "teacher.model_kwargs must be a table, got 4"),
     ('[teacher]\nmodel = "cnn"', '[teacher]', "[teacher] needs 'model'"),
-    ("[data]", "[data\n", "is not valid TOML"),
+    ('dataset = "digits"', 'dataset = "digits"\nextends = "nope"', "unknown experiment 'nope'"),
+    ("[train]", "[train\n", "is not valid TOML"),
 ])
-def test_bad_recipe_files_are_refused_with_the_file_and_the_reason(tmp_path, old, new, message):
+def test_bad_experiment_files_are_refused_with_the_file_and_the_reason(tmp_path, old, new, message):
     path = tmp_path / "mine.toml"
     assert old in USER_RECIPE
     path.write_text(USER_RECIPE.replace(old, new, 1))
-    with pytest.raises((ValueError, TypeError)) as info:
-        load_recipe(path)
+    with pytest.raises((ExperimentError, KeyError)) as info:
+        load_experiment(path)
     assert str(path) in str(info.value) and message in str(info.value)
+
+
+def test_a_file_that_is_not_utf8_gets_kdvizs_own_error_naming_the_file(tmp_path, capsys):
+    path = tmp_path / "latin1.toml"
+    path.write_bytes(USER_RECIPE.replace("a user's own recipe", "caf\u00e9").encode("latin-1"))
+    with pytest.raises(ExperimentError, match=f"experiment file {path} is not UTF-8"):
+        load_experiment(path)
+    assert main(["sweep", str(path), "--out", str(tmp_path / "out"), *CPU]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not UTF-8" in err and str(path) in err
+
+
+def test_extends_starts_from_another_experiment_and_overrides_key_by_key(tmp_path):
+    path = tmp_path / "mine.toml"
+    path.write_text('extends = "crd-cifar100"\n[student]\nmodel = "resnet20"\nepochs = 3\n')
+    experiment = load_experiment(path)
+    assert experiment.name == "mine" and experiment.dataset == "cifar100"
+    kwargs = experiment.train_kwargs("student")
+    assert (kwargs["model"], kwargs["epochs"], kwargs["milestones"], kwargs["lr"]) == ("resnet20", 3, [150, 180, 210], 0.05)
+    assert kwargs["objective"] == {"ce": 0.1, "kd": {"weight": 0.9, "tau": 4.0}}  # the base's student objective

@@ -116,8 +116,6 @@ def test_empty_training_split_is_a_clear_error(tiny_data):
 @pytest.mark.parametrize(
     "make, message",
     [
-        (lambda: __import__("kdviz").Objective.distillation(alpha=1.5), r"alpha .* must be in \[0, 1\], got 1.5"),
-        (lambda: __import__("kdviz").Objective.distillation(beta=-0.1), "beta .* must be >= 0"),
         (lambda: __import__("kdviz").Objective({"kd": {"weight": 1.0, "tau": 0}}), "tau must be > 0, got 0"),
         (lambda: __import__("kdviz").Objective({"ce": -1.0}), "must be a finite number >= 0, got -1.0"),
         (lambda: __import__("kdviz").TrainConfig(batch_size=0), "batch_size must be >= 1, got 0"),
@@ -130,12 +128,12 @@ def test_impossible_settings_name_the_problem_and_the_valid_range(make, message)
         make()
 
 
-def test_distillation_objective_matches_method_defaults():
+def test_student_preset_matches_method_defaults():
     from kdviz import Objective
 
-    o = Objective.distillation(alpha=0.9, tau=4.0, beta=0.1)
+    o = Objective.preset("kd+icc_mimic")  # (1 - alpha) CE + alpha KD + beta mimic, alpha 0.9, beta 0.1, tau 4
     assert o.weights == pytest.approx({"ce": 0.1, "kd": 0.9, "icc_mimic": 0.1})
-    assert o.spec["icc_mimic"]["tau"] == 4.0
+    assert o.spec["kd"]["tau"] == o.spec["icc_mimic"]["tau"] == 4.0
 
 
 def test_unknown_model_arguments_list_the_valid_ones():

@@ -1,6 +1,10 @@
-"""Experiments: grids of runs (arms x variants x seeds) and their summaries."""
-from .grid import Arm, Protocol, RoleDefaults, Run, collect, load_protocol, load_run_model, plan, run_grid
+"""Experiments: one TOML description of models trained with objectives (arms x variants x seeds),
+the grid of its runs, a sweep that runs them (one process, N processes, or Ray), and summaries."""
+from .grid import Run, collect, load_run_model, plan
+from .load import ExperimentError, experiment_names, experiment_path, load_experiment
+from .spec import Arm, Experiment, Role
 from .summary import select_variants, summarize, verdict
+from .sweep import report, run_sweep
 
-__all__ = ["Arm", "Protocol", "RoleDefaults", "Run", "collect", "load_protocol", "load_run_model", "plan", "run_grid", "select_variants",
-           "summarize", "verdict"]
+__all__ = ["Arm", "Experiment", "ExperimentError", "Role", "Run", "collect", "experiment_names", "experiment_path",
+           "load_experiment", "load_run_model", "plan", "report", "run_sweep", "select_variants", "summarize", "verdict"]

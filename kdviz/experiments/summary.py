@@ -29,11 +29,11 @@ def _se(values: pd.Series) -> float:
     return float(values.std(ddof=1) / math.sqrt(len(values))) if len(values) > 1 else float("nan")
 
 
-def summarize(runs: pd.DataFrame, baseline: str) -> pd.DataFrame:
+def summarize(runs: pd.DataFrame, baseline: str | None) -> pd.DataFrame:
     """One row per arm at its chosen variant. Errors in %: mean and standard error over seeds of
     the validation and test error; for students, the paired test-error difference to `baseline`
     (negative: better than the baseline), its standard error and z = diff / se over the seeds both
-    arms ran; the teacher's error, sigma2, group mass and the teacher-student ICC distance."""
+    arms ran (without a baseline, none); the teacher's error, sigma2, group mass and the teacher-student ICC distance."""
     chosen = select_variants(runs)
     picked = runs[runs["variant"] == runs["arm"].map(chosen)]
     base = picked[picked["arm"] == baseline].set_index("seed")["test_top1_err"]
@@ -44,7 +44,7 @@ def summarize(runs: pd.DataFrame, baseline: str) -> pd.DataFrame:
             "arm": arm, "role": group["role"].iloc[0], "variant": chosen[arm], "seeds": len(group),
             "val_err": 100 * group["val_top1_err"].mean(), "test_err": test.mean(), "test_err_se": _se(test),
         }
-        if row["role"] == "student":
+        if row["role"] == "student" and baseline is not None:
             paired = 100 * (group.set_index("seed")["test_top1_err"] - base).dropna()
             row.update(diff_vs_baseline=paired.mean() if len(paired) else float("nan"), diff_se=_se(paired))
             row["z"] = row["diff_vs_baseline"] / row["diff_se"] if row["diff_se"] > 0 else float("nan")

@@ -3,6 +3,8 @@
     Objective({"ce": 0.1, "kd": 0.9, "icc_mimic": {"weight": 0.1, "tau": 4}})
     Objective.parse("ce=0.1,kd=0.9,icc_mimic=0.1")     # the CLI's form
     Objective.preset("kd+icc_mimic")                   # a named recipe of METHOD.md
+    Objective.coerce(x)                                # any of the three, or an Objective
+    Objective.preset("kd").with_params({"kd": {"tau": 2.0}})
 """
 from __future__ import annotations
 
@@ -50,18 +52,6 @@ class Objective:
         return cls({**PRESETS[name], **overrides})
 
     @classmethod
-    def distillation(cls, alpha: float = 0.9, tau: float = 4.0, beta: float = 0.0, mimic: str = "icc_mimic") -> "Objective":
-        """METHOD.md's student loss: (1 - alpha) CE + alpha * KD(tau) + beta * mimic(tau)."""
-        if not 0.0 <= alpha <= 1.0:
-            raise ValueError(f"alpha (the KD share of the loss) must be in [0, 1], got {alpha}")
-        if not beta >= 0:
-            raise ValueError(f"beta (the weight of {mimic!r}) must be >= 0, got {beta}")
-        spec: dict[str, TermSpec] = {"ce": 1.0 - alpha, "kd": {"weight": alpha, "tau": tau}}
-        if beta > 0:
-            spec[mimic] = {"weight": beta, "tau": tau}
-        return cls(spec)
-
-    @classmethod
     def parse(cls, text: str) -> "Objective":
         """'ce=0.1,kd=0.9' (name=weight pairs, default parameters) or a preset name."""
         text = text.strip()
@@ -77,6 +67,31 @@ class Objective:
                 )
             spec[name.strip()] = float(weight)
         return cls(spec)
+
+    @classmethod
+    def coerce(cls, objective: "Objective | str | Mapping[str, TermSpec]") -> "Objective":
+        """Any form an objective is written in: an Objective (returned as is), a preset or
+        'ce=0.1,kd=0.9' string, or a {term: weight or {weight, param: value}} mapping."""
+        if isinstance(objective, Objective):
+            return objective
+        if isinstance(objective, str):
+            return cls.parse(objective)
+        if isinstance(objective, Mapping):
+            return cls(objective)
+        raise TypeError(f"an objective is a preset or 'ce=0.1,kd=0.9' string, a {{term: weight}} mapping or an Objective, "
+                        f"got {objective!r}")
+
+    def with_params(self, params: Mapping[str, Mapping[str, float]]) -> "Objective":
+        """A new Objective with term parameters laid over this one's, e.g. {"kd": {"tau": 2.0}}
+        (a "weight" key sets the weight); every named term must be in the objective."""
+        spec = {name: dict(s) for name, s in self.spec.items()}
+        for name, extra in params.items():
+            if name not in spec:
+                raise ValueError(f"term parameters name {name!r}, which is not in the objective ({', '.join(spec)})")
+            if not isinstance(extra, Mapping):
+                raise TypeError(f"parameters of term {name!r} must be a mapping such as {{\"tau\": 2.0}}, got {extra!r}")
+            spec[name].update(extra)
+        return type(self)(spec)
 
     @property
     def needs_teacher(self) -> bool:

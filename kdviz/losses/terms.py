@@ -150,10 +150,13 @@ def _register_class(name: str):
 
 
 def _check_params(name: str, valid: list[str], params: dict) -> None:
+    """The one check of every term's parameters: known names, temperatures and powers > 0."""
     check_keywords(f"loss term {name!r}", params, valid)
     for key, value in params.items():
         if (key == "tau" or key.startswith("tau_")) and not value > 0:
             raise ValueError(f"loss term {name!r}: temperature {key} must be > 0, got {value}")
+        if key == "power" and not value > 0:
+            raise ValueError(f"loss term {name!r}: sharpening power must be > 0, got {value}")
 
 
 _register_function("ce", classic.cross_entropy)
@@ -179,8 +182,6 @@ class _ConsensusTerm(LossTerm):
     inputs = ("targets",)
 
     def __init__(self, tau: float, ema: float, **params):
-        if not tau > 0:
-            raise ValueError(f"temperature tau must be > 0, got {tau}")
         if not 0.0 <= ema < 1.0:
             raise ValueError(f"ema must be in [0, 1), got {ema}")
         super().__init__(tau=tau, ema=ema, **params)
@@ -230,8 +231,6 @@ class TeacherICCTerm(_ConsensusTerm):
     """
 
     def __init__(self, tau: float = 4.0, power: float = 1.0, ema: float = 0.0):
-        if not power > 0:
-            raise ValueError(f"sharpening power must be > 0, got {power}")
         super().__init__(tau=tau, ema=ema, power=power)
 
     def _rows(self, icc_matrix):

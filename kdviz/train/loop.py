@@ -62,7 +62,7 @@ def train(
     """
     cfg = TrainConfig.from_kwargs(**{**(config.to_dict() if config else {}), **settings})
     _check_splits(data)
-    objective = _as_objective(objective)
+    objective = Objective.coerce(objective)
     ctx, dev = setup_distributed(resolve_device(device))
     teacher = load_teacher(teacher, objective, data, dev, channels_last=cfg.channels_last)
     spec = {"name": model, "kwargs": dict(model_kwargs or {}), "num_classes": data.num_classes, "image_shape": list(data.info.image_shape)}
@@ -141,12 +141,6 @@ def _check_splits(data: DatasetSplits) -> None:
                              "n_train / train_fraction / val_fraction, or check the dataset's files")
 
 
-def _as_objective(objective) -> Objective:
-    if isinstance(objective, Objective):
-        return objective
-    if isinstance(objective, str):
-        return Objective.parse(objective)
-    return Objective(objective)
 
 
 def _seed_everything(seed: int) -> None:

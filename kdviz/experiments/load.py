@@ -1,0 +1,305 @@
+"""The experiment TOML format, its one loader (a bundled name or a path) and its one check.
+
+    name = "tiny"                 # default: the file's name
+    description = "..."
+    extends = "crd-cifar100"      # optional: start from another experiment (tables merged key by key)
+    dataset = "digits"
+    seeds = [0, 1, 2]             # default [0]
+    baseline = "kd"               # optional: the arm students are compared with, seed by seed
+    icc_tau = 4.0                 # temperature of the measured ICC matrices
+
+    [train]                       # TrainConfig fields of both roles (epochs, batch_size, lr, schedule, ...)
+    [lr_by_model]                 # optional: model-name prefix = lr, for models trained at another lr
+    [teacher]                     # model, model_kwargs, n_train, objective, and any TrainConfig field
+    [student]
+
+    [[arms]]                      # name, role (teacher, student, snapshot), objective, teacher,
+    name = "kd"                   # sweep = {"term.param" or setting = [values]}, settings = {...},
+    role = "student"              # epoch (snapshots), seeds (this arm's own)
+    teacher = "teacher_ce"
+    objective = "kd"
+
+An objective is a preset, "ce=0.1,kd=0.9", or a table {term = weight or {weight = ..., tau = ...}}.
+A file without arms is a recipe: its arms are `teacher` and `student` (learning from `teacher`
+when its objective distills), each with its role's objective. The whole file is checked when it
+is loaded, so a typo fails before a long run starts, naming the file and the valid keys.
+"""
+from __future__ import annotations
+
+import tomllib
+from dataclasses import fields, replace
+from importlib import resources
+from pathlib import Path
+
+from ..data import DATASETS
+from ..losses import Objective
+from ..models import MODELS
+from ..registry import UnknownNameError, check_keywords
+from ..train import TrainConfig
+from .spec import ARM_ROLES, ROLES, Arm, Experiment, Role
+
+TOP_KEYS = ["name", "description", "extends", "dataset", "seeds", "baseline", "icc_tau", "train", "lr_by_model", *ROLES, "arms"]
+ROLE_KEYS = ["model", "model_kwargs", "n_train", "objective"]
+ARM_KEYS = ["name", "role", "objective", "teacher", "sweep", "settings", "epoch", "seeds"]
+_MERGED = ("train", "lr_by_model", *ROLES)  # tables an `extends` file's values are merged into
+_SMOKE = {"epochs": 1, "milestones": [], "warmup_epochs": 0}
+
+
+class ExperimentError(ValueError):
+    """A bad experiment file: the message names the file, the problem and the valid choices."""
+
+
+def _bundled() -> dict[str, Path]:
+    folder = resources.files(__package__)
+    return {f.name.removesuffix(".toml"): Path(str(f)) for f in folder.iterdir() if f.name.endswith(".toml")}
+
+
+def experiment_names() -> list[str]:
+    """The experiments that ship with kdviz (recipes, the quickstart and the studies)."""
+    return sorted(_bundled())
+
+
+def experiment_path(name_or_path: str | Path) -> Path:
+    """A bundled experiment's file by name, or a .toml file of one's own."""
+    bundled = _bundled()
+    if str(name_or_path) in bundled:
+        return bundled[str(name_or_path)]
+    if Path(name_or_path).is_file():
+        return Path(name_or_path)
+    if Path(name_or_path).suffix == ".toml":
+        raise FileNotFoundError(f"no experiment file at {name_or_path}; check the path, or use a named experiment "
+                                f"({', '.join(sorted(bundled))})")
+    raise UnknownNameError(f"unknown experiment {str(name_or_path)!r}; valid choices: {', '.join(sorted(bundled))}, "
+                           "or the path of a .toml file")
+
+
+def load_experiment(name_or_path: str | Path, *, smoke: bool = False, **overrides) -> Experiment:
+    """A bundled experiment by name (see experiment_names()) or a .toml file by path, checked in
+    full; `overrides` replace its top-level keys (e.g. seeds=[0]); `smoke` shrinks it to check the
+    code path: its first seed, one epoch per run, one value of each swept parameter."""
+    path = experiment_path(name_or_path)
+    raw = {**_read(path), **overrides}
+    try:
+        experiment = _parse(raw, path.stem, str(path))
+    except (ValueError, TypeError, KeyError) as e:  # UnknownNameError included
+        raise ExperimentError(f"experiment file {path}: {e}") from e
+    return shrink(experiment) if smoke else experiment
+
+
+def _read(path: Path, seen: tuple[Path, ...] = ()) -> dict:
+    """The file's TOML, on top of the file it `extends` (each table in _MERGED merged key by key)."""
+    try:
+        raw = tomllib.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise ExperimentError(f"experiment file {path} is not UTF-8 ({e.reason} at byte {e.start}); save it as UTF-8") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ExperimentError(f"experiment file {path} is not valid TOML: {e}") from None
+    if "extends" not in raw:
+        return raw
+    try:
+        base_path = experiment_path(raw["extends"])
+    except (UnknownNameError, FileNotFoundError) as e:
+        raise ExperimentError(f"experiment file {path}: extends: {e}") from None
+    if base_path.resolve() in seen:
+        raise ExperimentError(f"experiment file {path} extends {raw['extends']!r}, which extends it again")
+    base = _read(base_path, (*seen, path.resolve()))
+    merged = {k: v for k, v in base.items() if k not in ("name", "description", "arms", "extends")}
+    for key, value in raw.items():
+        both = isinstance(value, dict) and isinstance(merged.get(key), dict) and key in _MERGED
+        merged[key] = {**merged[key], **value} if both else value
+    return merged
+
+
+def _parse(raw: dict, name: str, source: str) -> Experiment:
+    check_keywords("the top level", raw, TOP_KEYS)
+    dataset = _required(raw, "the top level", "dataset")
+    DATASETS.get(dataset)
+    description = raw.get("description", "")
+    if not isinstance(description, str):
+        raise TypeError(f"description must be a string, got {description!r}")
+    train = _settings("[train]", _table(raw, "train"), {})
+    lr_by_model = _lr_by_model(_table(raw, "lr_by_model"), train)
+    teacher, student = (_role(_table(raw, role, required=True), role, train) for role in ROLES)
+    raw_arms = raw.get("arms")
+    roles = {"teacher": teacher, "student": student}
+    arms = _default_arms(teacher, student) if raw_arms is None else tuple(_arm(entry, roles) for entry in _list_of_tables(raw_arms))
+    experiment = Experiment(
+        name=raw.get("name", name), source=source, description=description, dataset=dataset,
+        seeds=_seeds(raw.get("seeds", [0]), "seeds"), teacher=teacher, student=student, arms=arms,
+        baseline=raw.get("baseline"), icc_tau=_number(raw.get("icc_tau", 4.0), "icc_tau"), train=train, lr_by_model=lr_by_model,
+    )
+    _check_arms(experiment)
+    return experiment
+
+
+def _table(raw: dict, key: str, required: bool = False, name: str | None = None) -> dict:
+    """raw[key], a TOML table; `name` is its dotted name in the file, for messages."""
+    name = name or key
+    if key not in raw and not required:
+        return {}
+    value = raw.get(key)
+    if not isinstance(value, dict):
+        raise ValueError(f"needs a table [{name}]" if value is None else f"{name} must be a table, got {value!r}")
+    return value
+
+
+def _list_of_tables(value) -> list[dict]:
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        raise ValueError(f"arms must be a list of [[arms]] tables, got {value!r}")
+    return value
+
+
+def _required(table: dict, where: str, key: str):
+    if key not in table:
+        raise ValueError(f"{where} needs {key!r}")
+    return table[key]
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _number(value, what: str) -> float:
+    if not (isinstance(value, (int, float)) and not isinstance(value, bool)):
+        raise TypeError(f"{what} must be a number, got {value!r}")
+    return float(value)
+
+
+def _seeds(value, what: str) -> tuple[int, ...]:
+    if not (isinstance(value, list) and value and all(_is_int(s) and s >= 0 for s in value)):
+        raise ValueError(f"{what} must be a non-empty list of whole numbers >= 0, got {value!r}")
+    return tuple(value)
+
+
+def _fits(value, default) -> bool:
+    """Whether a TOML value has the type of a TrainConfig field with this default (TOML's types are
+    strict, so `lr = "0.05"` is a mistake worth naming, not a string to convert)."""
+    if isinstance(default, bool):
+        return isinstance(value, bool)
+    if isinstance(default, float):
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if isinstance(default, int):
+        return _is_int(value)
+    if isinstance(default, tuple):
+        return isinstance(value, list) and all(_is_int(v) for v in value)
+    return isinstance(value, type(default))
+
+
+def _settings(where: str, table: dict, base: dict, extra_keys: tuple[str, ...] = ()) -> dict:
+    """The TrainConfig fields of `table` (keys in `extra_keys` left out), checked for names,
+    types and, on top of `base`, TrainConfig's own ranges."""
+    defaults = {f.name: f.default for f in fields(TrainConfig)}
+    check_keywords(where, table, [*extra_keys, *defaults])
+    settings = {k: v for k, v in table.items() if k not in extra_keys}
+    for key, value in settings.items():
+        if not _fits(value, defaults[key]):
+            raise TypeError(f"{where} {key} must be like {defaults[key]!r} ({type(defaults[key]).__name__}), got {value!r}")
+    TrainConfig(**{**base, **settings})  # its range checks
+    return settings
+
+
+def _lr_by_model(table: dict, train: dict) -> dict[str, float]:
+    for prefix, lr in table.items():
+        if not any(name.startswith(prefix) for name in MODELS.names()):
+            raise ValueError(f"[lr_by_model] {prefix!r} is the start of no model name; models: {', '.join(MODELS.names())}")
+        if not _fits(lr, 0.0):
+            raise TypeError(f"[lr_by_model] {prefix} must be a number, got {lr!r}")
+        TrainConfig(**{**train, "lr": lr})
+    return dict(table)
+
+
+def _role(table: dict, role: str, train: dict) -> Role:
+    settings = _settings(f"[{role}]", table, train, tuple(ROLE_KEYS))
+    model = _required(table, f"[{role}]", "model")
+    MODELS.get(model)
+    n_train = table.get("n_train")
+    if n_train is not None and not (_is_int(n_train) and n_train >= 1):
+        raise ValueError(f"[{role}] n_train must be a whole number >= 1, got {n_train!r}")
+    objective = table.get("objective")
+    if objective is not None:
+        Objective.coerce(objective)
+    return Role(model, _table(table, "model_kwargs", name=f"{role}.model_kwargs"), n_train, objective, settings)
+
+
+def _default_arms(teacher: Role, student: Role) -> tuple[Arm, ...]:
+    """A recipe's arms: its teacher, and its student learning from it when its objective distills."""
+    teacher_arm = Arm("teacher", "teacher", teacher.objective or "ce")
+    objective = student.objective or "ce"
+    distills = Objective.coerce(objective).needs_teacher
+    return teacher_arm, Arm("student", "student", objective, teacher="teacher" if distills else None)
+
+
+def _arm(entry: dict, roles: dict[str, Role]) -> Arm:
+    """One [[arms]] table; without an objective, its role's (else "ce")."""
+    check_keywords(f"arm {entry.get('name', '(no name)')!r}", entry, ARM_KEYS)
+    name = _required(entry, "an arm", "name")
+    role = _required(entry, f"arm {name!r}", "role")
+    seeds = entry.get("seeds")
+    default = roles["student" if role == "student" else "teacher"].objective or "ce"
+    return Arm(**{"objective": default, **entry, "seeds": None if seeds is None else _seeds(seeds, f"arm {name!r} seeds")})
+
+
+def _check_arms(experiment: Experiment) -> None:
+    """Every arm's role, teacher, snapshot epoch, sweep, objective and settings, before anything trains."""
+    names = [a.name for a in experiment.arms]
+    if len(set(names)) != len(names):
+        raise ValueError(f"arm names must be unique, got {names}")
+    if experiment.baseline is not None:
+        experiment.arm(experiment.baseline)
+    seen: dict[str, Arm] = {}
+    for arm in experiment.arms:
+        if arm.role not in ARM_ROLES:
+            raise ValueError(f"arm {arm.name!r} has role {arm.role!r}; valid roles: {', '.join(ARM_ROLES)}")
+        if arm.role == "snapshot" and arm.teacher is None:
+            raise ValueError(f"snapshot arm {arm.name!r} needs teacher = <the teacher arm listed before it>")
+        if arm.teacher is not None and arm.teacher not in seen:
+            raise ValueError(f"arm {arm.name!r} names teacher {arm.teacher!r}, which must be an arm listed before it")
+        if arm.teacher is not None and seen[arm.teacher].role == "student":
+            raise ValueError(f"arm {arm.name!r} names teacher {arm.teacher!r}, a student arm; name a teacher or snapshot arm")
+        if arm.teacher is not None:
+            _check_teacher_seeds(experiment, arm, seen[arm.teacher])
+        for key, values in arm.sweep.items():
+            if not isinstance(values, list) or not values:
+                raise ValueError(f"arm {arm.name!r} sweeps {key!r} over {values!r}; give a non-empty list")
+        if arm.role == "snapshot":
+            _check_snapshot(experiment, arm, seen[arm.teacher])
+        else:
+            for variant in arm.variants():
+                arm.objective_of(variant)
+                TrainConfig.from_kwargs(**experiment.run_settings(arm, variant))
+        seen[arm.name] = arm
+
+
+def _check_teacher_seeds(experiment: Experiment, arm: Arm, teacher: Arm) -> None:
+    """A run on seed s learns from its teacher's run on seed s, or from the teacher's one run."""
+    mine, theirs = experiment.arm_seeds(arm), experiment.arm_seeds(teacher)
+    if len(theirs) > 1 and not set(mine) <= set(theirs):
+        raise ValueError(f"arm {arm.name!r} runs on seeds {list(mine)}, its teacher {teacher.name!r} on {list(theirs)}: "
+                         "give the teacher every seed of the arm, or one seed for all")
+
+
+def _check_snapshot(experiment: Experiment, arm: Arm, source: Arm) -> None:
+    epochs = TrainConfig.from_kwargs(**{**experiment.settings("teacher"), **source.settings}).epochs
+    wanted = arm.sweep.get("epoch", [arm.epoch])
+    if not all(_is_int(e) and 0 <= e < epochs for e in wanted):
+        raise ValueError(f"snapshot arm {arm.name!r} needs epoch = N (or sweep = {{epoch = [...]}}) with every N in "
+                         f"[0, {epochs}) (its teacher trains {epochs} epochs), got {wanted}")
+
+
+def shrink(experiment: Experiment) -> Experiment:
+    """The experiment cut down to check its code path: the first seed (of it and of each arm), one
+    epoch per run (snapshots of epoch 0), the first value of each swept parameter."""
+    def role(r: Role) -> Role:
+        return replace(r, settings={**r.settings, **_SMOKE})
+
+    def arm(a: Arm) -> Arm:
+        sweep = {key: values[:1] for key, values in a.sweep.items() if key != "epoch"}
+        settings = {**a.settings, **{k: v for k, v in _SMOKE.items() if k in a.settings}}
+        return replace(a, sweep=sweep, settings=settings, epoch=0 if a.role == "snapshot" else a.epoch,
+                       seeds=None if a.seeds is None else a.seeds[:1])
+
+    return replace(experiment, seeds=experiment.seeds[:1], train={**experiment.train, **_SMOKE}, teacher=role(experiment.teacher),
+                   student=role(experiment.student), arms=tuple(arm(a) for a in experiment.arms))
+
+
+__all__ = ["ExperimentError", "experiment_names", "experiment_path", "load_experiment", "shrink"]
