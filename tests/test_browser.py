@@ -42,7 +42,18 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def jupyterlab(tmp_path):
+def playwright_api():
+    """playwright's sync API, or a skip (a failure under CI=true) saying what is missing."""
+    _require(Path(CHROMIUM).exists(), f"no chromium at {CHROMIUM} (Debian: apt-get install chromium)")
+    try:
+        from playwright import sync_api
+    except ImportError:
+        _require(False, 'the playwright package is not installed (pip install -e ".[dev]")')
+    return sync_api
+
+
+@pytest.fixture
+def jupyterlab(playwright_api, tmp_path):
     """A JupyterLab server on 127.0.0.1 over a temporary folder holding the explorer notebook;
     yields its URL for that notebook."""
     root, state = tmp_path / "root", tmp_path / "state"
@@ -62,7 +73,7 @@ def jupyterlab(tmp_path):
          f"--LabApp.user_settings_dir={state / 'settings'}", f"--LabApp.workspaces_dir={state / 'workspaces'}",
          "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate", "--LabApp.news_url=None",
          "--LabApp.extension_manager=readonly", "--allow-root"],  # nothing fetched from outside; CI runs as root
-        env=env, stdout=subprocess.DEVNULL, stderr=open(tmp_path / "jupyterlab.log", "wb"),
+        env=env, stdout=subprocess.DEVNULL, stderr=(log := open(tmp_path / "jupyterlab.log", "wb")),
     )
     try:
         deadline = time.monotonic() + 60
@@ -81,6 +92,7 @@ def jupyterlab(tmp_path):
             server.wait(timeout=20)
         except subprocess.TimeoutExpired:
             server.kill()
+        log.close()
 
 
 # Runs every cell through JupyterLab's own command; resolves to the error outputs (none, we hope).
@@ -104,14 +116,10 @@ RUN_ALL = """async () => {
 }"""
 
 
-def test_explorer_notebook_runs_and_its_controls_redraw_the_heatmaps(jupyterlab, tmp_path):
-    _require(Path(CHROMIUM).exists(), f"no chromium at {CHROMIUM} (Debian: apt-get install chromium)")
-    try:
-        from playwright.sync_api import expect, sync_playwright
-    except ImportError:
-        _require(False, 'the playwright package is not installed (pip install -e ".[dev]")')
+def test_explorer_notebook_runs_and_its_controls_redraw_the_heatmaps(playwright_api, jupyterlab, tmp_path):
+    expect = playwright_api.expect
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as p:
+    with playwright_api.sync_playwright() as p:
         browser = p.chromium.launch_persistent_context(
             str(tmp_path / "chromium-profile"), executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS,
             viewport={"width": 1280, "height": 1800},  # the whole explorer fits: element screenshots stay clean
