@@ -123,10 +123,12 @@ def _parse(raw: dict, name: str, source: str) -> Experiment:
     raw_arms = raw.get("arms")
     roles = {"teacher": teacher, "student": student}
     arms = _default_arms(teacher, student) if raw_arms is None else tuple(_arm(entry, roles) for entry in _list_of_tables(raw_arms))
+    icc_tau = _number(raw.get("icc_tau", 4.0), "icc_tau")
+    TrainConfig(icc_tau=icc_tau)  # its range check
     experiment = Experiment(
         name=raw.get("name", name), source=source, description=description, dataset=dataset,
         seeds=_seeds(raw.get("seeds", [0]), "seeds"), teacher=teacher, student=student, arms=arms,
-        baseline=raw.get("baseline"), icc_tau=_number(raw.get("icc_tau", 4.0), "icc_tau"), train=train, lr_by_model=lr_by_model,
+        baseline=raw.get("baseline"), icc_tau=icc_tau, train=train, lr_by_model=lr_by_model,
     )
     _check_arms(experiment)
     return experiment
