@@ -173,3 +173,20 @@ def plot_error_vs_sigma2(runs: pd.DataFrame, summary: pd.DataFrame | None = None
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     return fig
+
+
+def plot_training(history: pd.DataFrame, snapshot: ICCReport | None = None, *, epochs: int | None = None,
+                  label: str = "run") -> Figure:
+    """One run as it trains: train and validation error per epoch (from its history DataFrame)
+    and, given `snapshot` (an ICCReport, e.g. the epoch's validation ICC), its secondary ICC
+    beside the curves. `epochs` fixes the x-axis to the whole run, so the curve grows across it."""
+    fig, axes = _new_figure((11.5, 4.5) if snapshot is not None else (7, 4.5), ncols=2 if snapshot is not None else 1)
+    curve_ax = axes[0] if snapshot is not None else axes
+    last = int(history["epoch"].iloc[-1])
+    plot_error_curves({label: history}, splits=("val", "train"), ax=curve_ax, title=f"{label}: epoch {last}")
+    if epochs is not None:
+        curve_ax.set_xlim(-0.5, epochs - 0.5)
+    if snapshot is not None:
+        plot_icc(snapshot, secondary=True, ax=axes[1], title=f"secondary ICC (val), epoch {last}", annotate=False)
+    fig.tight_layout()
+    return fig

@@ -13,6 +13,7 @@ import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -75,6 +76,7 @@ def train(
     progress: bool = True,
     keep_epochs: tuple[int, ...] = (),
     cache_dir: str | Path | None = None,
+    on_epoch: Callable[[pd.DataFrame, ICCReport, int], None] | None = None,
     **settings,
 ) -> TrainResult:
     """Train model `model` (a registry name) on `data` with `objective`.
@@ -87,6 +89,9 @@ def train(
     distill from an intermediate checkpoint of a teacher.
     cache_dir: where teacher_cache=True stores teacher logits (default: $KDVIZ_CACHE or
     ~/.cache/kdviz/teacher_logits).
+    on_epoch: called on the main process after each epoch as on_epoch(history, snapshot, epochs):
+    the history so far (a DataFrame, one row per epoch), that epoch's validation ICCReport and the
+    run's number of epochs; e.g. kdviz.LiveCurves() redraws curves in a notebook while it trains.
     """
     cfg = TrainConfig.from_kwargs(**{**(config.to_dict() if config else {}), **settings})
     for split in ("train", "val", "test"):
@@ -151,6 +156,8 @@ def train(
                 if epoch in keep_epochs:
                     atomic_save(model_checkpoint(core, spec, data.info.name, epoch=epoch, val_top1_err=row["val_top1_err"]),
                                 run_dir / f"epoch_{epoch}.pt")
+            if on_epoch is not None and ctx.is_main:
+                on_epoch(pd.DataFrame(state.history), state.snapshots[-1], cfg.epochs)
             bar.set_postfix(loss=f"{row['train_loss']:.3f}", val_err=f"{row['val_top1_err']:.3f}")
             bar.update(1)
         bar.close()
