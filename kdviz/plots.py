@@ -11,9 +11,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
+import torch
 from matplotlib.figure import Figure
 
-from .correlation import ICCReport
+from .correlation import ICCReport, sigma2_per_sample
 
 MatrixLike = ICCReport | pd.DataFrame
 
@@ -188,5 +189,38 @@ def plot_training(history: pd.DataFrame, snapshot: ICCReport | None = None, *, e
         curve_ax.set_xlim(-0.5, epochs - 0.5)
     if snapshot is not None:
         plot_icc(snapshot, secondary=True, ax=axes[1], title=f"secondary ICC (val), epoch {last}", annotate=False)
+        fig.tight_layout()  # again, now that the heatmap is there
+    return fig
+
+
+def plot_soft_targets(logits, target: int, taus: float | tuple[float, ...] = 4.0, *,
+                      class_names: tuple[str, ...] | None = None) -> Figure:
+    """One image's soft targets: softmax(z / tau) over the C classes as bars, one group per tau.
+
+    logits: [C] (one image); target: its true class. The title gives, for each tau, the target's
+    probability, the secondary mass 1 - p_target (what KD passes on beyond the label) and sigma2,
+    the spread (standard deviation) of the C - 1 probabilities renormalised without the target.
+    """
+    z = torch.as_tensor(logits, dtype=torch.float64).reshape(1, -1)
+    taus = (taus,) if isinstance(taus, (int, float)) else tuple(taus)
+    c = z.shape[1]
+    names = list(class_names) if class_names is not None else [str(k) for k in range(c)]
+    y = torch.tensor([target])
+    fig, ax = _new_figure((max(6.0, 0.35 * c * len(taus) + 2), 4))
+    width = 0.8 / len(taus)
+    lines = []
+    for i, tau in enumerate(taus):
+        p = torch.softmax(z[0] / tau, dim=0)
+        ax.bar(np.arange(c) + (i - (len(taus) - 1) / 2) * width, p.numpy(), width, label=f"tau = {tau:g}", color=f"C{i % 10}")
+        sigma2 = float(sigma2_per_sample(z, y, tau)[0])
+        lines.append(f"tau {tau:g}: p(target) {float(p[target]):.3f}, secondary mass {1 - float(p[target]):.3f}, sigma2 {sigma2:.4f}")
+    long_names = max(len(n) for n in names) > 3
+    ax.set_xticks(np.arange(c), names, rotation=45 if long_names else 0, ha="right" if long_names else "center")
+    ax.get_xticklabels()[target].set_fontweight("bold")
+    ax.set_ylabel("probability")
+    ax.set_ylim(0, 1)
+    ax.set_title("\n".join(lines), fontsize=9)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3, axis="y")
     fig.tight_layout()
     return fig

@@ -1,4 +1,6 @@
 """The trainer's on_epoch hook and kdviz.LiveCurves, the notebook display built on it."""
+import math
+
 import nbformat
 import pandas as pd
 import pytest
@@ -120,3 +122,18 @@ def test_live_curves_leave_one_png_in_a_notebook_cell(tmp_path, monkeypatch):
     assert images[0]["output_type"] == "display_data"
     draws = int([o for o in outputs if o.get("name") == "stdout"][0]["text"])
     assert 2 <= draws <= 3
+
+
+def test_plot_soft_targets_bars_are_the_softmax_at_each_tau_and_the_title_gives_its_numbers():
+    z = [2.0, 0.0, -1.0, 1.0]
+    fig = kd.plot_soft_targets(z, 0, (1.0, 4.0), class_names=("a", "b", "c", "d"))
+    ax = fig.axes[0]
+    heights = [bar.get_height() for bar in ax.patches]
+    for i, tau in enumerate((1.0, 4.0)):
+        e = [math.exp(v / tau) for v in z]
+        p = [v / sum(e) for v in e]
+        assert heights[4 * i : 4 * i + 4] == pytest.approx(p)
+        rest = [v / (1 - p[0]) for v in p[1:]]  # the secondary probabilities, mean 1/3
+        sigma2 = math.sqrt(sum((r - 1 / 3) ** 2 for r in rest) / 3)
+        assert f"tau {tau:g}: p(target) {p[0]:.3f}, secondary mass {1 - p[0]:.3f}, sigma2 {sigma2:.4f}" in ax.get_title()
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["a", "b", "c", "d"]
