@@ -5,8 +5,8 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-from test_data_paper import make_cifar100  # tests/ is on sys.path: pytest's rootdir conftest
 
+from kdviz.data.sample_files import write_cifar100
 from kdviz.experiments import collect, load_protocol, plan, run_grid, select_variants, summarize, verdict
 from kdviz.experiments import expressive
 from kdviz.experiments import grid as grid_module
@@ -216,7 +216,7 @@ def test_expressive_command_smoke_on_the_shipped_digits_protocol(tmp_path, capsy
 
 
 def test_expressive_command_smoke_on_the_crd_cifar100_protocol(tmp_path, capsys):
-    make_cifar100(tmp_path / "data" / "cifar-100-python")
+    write_cifar100(tmp_path / "data" / "cifar-100-python")
     args = ["--protocol", "expressive-crd-cifar100", "--smoke", "--data-root", str(tmp_path / "data"),
             "--out", str(tmp_path / "out"), "--no-progress", "--device", "cpu"]
     assert expressive.main(args) == 0
