@@ -36,7 +36,7 @@ class LiveCurves:
     count what it did.
     """
 
-    def __init__(self, *, icc: bool = False, label: str = "run", budget: float = 0.03, dpi: int = 80):
+    def __init__(self, *, icc: bool = False, label: str = "run", budget: float = 0.03, dpi: int = 64):
         if not 0 < budget <= 1:
             raise ValueError(f"budget is a fraction of the training time, in (0, 1]; got {budget}")
         self.icc, self.label, self.budget, self.dpi = icc, label, budget, dpi
@@ -60,12 +60,17 @@ class LiveCurves:
         self.draw_seconds += time.perf_counter() - start
 
     def _png(self, history, snapshot, epochs) -> bytes:
+        from PIL import Image
+
         from .plots import plot_training
 
         fig = plot_training(history, snapshot if self.icc else None, epochs=epochs, label=self.label)
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format="png", dpi=self.dpi)
-        return buffer.getvalue()
+        drawn, small = io.BytesIO(), io.BytesIO()
+        fig.savefig(drawn, format="png", dpi=self.dpi)
+        # A 256-colour palette: the same picture in a third of the bytes, so that notebooks saved
+        # with their outputs stay small.
+        Image.open(drawn).convert("RGB").quantize(256, method=Image.Quantize.FASTOCTREE).save(small, format="png")
+        return small.getvalue()
 
     def _show(self, png: bytes) -> None:
         from IPython.display import Image, display

@@ -206,7 +206,7 @@ def plot_soft_targets(logits, target: int, taus: float | tuple[float, ...] = 4.0
     c = z.shape[1]
     names = list(class_names) if class_names is not None else [str(k) for k in range(c)]
     y = torch.tensor([target])
-    fig, ax = _new_figure((max(6.0, 0.35 * c * len(taus) + 2), 4))
+    fig, ax = _new_figure((min(14.0, max(6.0, 0.2 * c * len(taus) + 2)), 4))
     width = 0.8 / len(taus)
     lines = []
     for i, tau in enumerate(taus):
