@@ -137,3 +137,9 @@ def test_plot_soft_targets_bars_are_the_softmax_at_each_tau_and_the_title_gives_
         sigma2 = math.sqrt(sum((r - 1 / 3) ** 2 for r in rest) / 3)
         assert f"tau {tau:g}: p(target) {p[0]:.3f}, secondary mass {1 - p[0]:.3f}, sigma2 {sigma2:.4f}" in ax.get_title()
     assert [t.get_text() for t in ax.get_xticklabels()] == ["a", "b", "c", "d"]
+
+
+@pytest.mark.parametrize("budget", [0, -0.1, 1.5])
+def test_live_curves_refuse_a_budget_outside_0_1(budget):
+    with pytest.raises(ValueError, match=r"budget is a fraction of the training time, in \(0, 1\]"):
+        kd.LiveCurves(budget=budget)
