@@ -1,6 +1,6 @@
 """What kdviz.LiveCurves costs an epoch, measured inside a real Jupyter kernel (issue 11).
 
-    python benchmarks/bench_live.py            # digits and Fashion-MNIST teachers, a few minutes on 2 cores
+    python benchmarks/bench_live.py            # digits and Fashion-MNIST teachers, a few minutes on a quiet 2-core CPU
     python benchmarks/bench_live.py --quick    # the same code path in under a minute
 
 Each setting trains the same model with and without `on_epoch=kd.LiveCurves(icc=True)`, in
@@ -19,7 +19,7 @@ from nbclient import NotebookClient
 
 SETTINGS = {
     "digits, cnn width 16": ("digits", {}, "cnn", {"width": 16}, 15),
-    "fashion_mnist 8000, cnn width 32": ("fashion_mnist", {"n_train": 8000}, "cnn", {"width": 32}, 3),
+    "fashion_mnist 2000, cnn width 16": ("fashion_mnist", {"n_train": 2000}, "cnn", {"width": 16}, 3),
 }
 QUICK = {"digits, cnn width 8": ("digits", {"n_train": 200}, "cnn", {"width": 8}, 3)}
 
@@ -36,7 +36,6 @@ class Timed:
         self.inner(*args)
         self.seconds += time.perf_counter() - start
 
-results = {}
 for label, (dataset, load_kwargs, model, model_kwargs, epochs) in SETTINGS.items():
     data = kd.load_dataset(dataset, seed=0, **load_kwargs)
     rows = []
@@ -46,17 +45,16 @@ for label, (dataset, load_kwargs, model, model_kwargs, epochs) in SETTINGS.items
             start = time.perf_counter()
             kd.train(data, model, "ce", model_kwargs=model_kwargs, epochs=epochs, progress=False, on_epoch=hook, device="cpu")
             wall = time.perf_counter() - start
-            rows.append({"live": live, "wall": wall, "callback": hook.seconds if hook else 0.0,
-                         "draws": hook.inner.draws if hook else 0, "epochs": epochs})
-    results[label] = rows
-print("RESULT" + json.dumps(results))
+            row = {"setting": label, "live": live, "wall": wall, "callback": hook.seconds if hook else 0.0,
+                   "draws": hook.inner.draws if hook else 0, "epochs": epochs}
+            print("ROW" + json.dumps(row), flush=True)
 """
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny settings, one round")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "bench_live_cpu.json")
     args = parser.parse_args()
     settings, rounds = (QUICK, 1) if args.quick else (SETTINGS, args.rounds)
@@ -64,7 +62,11 @@ def main() -> None:
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source)])
     NotebookClient(nb, timeout=3600, kernel_name="python3").execute()
     text = "".join(o.get("text", "") for o in nb.cells[0].outputs if o.get("name") == "stdout")
-    results = json.loads(text.split("RESULT", 1)[1])
+    results = {}
+    for line in text.splitlines():
+        if line.startswith("ROW"):
+            row = json.loads(line[3:])
+            results.setdefault(row.pop("setting"), []).append(row)
     summary = {}
     for label, rows in results.items():
         plain = sorted(r["wall"] for r in rows if not r["live"])
