@@ -10,11 +10,13 @@ from ._version import __version__
 from .correlation import ICCReport, extract_icc, icc_distance, icc_of_logits
 from .data import DATASETS, load_dataset
 from .device import resolve_device
+from .live import LiveCurves
 from .losses import LOSS_TERMS, PRESETS, Objective
 from .models import MODELS, build_model
 from .train import TrainConfig, TrainResult, distill, load_model, train, train_teacher
 
-_PLOTS = ("plot_icc", "plot_icc_comparison", "plot_error_curves", "plot_error_vs_sigma2")
+_PLOTS = ("plot_icc", "plot_icc_comparison", "plot_error_curves", "plot_error_vs_sigma2", "plot_training",
+          "plot_soft_targets")
 _WIDGETS = ("icc_explorer", "curves_explorer", "run_explorer", "study_explorer")
 
 
@@ -32,7 +34,7 @@ def __getattr__(name):
 
 
 __all__ = [
-    "DATASETS", "ICCReport", "LOSS_TERMS", "MODELS", "Objective", "PRESETS", "TrainConfig", "TrainResult",
+    "DATASETS", "ICCReport", "LOSS_TERMS", "LiveCurves", "MODELS", "Objective", "PRESETS", "TrainConfig", "TrainResult",
     "build_model", "distill", "extract_icc", "icc_distance", "icc_of_logits", "load_dataset", "load_model",
     "resolve_device", "train", "train_teacher", *_PLOTS, *_WIDGETS,
 ]

@@ -11,11 +11,12 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
+import torch
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from seaborn.utils import relative_luminance
 
-from .correlation import ICCReport
+from .correlation import ICCReport, sigma2_per_sample
 
 MatrixLike = ICCReport | pd.DataFrame
 
@@ -247,5 +248,55 @@ def plot_error_vs_sigma2(runs: pd.DataFrame, summary: pd.DataFrame | None = None
     ax.set_title(f"student error against teacher expressiveness (r over arm-variant means = {r:.2f})")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    return fig
+
+
+def plot_training(history: pd.DataFrame, snapshot: ICCReport | None = None, *, epochs: int | None = None,
+                  label: str = "run") -> Figure:
+    """One run as it trains: train and validation error per epoch (from its history DataFrame)
+    and, given `snapshot` (an ICCReport, e.g. the epoch's validation ICC), its secondary ICC
+    beside the curves. `epochs` fixes the x-axis to the whole run, so the curve grows across it."""
+    fig, axes = _new_figure((11.5, 4.5) if snapshot is not None else (7, 4.5), ncols=2 if snapshot is not None else 1)
+    curve_ax = axes[0] if snapshot is not None else axes
+    last = int(history["epoch"].iloc[-1])
+    plot_error_curves({label: history}, splits=("val", "train"), ax=curve_ax, title=f"{label}: epoch {last}")
+    if epochs is not None:
+        curve_ax.set_xlim(-0.5, epochs - 0.5)
+    if snapshot is not None:
+        plot_icc(snapshot, secondary=True, ax=axes[1], title=f"secondary ICC (val), epoch {last}", annotate=False)
+        fig.tight_layout()  # again, now that the heatmap is there
+    return fig
+
+
+def plot_soft_targets(logits, target: int, taus: float | tuple[float, ...] = 4.0, *,
+                      class_names: tuple[str, ...] | None = None) -> Figure:
+    """One image's soft targets: softmax(z / tau) over the C classes as bars, one group per tau.
+
+    logits: [C] (one image); target: its true class. The title gives, for each tau, the target's
+    probability, the secondary mass 1 - p_target (what KD passes on beyond the label) and sigma2,
+    the spread (standard deviation) of the C - 1 probabilities renormalised without the target.
+    """
+    z = torch.as_tensor(logits, dtype=torch.float64).reshape(1, -1)
+    taus = (taus,) if isinstance(taus, (int, float)) else tuple(taus)
+    c = z.shape[1]
+    names = list(class_names) if class_names is not None else [str(k) for k in range(c)]
+    y = torch.tensor([target])
+    fig, ax = _new_figure((min(14.0, max(6.0, 0.2 * c * len(taus) + 2)), 4))
+    width = 0.8 / len(taus)
+    lines = []
+    for i, tau in enumerate(taus):
+        p = torch.softmax(z[0] / tau, dim=0)
+        ax.bar(np.arange(c) + (i - (len(taus) - 1) / 2) * width, p.numpy(), width, label=f"tau = {tau:g}", color=f"C{i % 10}")
+        sigma2 = float(sigma2_per_sample(z, y, tau)[0])
+        lines.append(f"tau {tau:g}: p(target) {float(p[target]):.3f}, secondary mass {1 - float(p[target]):.3f}, sigma2 {sigma2:.4f}")
+    long_names = max(len(n) for n in names) > 3
+    ax.set_xticks(np.arange(c), names, rotation=45 if long_names else 0, ha="right" if long_names else "center")
+    ax.get_xticklabels()[target].set_fontweight("bold")
+    ax.set_ylabel("probability")
+    ax.set_ylim(0, 1)
+    ax.set_title("\n".join(lines), fontsize=9)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3, axis="y")
     fig.tight_layout()
     return fig

@@ -11,6 +11,7 @@ from kdviz.data import DATASETS, MissingDataError, dataset_names, load_dataset
 from kdviz.data import folders as folders_module
 from kdviz.data.augment import random_crop_flip
 from kdviz.data.base import DatasetInfo, Split
+from kdviz.data.sample_files import FINE_TO_COARSE, VAL, WNIDS, WORDS, colour, write_cifar100, write_jpeg, write_pickle, write_tiny_imagenet
 
 
 def test_paper_datasets_are_registered():
@@ -24,12 +25,6 @@ CIFAR10_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog",
 
 def key(name, as_bytes):
     return name.encode() if as_bytes else name
-
-
-def write_pickle(path, entry):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "wb") as f:
-        pickle.dump(entry, f, protocol=2)
 
 
 def make_cifar10(folder, *, as_bytes=True, seed=0):
@@ -95,31 +90,8 @@ def test_cifar10_in_a_named_subfolder(tmp_path):
     assert torch.equal(full.images, torch.from_numpy(train).view(12, 3, 32, 32))
 
 
-FINE_TO_COARSE = {3: 7, 10: 0, 42: 19, 57: 19, 88: 0, 99: 7}  # 6 fine classes in 3 superclasses
-
-
-def make_cifar100(folder, *, seed=0, fine_to_coarse=FINE_TO_COARSE):
-    rng = np.random.default_rng(seed)
-    fine_names = [f"fine{k:02d}" for k in range(100)]
-    coarse_names = [f"coarse{k:02d}" for k in range(20)]
-    arrays = {}
-    for name, per_class in (("train", 4), ("test", 2)):
-        fine = [f for _ in range(per_class) for f in fine_to_coarse]
-        data = rng.integers(0, 256, (len(fine), 3072), dtype=np.uint8)
-        write_pickle(folder / name, {
-            b"filenames": [b"x.png"] * len(fine), b"batch_label": name.encode(),
-            b"fine_labels": fine, b"coarse_labels": [fine_to_coarse[f] for f in fine], b"data": data,
-        })
-        arrays[name] = (data, fine)
-    write_pickle(folder / "meta", {
-        b"fine_label_names": [n.encode() for n in fine_names],
-        b"coarse_label_names": [n.encode() for n in coarse_names],
-    })
-    return arrays, fine_names, coarse_names
-
-
 def test_cifar100_round_trip_and_superclasses_from_coarse_labels(tmp_path):
-    arrays, fine_names, coarse_names = make_cifar100(tmp_path / "cifar-100-python")
+    arrays, fine_names, coarse_names = write_cifar100(tmp_path / "cifar-100-python")
     info, full, test = DATASETS.get("cifar100")(tmp_path)
     assert info.class_names == tuple(fine_names) and info.num_classes == 100
     assert info.mean == (0.5071, 0.4865, 0.4409) and info.std == (0.2673, 0.2564, 0.2762)
@@ -138,13 +110,13 @@ def test_cifar100_round_trip_and_superclasses_from_coarse_labels(tmp_path):
 
 def test_cifar100_groups_follow_the_files_not_a_table(tmp_path):
     other = {0: 5, 1: 5, 2: 6}
-    make_cifar100(tmp_path / "cifar-100-python", fine_to_coarse=other)
+    write_cifar100(tmp_path / "cifar-100-python", fine_to_coarse=other)
     assert DATASETS.get("cifar100")(tmp_path)[0].groups == {"coarse05": (0, 1), "coarse06": (2,)}
 
 
 def test_cifar100_fine_class_in_two_superclasses_is_an_error(tmp_path):
     folder = tmp_path / "cifar-100-python"
-    make_cifar100(folder)
+    write_cifar100(folder)
     entry = pickle.loads((folder / "test").read_bytes())
     entry[b"coarse_labels"][0] = 11
     write_pickle(folder / "test", entry)
@@ -297,47 +269,7 @@ def test_corrupt_png_names_the_file(tmp_path):
 
 # -------------------------------------------------------------------------------- Tiny ImageNet
 
-WNIDS = ["n09999999", "n01443537", "n02085620"]  # wnids.txt order; sorted: n01443537, n02085620, n09999999
-WORDS = {
-    "n01443537": "goldfish, Carassius auratus",
-    "n02085620": "Chihuahua",
-    "n09999999": "zebra crossing, pedestrian crossing",
-    "n00001740": "entity",
-}
 SORTED_NAMES = ("goldfish", "Chihuahua", "zebra crossing")
-# The official val images and their classes, by sorted-wnid index. Annotation lines are written
-# in this (shuffled) order; neither file order nor any folder order gives these labels.
-VAL = [("val_3.JPEG", 0), ("val_0.JPEG", 2), ("val_10.JPEG", 1), ("val_1.JPEG", 0), ("val_2.JPEG", 2), ("val_4.JPEG", 1)]
-
-
-def colour(k, j):
-    """A uniform colour for image j of class k: distinct per image, so that JPEG round-trips it
-    within a few levels and images can be told apart."""
-    return (40 + 60 * k, 20 + 30 * j, 200 - 50 * k)
-
-
-def write_jpeg(path, rgb, mode="RGB"):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    img = Image.new("RGB", (64, 64), rgb)
-    (img.convert("L") if mode == "L" else img).save(path, "JPEG", quality=95)
-
-
-def make_tiny(base, *, per_class=4):
-    base.mkdir(parents=True)
-    (base / "wnids.txt").write_text("\n".join(WNIDS) + "\n")
-    (base / "words.txt").write_text("".join(f"{w}\t{names}\n" for w, names in WORDS.items()))
-    wnids = sorted(WNIDS)
-    for k, wnid in enumerate(wnids):
-        for j in range(per_class):
-            write_jpeg(base / "train" / wnid / "images" / f"{wnid}_{j}.JPEG", colour(k, j), "L" if (k, j) == (2, 3) else "RGB")
-        (base / "train" / wnid / f"{wnid}_boxes.txt").write_text("".join(f"{wnid}_{j}.JPEG\t0\t0\t63\t63\n" for j in range(per_class)))
-    lines = []
-    for j, (filename, k) in enumerate(VAL):
-        write_jpeg(base / "val" / "images" / filename, colour(k, j))
-        lines.append(f"{filename}\t{wnids[k]}\t0\t0\t63\t63\n")
-    (base / "val" / "val_annotations.txt").write_text("".join(lines))
-    (base / "test" / "images").mkdir(parents=True)
-    write_jpeg(base / "test" / "images" / "test_0.JPEG", (1, 2, 3))  # unlabelled, ignored
 
 
 def pil_decode(path):
@@ -346,7 +278,7 @@ def pil_decode(path):
 
 def test_tiny_imagenet_round_trip(tmp_path):
     base = tmp_path / "tiny-imagenet-200"
-    make_tiny(base)
+    write_tiny_imagenet(base)
     info, train, test = DATASETS.get("tiny_imagenet")(tmp_path)
     assert info.class_names == SORTED_NAMES and info.image_shape == (3, 64, 64)
     assert info.mean == (0.4802, 0.4481, 0.3975) and info.std == (0.2770, 0.2691, 0.2821)
@@ -366,7 +298,7 @@ def test_tiny_imagenet_round_trip(tmp_path):
 
 
 def test_tiny_imagenet_test_labels_follow_the_annotations(tmp_path):
-    make_tiny(tmp_path / "tiny-imagenet-200")
+    write_tiny_imagenet(tmp_path / "tiny-imagenet-200")
     _, _, test = DATASETS.get("tiny_imagenet")(tmp_path)
     assert len(test) == len(VAL)
     # Each image's colour was chosen from its annotated class: every (image, label) pair must match.
@@ -387,7 +319,7 @@ def test_tiny_imagenet_missing_file_is_named(tmp_path, missing):
     import shutil
 
     base = tmp_path / "tiny-imagenet-200"
-    make_tiny(base, per_class=1)
+    write_tiny_imagenet(base, per_class=1)
     victim = base / missing
     shutil.rmtree(victim) if victim.is_dir() else victim.unlink()
     with pytest.raises(MissingDataError) as err:
@@ -404,20 +336,20 @@ def test_tiny_imagenet_missing_folder(tmp_path):
 
 
 def test_tiny_imagenet_classes_from_train_folders_without_wnids_file(tmp_path):
-    make_tiny(tmp_path / "tiny-imagenet-200", per_class=1)
+    write_tiny_imagenet(tmp_path / "tiny-imagenet-200", per_class=1)
     (tmp_path / "tiny-imagenet-200" / "wnids.txt").unlink()
     assert DATASETS.get("tiny_imagenet")(tmp_path)[0].class_names == SORTED_NAMES
 
 
 def test_tiny_imagenet_unannotated_val_image_is_an_error(tmp_path):
-    make_tiny(tmp_path / "tiny-imagenet-200", per_class=1)
+    write_tiny_imagenet(tmp_path / "tiny-imagenet-200", per_class=1)
     write_jpeg(tmp_path / "tiny-imagenet-200" / "val" / "images" / "val_99.JPEG", (0, 0, 0))
     with pytest.raises(ValueError, match="val_99.JPEG"):
         load_dataset("tiny_imagenet", root=tmp_path)
 
 
 def test_progress_bar_for_many_images(tmp_path, monkeypatch, capsys):
-    make_tiny(tmp_path / "tiny-imagenet-200", per_class=2)
+    write_tiny_imagenet(tmp_path / "tiny-imagenet-200", per_class=2)
     monkeypatch.setattr(folders_module, "PROGRESS_THRESHOLD", 3)
     DATASETS.get("tiny_imagenet")(tmp_path)
     err = capsys.readouterr().err

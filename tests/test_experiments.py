@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from test_data_paper import make_cifar100  # tests/ is on sys.path: pytest's rootdir conftest
 
 from kdviz.cli import main
+from kdviz.data.sample_files import write_cifar100
 from kdviz.experiments import ExperimentError, collect, experiment_names, load_experiment, plan, run_sweep, select_variants, summarize, verdict
 from kdviz.experiments import grid as grid_module
 from kdviz.plots import plot_error_vs_sigma2
@@ -224,7 +224,7 @@ def test_sweep_command_smoke_on_the_shipped_digits_study(tmp_path, capsys):
 
 
 def test_sweep_command_smoke_on_the_crd_cifar100_study(tmp_path, capsys):
-    make_cifar100(tmp_path / "data" / "cifar-100-python")
+    write_cifar100(tmp_path / "data" / "cifar-100-python")
     args = ["sweep", "expressive-crd-cifar100", "--smoke", "--arms", "icc_full", "--data-root", str(tmp_path / "data"),
             "--out", str(tmp_path / "out"), "--no-progress", "--device", "cpu"]
     assert main(args) == 0

@@ -6,9 +6,9 @@ import json
 
 import pandas as pd
 import pytest
-from test_data_paper import make_cifar100, make_tiny  # tests/ is on sys.path: pytest's rootdir conftest
 
 from kdviz.cli import build_parser, main, run_settings
+from kdviz.data.sample_files import write_cifar100, write_tiny_imagenet
 from kdviz.experiments import ExperimentError, experiment_names, load_experiment
 from kdviz.experiments.spec import ROLES
 
@@ -77,7 +77,7 @@ def test_flags_given_override_the_recipe_and_the_others_come_from_it():
 
 
 def test_crd_cifar100_smoke_run_on_cifar100_files(tmp_path, capsys):
-    make_cifar100(tmp_path / "cifar-100-python")
+    write_cifar100(tmp_path / "cifar-100-python")
     teacher, student = tmp_path / "teacher", tmp_path / "student"
     common = ["--recipe", "crd-cifar100", "--data-root", str(tmp_path), "--n-train", "6", *CPU]
     assert main(["train-teacher", *common, "--epochs", "1", "--out", str(teacher)]) == 0
@@ -96,7 +96,7 @@ def test_crd_cifar100_smoke_run_on_cifar100_files(tmp_path, capsys):
 
 
 def test_tiny_imagenet_shufflenet_smoke_run_on_tiny_imagenet_files(tmp_path):
-    make_tiny(tmp_path / "tiny-imagenet-200")
+    write_tiny_imagenet(tmp_path / "tiny-imagenet-200")
     teacher, student = tmp_path / "teacher", tmp_path / "student"
     common = ["--recipe", "tiny-imagenet-shufflenet", "--data-root", str(tmp_path), "--epochs", "1", *CPU]
     assert main(["train-teacher", *common, "--out", str(teacher)]) == 0

@@ -13,6 +13,7 @@ import contextlib
 import random
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -47,6 +48,7 @@ def train(
     progress: bool = True,
     keep_epochs: tuple[int, ...] = (),
     cache_dir: str | Path | None = None,
+    on_epoch: Callable[[pd.DataFrame, ICCReport, int], None] | None = None,
     **settings,
 ) -> TrainResult:
     """Train model `model` (a registry name) on `data` with `objective`.
@@ -59,6 +61,9 @@ def train(
     distill from an intermediate checkpoint of a teacher.
     cache_dir: where teacher_cache=True stores teacher logits (default: $KDVIZ_CACHE or
     ~/.cache/kdviz/teacher_logits).
+    on_epoch: called on the main process after each epoch as on_epoch(history, snapshot, epochs):
+    the history so far (a DataFrame, one row per epoch), that epoch's validation ICCReport and the
+    run's number of epochs; e.g. kdviz.LiveCurves() redraws curves in a notebook while it trains.
     """
     cfg = TrainConfig.from_kwargs(**{**(config.to_dict() if config else {}), **settings})
     _check_splits(data)
@@ -97,6 +102,8 @@ def train(
             improved = run.progress.record(row, snapshot, run.model)
             if run.writes:
                 save_run(run, improved, keep=epoch in keep_epochs)
+            if on_epoch is not None and ctx.is_main:
+                on_epoch(pd.DataFrame(run.progress.history), snapshot, cfg.epochs)
             bar.set_postfix(loss=f"{row['train_loss']:.3f}", val_err=f"{row['val_top1_err']:.3f}")
             bar.update(1)
         bar.close()
