@@ -4,6 +4,9 @@ Every function is pure: tensors in, a scalar tensor out, a mean over the batch.
 """
 from __future__ import annotations
 
+import math
+import numbers
+
 import torch
 import torch.nn.functional as F
 
@@ -69,5 +72,6 @@ def asymmetric_kd_loss(
 
 
 def _check_tau(tau: float, name: str = "tau") -> None:
-    if not tau > 0:
-        raise ValueError(f"temperature {name} must be > 0, got {tau}")
+    """A temperature is a finite number > 0: tau = inf makes every softmax uniform and tau^2 * 0 NaN."""
+    if isinstance(tau, bool) or not isinstance(tau, numbers.Real) or not 0 < tau < math.inf:
+        raise ValueError(f"temperature {name} must be a finite number > 0, got {tau!r}")

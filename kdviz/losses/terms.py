@@ -7,6 +7,8 @@ ablation changes a dict, not code. A new term is one function and one registry l
 from __future__ import annotations
 
 import inspect
+import math
+import numbers
 from dataclasses import dataclass
 from typing import Callable
 
@@ -67,7 +69,7 @@ class FunctionTerm(LossTerm):
 
 
 def _register_function(name: str, fn: Callable, *, needs_teacher: bool, needs_targets: bool) -> None:
-    valid = [p for p in list(inspect.signature(fn).parameters)[1:] if p not in ("teacher_logits", "targets")]
+    valid = {k: p.default for k, p in list(inspect.signature(fn).parameters.items())[1:] if k not in ("teacher_logits", "targets")}
 
     def factory(**params) -> LossTerm:
         _check_params(name, valid, params)
@@ -81,7 +83,7 @@ def _register_class(name: str):
     """Register a stateful LossTerm subclass, with the same parameter checks as function terms."""
 
     def decorator(cls):
-        valid = list(inspect.signature(cls.__init__).parameters)[1:]
+        valid = {k: p.default for k, p in list(inspect.signature(cls.__init__).parameters.items())[1:]}
 
         def factory(**params) -> LossTerm:
             _check_params(name, valid, params)
@@ -94,11 +96,20 @@ def _register_class(name: str):
     return decorator
 
 
-def _check_params(name: str, valid: list[str], params: dict) -> None:
-    check_keywords(f"loss term {name!r}", params, valid)
+def _check_params(name: str, valid: dict, params: dict) -> None:
+    """Unknown keywords, and values of the wrong kind, fail here, naming the term: a parameter
+    whose default is a number must be a finite number (a string "nan" from a JSON file would
+    otherwise fail mid-step with Python's own message), and a temperature must be > 0."""
+    check_keywords(f"loss term {name!r}", params, list(valid))
     for key, value in params.items():
-        if (key == "tau" or key.startswith("tau_")) and not value > 0:
-            raise ValueError(f"loss term {name!r}: temperature {key} must be > 0, got {value}")
+        numeric = isinstance(valid[key], numbers.Real) and not isinstance(valid[key], bool)
+        if numeric and (isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value)):
+            raise ValueError(f"loss term {name!r}: {key} must be a finite number, got {value!r}")
+        if key == "tau" or key.startswith("tau_"):
+            try:
+                classic._check_tau(value, key)
+            except ValueError as e:
+                raise ValueError(f"loss term {name!r}: {e}") from None
 
 
 _register_function("ce", classic.cross_entropy, needs_teacher=False, needs_targets=True)

@@ -25,7 +25,7 @@ from pathlib import Path
 from ..data import DATASETS
 from ..losses import Objective
 from ..models import MODELS
-from ..registry import UnknownNameError, check_keywords
+from ..registry import check_keywords, unknown_name
 from ..train import TrainConfig
 
 ROLES = ("teacher", "student")
@@ -96,8 +96,7 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
     elif Path(name_or_path).suffix == ".toml":
         raise FileNotFoundError(f"no recipe file at {name_or_path}; check the path, or use a named recipe ({', '.join(sorted(bundled))})")
     else:
-        raise UnknownNameError(f"unknown recipe {str(name_or_path)!r}; valid choices: {', '.join(sorted(bundled))}, "
-                               "or the path of a .toml file")
+        raise unknown_name("recipe", str(name_or_path), bundled, ", or the path of a .toml file")
     source = str(file)
     try:
         return _parse(tomllib.loads(file.read_text(encoding="utf-8")), name, source)

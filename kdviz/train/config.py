@@ -34,6 +34,9 @@ class TrainConfig:
     amp: bool = False  # bf16 autocast of forward passes and losses
     channels_last: bool = False  # NHWC memory layout for convolutions
     compile: bool = False  # torch.compile the trained model
+    # Under torchrun, BatchNorm statistics of the global batch instead of each process's slice
+    # (kdviz.train.distributed.SyncBatchNorm): for BatchNorm models with small per-process batches.
+    sync_bn: bool = False
     # Teacher logits computed once and stored on disk (see kdviz.train.teacher_cache): exact when
     # training augmentation is off, else `cache_views` fixed augmented views per image.
     teacher_cache: bool = False

@@ -24,7 +24,7 @@ from .. import __version__
 from ..correlation import ICCAccumulator, ICCReport
 from ..data.base import DatasetInfo, DatasetSplits
 from ..data.augment import random_crop_flip
-from ..data.loader import iterate_batches
+from ..data.loader import fit_batch_size, iterate_batches
 from ..device import resolve_device
 from ..inference import predict_logits, topk_errors
 from ..losses import Objective, StepOutputs
@@ -95,6 +95,7 @@ def train(
                              "n_train / train_fraction / val_fraction, or check the dataset's files")
     objective = _as_objective(objective)
     ctx, dev = setup_distributed(resolve_device(device))
+    cfg.batch_size = fit_batch_size(cfg.batch_size, len(data.train), ctx.world_size)
     teacher_model = _prepare_teacher(teacher, objective, data, dev)
     fast_cuda = dev.type == "cuda"
     if teacher_model is not None and cfg.channels_last:
@@ -123,7 +124,7 @@ def train(
         if teacher_model is not None and cfg.teacher_cache:
             cache = _teacher_cache(teacher_model, data, cfg, objective, dev, cache_dir, writes=ctx.is_main,
                                    progress=progress and ctx.is_main)
-        net = wrap_model(core, ctx, dev)  # after restoring, so every rank starts from the same weights
+        net = wrap_model(core, ctx, dev, cfg.sync_bn)  # after restoring, so every rank starts from the same weights
         if cfg.compile and fast_cuda:
             net = torch.compile(net)
         bar = tqdm(total=cfg.epochs, initial=state.next_epoch, desc=name, disable=not (progress and ctx.is_main), leave=True)
