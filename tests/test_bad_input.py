@@ -208,8 +208,8 @@ def test_bad_flag_values_name_the_flag(argv, flag, message, capsys):
     (["--loss", "kd=abc"], "--loss: cannot read loss 'kd=abc': the weight of 'kd' must be a number, got 'abc'"),
     (["--loss", "ce=0,kd=0"], "--loss: every weight of the objective"),
     (["--loss", "kd+icc_mimc"], "(did you mean 'kd+icc_mimic'?)"),
-    (["--loss", "ce=0.1,kd=0.9,icc_mimc=0.1"], "unknown loss term 'icc_mimc'; valid choices: ce, dist,"),
-    (["--loss", "ce=0.1,kd=0.9,icc_mimc=0.1"], "secondary_entropy (did you mean 'icc_mimic'?)"),
+    (["--loss", "ce=0.1,kd=0.9,icc_mimc=0.1"], "unknown loss term 'icc_mimc'; valid choices: "),
+    (["--loss", "ce=0.1,kd=0.9,icc_mimc=0.1"], "(did you mean 'icc_mimic'?)"),
     (["--loss", "kd", "--loss-params", '{"kd": {"tau": "nan"}}'], "--loss-params: loss term 'kd': tau must be a finite number, got 'nan'"),
     (["--loss", "kd", "--loss-params", '{"kd": {"tau": 0}}'], "--loss-params: loss term 'kd': temperature tau must be a finite number > 0"),
 ])
