@@ -12,7 +12,6 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
-import torch.distributed.nn.functional as dist_nn
 from torch import nn
 
 
@@ -55,6 +54,23 @@ def wrap_model(net: nn.Module, ctx: DistContext, device: torch.device, sync_bn: 
     return nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
 
 
+class _AllReduceSum(torch.autograd.Function):
+    """Sum over ranks, differentiable: the gradient of each rank's input is the sum over ranks of
+    the gradients of the output, since every rank's output depends on every rank's input."""
+
+    @staticmethod
+    def forward(ctx, t: torch.Tensor) -> torch.Tensor:
+        t = t.clone()
+        dist.all_reduce(t)
+        return t
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.clone()
+        dist.all_reduce(grad)
+        return grad
+
+
 class SyncBatchNorm(nn.modules.batchnorm._BatchNorm):
     """BatchNorm whose training statistics are those of the global batch, over all processes.
 
@@ -75,11 +91,11 @@ class SyncBatchNorm(nn.modules.batchnorm._BatchNorm):
         dims = [0, *range(2, x.dim())]
         shape = (1, -1) + (1,) * (x.dim() - 2)
         count = torch.full((1,), x.numel() // x.shape[1], dtype=x.dtype, device=x.device)
-        sums = dist_nn.all_reduce(torch.cat([x.sum(dims), count]))
+        sums = _AllReduceSum.apply(torch.cat([x.sum(dims), count]))
         n = sums[-1]
         mean = sums[:-1] / n
         centred = x - mean.view(shape)
-        var = dist_nn.all_reduce(centred.pow(2).sum(dims)) / n
+        var = _AllReduceSum.apply(centred.pow(2).sum(dims)) / n
         y = centred * torch.rsqrt(var + self.eps).view(shape)
         if self.affine:
             y = y * self.weight.view(shape) + self.bias.view(shape)
@@ -97,13 +113,13 @@ class SyncBatchNorm(nn.modules.batchnorm._BatchNorm):
 
 
 def convert_sync_batchnorm(module: nn.Module) -> nn.Module:
-    """Replace every BatchNorm layer inside `module` by a SyncBatchNorm holding the same weights
-    and running statistics (in place; `module` itself is returned, so it must not be one)."""
+    """Replace every BatchNorm layer inside `module` by a SyncBatchNorm holding the same parameter
+    and buffer objects (in place; `module` itself is returned, so it must not be one). The same
+    objects, not copies: an optimizer made before the conversion must go on updating them."""
     for name, child in module.named_children():
         if isinstance(child, nn.modules.batchnorm._BatchNorm) and not isinstance(child, SyncBatchNorm):
-            sync = SyncBatchNorm(child.num_features, child.eps, child.momentum, child.affine, child.track_running_stats,
-                                 device=child.running_mean.device if child.running_mean is not None else None)
-            sync.load_state_dict(child.state_dict())
+            sync = SyncBatchNorm(child.num_features, child.eps, child.momentum, child.affine, child.track_running_stats)
+            sync._parameters, sync._buffers = child._parameters, child._buffers
             sync.train(child.training)
             setattr(module, name, sync)
         else:
