@@ -211,7 +211,7 @@ def test_bad_flag_values_name_the_flag(argv, flag, message, capsys):
     (["--loss", "ce=0.1,kd=0.9,icc_mimc=0.1"], "unknown loss term 'icc_mimc'; valid choices: "),
     (["--loss", "ce=0.1,kd=0.9,icc_mimc=0.1"], "(did you mean 'icc_mimic'?)"),
     (["--loss", "kd", "--loss-params", '{"kd": {"tau": "nan"}}'], "--loss-params: loss term 'kd': tau must be a finite number, got 'nan'"),
-    (["--loss", "kd", "--loss-params", '{"kd": {"tau": 0}}'], "--loss-params: loss term 'kd': temperature tau must be a finite number > 0"),
+    (["--loss", "kd", "--loss-params", '{"kd": {"tau": 0}}'], "--loss-params: loss term 'kd': temperature tau must be > 0, got 0"),
 ])
 def test_bad_losses_name_the_flag(tmp_path, capsys, teacher_ckpt, extra, message):
     assert main(["distill", "--teacher", str(teacher_ckpt), "--out", str(tmp_path / "s"), *DIGITS_TEACHER, *extra]) == 2
@@ -226,7 +226,7 @@ def test_resume_of_a_missing_folder_says_it_starts_a_new_run(tmp_path, capsys):
 
 
 def test_correlations_refuses_an_infinite_tau_in_the_api_too(tiny_data):
-    with pytest.raises(ValueError, match="temperature tau must be a finite number > 0, got inf"):
+    with pytest.raises(ValueError, match="temperature tau must be finite, got inf"):
         kd.icc_of_logits(torch.zeros(4, 4), torch.arange(4), tiny_data.info, tau=float("inf"))
 
 
@@ -274,3 +274,9 @@ def test_a_cifar_batch_that_would_run_code_is_refused_unrun(tmp_path):
     with pytest.raises(ValueError, match=r"data_batch_3 is truncated or corrupt .*mkdir, which no CIFAR batch holds"):
         kd.load_dataset("cifar10", root=tmp_path)
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("setting", [{"icc_tau": float("inf")}, {"weight_decay": float("inf")}])
+def test_infinite_training_settings_are_refused(setting):
+    with pytest.raises(ValueError, match=f"{next(iter(setting))} must be finite"):
+        kd.TrainConfig(**setting)

@@ -73,5 +73,9 @@ def asymmetric_kd_loss(
 
 def _check_tau(tau: float, name: str = "tau") -> None:
     """A temperature is a finite number > 0: tau = inf makes every softmax uniform and tau^2 * 0 NaN."""
-    if isinstance(tau, bool) or not isinstance(tau, numbers.Real) or not 0 < tau < math.inf:
-        raise ValueError(f"temperature {name} must be a finite number > 0, got {tau!r}")
+    if isinstance(tau, bool) or not isinstance(tau, numbers.Real):
+        raise ValueError(f"temperature {name} must be a number > 0, got {tau!r}")
+    if not tau > 0:
+        raise ValueError(f"temperature {name} must be > 0, got {tau!r}")
+    if tau == math.inf:
+        raise ValueError(f"temperature {name} must be finite, got {tau!r}")

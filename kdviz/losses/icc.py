@@ -4,12 +4,23 @@ Notation: B samples, C classes, P = softmax(z / tau) row-wise, Y one-hot labels,
 """
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
 import torch.nn.functional as F
 
 from .classic import _check_tau
+
+
+def autocast_off(device: torch.device):
+    """A context with autocast off for `device`'s type where it is on; nothing to undo elsewhere
+    (devices without autocast, such as meta, refuse torch.autocast itself)."""
+    try:
+        on = torch.is_autocast_enabled(device.type)
+    except RuntimeError:
+        on = False
+    return torch.autocast(device.type, enabled=False) if on else contextlib.nullcontext()
 
 
 def at_least_float32(t: torch.Tensor) -> torch.Tensor:
@@ -29,7 +40,7 @@ def class_sums(
     its 0 * NaN would turn the row of every class to NaN, which reads as "class absent".
     Autocast is off inside: in bf16 the sums lose about 1 % at C = 10.
     """
-    with torch.autocast(probs.device.type, enabled=False):
+    with autocast_off(probs.device):
         probs = at_least_float32(probs)
         finite = torch.isfinite(probs).all(1, keepdim=True)
         onehot = F.one_hot(targets, num_classes).to(probs.dtype) * finite
