@@ -7,7 +7,9 @@ never half of one, and no stray temporary file.
 """
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import BinaryIO, Callable
@@ -31,7 +33,27 @@ def atomic_write(path: str | os.PathLike, content: str | bytes | Callable[[Binar
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if _disk_full(e):
+            # torch reports a full disk as "enforce fail at inline_container.cc ... unexpected pos",
+            # with the OSError that says why only in the middle of the traceback.
+            free = shutil.disk_usage(path.parent).free
+            raise OSError(
+                errno.ENOSPC,
+                f"No space left on device while writing {path} ({free / 2**20:.1f} MiB free in {path.parent}); "
+                f"free some space or choose another folder. {path.name} is unchanged (the previous one, if any, is kept)",
+            ) from e
         raise
     return path
+
+
+def _disk_full(e: BaseException | None) -> bool:
+    """Whether `e` or an exception it was raised from or during is ENOSPC."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+            return True
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return False

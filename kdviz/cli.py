@@ -3,26 +3,70 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
 from .train.lock import RunLockedError
 
 # The flags that set a TrainConfig field of the same name; teacher_cache exists on distill only.
-_SETTING_FLAGS = ("epochs", "batch_size", "lr", "seed", "schedule", "milestones", "amp", "channels_last", "teacher_cache")
+_SETTING_FLAGS = ("epochs", "batch_size", "lr", "seed", "schedule", "milestones", "amp", "channels_last", "sync_bn",
+                  "teacher_cache")
 _ROLE_OF_COMMAND = {"train-teacher": "teacher", "distill": "student"}
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best available)")
+    p.add_argument("--device", default=None, type=_device, help="cuda, mps or cpu (default: the best available)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
 def _int_list(text: str) -> list[int]:
     try:
-        return [int(part) for part in text.split(",") if part.strip()]
+        values = [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers such as 150,180,210, got {text!r}") from None
+        values = [-1]
+    if any(v < 0 for v in values):
+        raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers >= 0 such as 150,180,210, got {text!r}")
+    return values
+
+
+# Numeric flags are checked when parsed, so that argparse's message names the flag and exits with 2.
+def _int_from(low: int, high: int | None = None):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < low or (high is not None and value > high):
+            bound = f">= {low}" if high is None else f"in [{low}, {high}]"
+            raise argparse.ArgumentTypeError(f"expected a whole number {bound}, got {text!r}")
+        return value
+
+    return parse
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
+    return value
+
+
+def _device(text: str) -> str:
+    from .device import parse_device
+
+    try:
+        parse_device(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
+
+
+_COUNT = _int_from(1)
+_SEED = _int_from(0, 2**32 - 1)
 
 
 def _add_training(p: argparse.ArgumentParser, role: str) -> None:
@@ -41,21 +85,23 @@ def _add_training(p: argparse.ArgumentParser, role: str) -> None:
                         "values of every flag below that is not given (default: the recipe named default)")
     p.add_argument("--dataset", help=f"dataset name {dflt(default.dataset)}")
     p.add_argument("--data-root", default=None, help="where the dataset's files are (default: $KDVIZ_DATA or ./data)")
-    p.add_argument("--n-train", type=int, help=f"train on a stratified subset of this many images {dflt('all')}")
+    p.add_argument("--n-train", type=_COUNT, help=f"train on a stratified subset of this many images {dflt('all')}")
     p.add_argument("--model", help=f"model name {dflt(kw['model'])}")
     p.add_argument("--model-kwargs", help=f"JSON of the model's arguments {dflt(json.dumps(kw['model_kwargs']))}; "
                                           "a recipe's apply to its own model only")
     p.add_argument("--loss", help=f"a preset or name=weight pairs, e.g. 'ce=0.1,kd=0.9' {dflt(kw['objective'])}")
     p.add_argument("--loss-params", default="{}", help='JSON of term parameters, e.g. \'{"kd": {"tau": 2}}\'')
-    p.add_argument("--epochs", type=int, help=f"training epochs {dflt(kw['epochs'])}")
-    p.add_argument("--batch-size", type=int, help=f"images per batch {dflt(kw['batch_size'])}")
-    p.add_argument("--lr", type=float, help=f"learning rate {dflt(kw['lr'])}")
-    p.add_argument("--seed", type=int, help=f"seed of the training subset, weights and shuffles {dflt(kw['seed'])}")
+    p.add_argument("--epochs", type=_COUNT, help=f"training epochs {dflt(kw['epochs'])}")
+    p.add_argument("--batch-size", type=_COUNT, help=f"images per batch {dflt(kw['batch_size'])}")
+    p.add_argument("--lr", type=_positive_float, help=f"learning rate {dflt(kw['lr'])}")
+    p.add_argument("--seed", type=_SEED, help=f"seed of the training subset, weights and shuffles {dflt(kw['seed'])}")
     p.add_argument("--schedule", help=f"cosine, multistep or constant {dflt(kw['schedule'])}")
     p.add_argument("--milestones", type=_int_list, help=f"epochs at which multistep multiplies the lr by gamma, e.g. 150,180,210 {dflt('none')}")
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, help=f"bf16 autocast, on CUDA only {dflt('off')}")
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction,
                    help=f"NHWC memory layout for convolutions, faster on CUDA and on CPUs {dflt('off')}")
+    p.add_argument("--sync-bn", action=argparse.BooleanOptionalAction,
+                   help=f"under torchrun, BatchNorm statistics of the global batch, not of each process's slice {dflt('off')}")
     p.add_argument("--out", required=True, help="run directory: checkpoints, metrics.csv, config.json")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     _add_common(p)
@@ -90,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("checkpoint", help="a best.pt or last.pt written by kdviz")
     c.add_argument("--split", default="test", choices=["train", "val", "test"])
     c.add_argument("--data-root", default=None)
-    c.add_argument("--tau", type=float, default=4.0, help="temperature of the softened predictions (default: 4)")
+    c.add_argument("--tau", type=_positive_float, default=4.0, help="temperature of the softened predictions (default: 4)")
     c.add_argument("--secondary", action="store_true", help="also write the secondary ICC (target removed)")
     c.add_argument("--cluster", action="store_true", help="order classes by clustering in the heatmap")
     c.add_argument("--out", default=None, help="output folder (default: next to the checkpoint)")
@@ -100,9 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_sweep(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--seeds", type=int, nargs="+", default=None, help="run these seeds instead of the experiment's")
+    p.add_argument("--seeds", type=_SEED, nargs="+", default=None, help="run these seeds instead of the experiment's")
     p.add_argument("--arms", nargs="+", default=None, help="run only these arms (and the teachers they learn from)")
-    p.add_argument("--jobs", type=int, default=1,
+    p.add_argument("--jobs", type=_COUNT, default=1,
                    help="worker processes on this machine, each with cores // jobs torch threads (default: 1)")
     p.add_argument("--smoke", action="store_true", help="first seed, one epoch per run, one value per sweep: checks the code path")
     p.add_argument("--backend", default="local", choices=["local", "ray"], help="local processes, or one Ray task per run (default: local)")
@@ -165,8 +211,15 @@ def run_settings(args, recipe) -> tuple[dict, dict]:
     settings.update({key: getattr(args, key) for key in _SETTING_FLAGS if getattr(args, key, None) is not None})
     if args.model_kwargs is not None:
         settings["model_kwargs"] = _json_arg(args.model_kwargs, "--model-kwargs")
-    objective = Objective.coerce(args.loss or settings["objective"])
-    settings["objective"] = objective.with_params(_json_arg(args.loss_params, "--loss-params"))
+    where = "--loss" if args.loss else f"the objective of experiment {recipe.name}"
+    try:
+        objective = Objective.coerce(args.loss or settings["objective"])
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"{where}: {e}") from None
+    try:
+        settings["objective"] = objective.with_params(_json_arg(args.loss_params, "--loss-params"))
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"--loss-params: {e}") from None
     data = {
         "name": args.dataset or recipe.dataset,
         "n_train": recipe.role(_ROLE_OF_COMMAND[args.command]).n_train if args.n_train is None else args.n_train,
@@ -185,6 +238,8 @@ def _cmd_train(args, teacher=None) -> None:
     if args.recipe:
         print(f"recipe {recipe.name}: {recipe.description}")
     data = load_dataset(root=args.data_root, **data_kwargs)
+    if args.resume and not (Path(args.out) / "last.pt").is_file():
+        print(f"nothing to resume in {args.out} (no last.pt); starting a new run", file=sys.stderr)
     extra = {"cache_dir": args.cache_dir} if teacher is not None else {}
     result = train(data, **settings, teacher=teacher, device=args.device, out_dir=args.out, resume=args.resume,
                    progress=not args.no_progress, **extra)
@@ -223,7 +278,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.run(args)
-    except (ValueError, TypeError, FileNotFoundError, FileExistsError, FloatingPointError, RunLockedError) as e:
+    # OSError includes a missing file and a full disk (whose message kdviz rewrites to say so first).
+    except (ValueError, TypeError, OSError, FloatingPointError, RunLockedError) as e:
         print(f"kdviz {args.command}: error: {e}", file=sys.stderr)
         return 2
     return 0

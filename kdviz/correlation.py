@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import pickle
+import warnings
 import zipfile
 from dataclasses import dataclass
 
@@ -19,6 +20,7 @@ from torch import nn
 from .data.base import DatasetInfo, DatasetSplits
 from .device import resolve_device
 from .inference import predict_logits
+from .losses.classic import _check_tau
 from .losses.icc import class_sums, icc_from_sums, nontarget_log_probs, secondary_icc
 
 
@@ -50,28 +52,36 @@ class ICCAccumulator:
     """Sums of Y^T P, class counts, sigma2 and group mass over batches; `report()` divides once."""
 
     def __init__(self, info: DatasetInfo, tau: float = 4.0, device: torch.device | str = "cpu"):
-        if not tau > 0:
-            raise ValueError(f"temperature tau must be > 0, got {tau}")
+        _check_tau(tau)
         self.info, self.tau = info, tau
         c = info.num_classes
         groups = info.class_to_group()
         self.class_to_group = None if groups is None else torch.tensor(groups, device=device)
         self.sums = torch.zeros(c, c, device=device, dtype=torch.float64)
         self.counts = torch.zeros(c, device=device, dtype=torch.float64)
-        self.stats = torch.zeros(3, device=device, dtype=torch.float64)  # n, sum sigma2, sum group mass
+        # n, sum sigma2, sum group mass (over samples with finite logits), samples left out
+        self.stats = torch.zeros(4, device=device, dtype=torch.float64)
 
     @torch.no_grad()
     def update(self, logits: torch.Tensor, targets: torch.Tensor) -> None:
+        """Add a batch: logits [B, C], targets [B]. Samples whose logits are not all finite are
+        left out of every number and counted; `report` warns about them."""
         logits = logits.double()
+        finite = torch.isfinite(logits).all(1)
         sums, counts = class_sums(F.softmax(logits / self.tau, dim=1), targets, self.info.num_classes)
         self.sums += sums
         self.counts += counts
-        self.stats[0] += targets.shape[0]
-        self.stats[1] += sigma2_per_sample(logits, targets, self.tau).sum()
+        self.stats[0] += finite.sum()
+        self.stats[1] += torch.where(finite, sigma2_per_sample(logits, targets, self.tau), 0.0).sum()
         if self.class_to_group is not None:
-            self.stats[2] += group_mass_per_sample(logits, targets, self.class_to_group, self.tau).sum()
+            self.stats[2] += torch.where(finite, group_mass_per_sample(logits, targets, self.class_to_group, self.tau), 0.0).sum()
+        self.stats[3] += (~finite).sum()
 
     def report(self) -> "ICCReport":
+        left_out = int(self.stats[3])
+        if left_out:
+            warnings.warn(f"{left_out} of {left_out + int(self.stats[0])} samples have non-finite logits (NaN or inf) and are "
+                          "left out of the ICC matrix, sigma2 and group mass; the model's weights may hold NaN", stacklevel=2)
         n = self.stats[0].clamp_min(1)
         return ICCReport(
             info=self.info,

@@ -5,16 +5,33 @@ from __future__ import annotations
 import torch
 
 
+def _mps_available() -> bool:
+    return getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+
+
+def parse_device(device: str | torch.device) -> torch.device | None:
+    """torch.device of a device name ('cpu', 'cuda', 'cuda:1', 'mps'), None for 'auto'; a ValueError
+    that lists the valid names for anything else (torch's own is a RuntimeError with a long list)."""
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        return None
+    try:
+        return torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"{device!r} is not a device name; use auto, cpu, cuda (an NVIDIA GPU), cuda:N or mps") from None
+
+
 def resolve_device(device: str | torch.device | None = None) -> torch.device:
-    if device is None or device == "auto":
+    dev = None if device is None else parse_device(device)
+    if dev is None:
         if torch.cuda.is_available():
             return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    dev = torch.device(device)
+        return torch.device("mps") if _mps_available() else torch.device("cpu")
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} asked for, but CUDA is not available here; use device='cpu' or 'auto'")
+        raise ValueError(f"device {str(device)!r} asked for, but CUDA is not available here; use device='cpu' or 'auto'")
+    if dev.type == "mps" and not _mps_available():
+        raise ValueError(f"device {str(device)!r} asked for, but Apple's MPS is not available here; use device='cpu' or 'auto'")
     return dev
 
 

@@ -1,11 +1,12 @@
 """A name -> factory table, so that datasets, models and loss terms are chosen by name.
 
-A new entry is one decorated function; an unknown name raises an error that lists the valid
-choices, which is what a notebook user needs after a typo.
+A new entry is one decorated function; an unknown name raises an error that suggests the nearest
+valid name and lists them all, which is what a notebook user needs after a typo.
 """
 from __future__ import annotations
 
-from typing import Callable, Generic, Iterator, TypeVar
+import difflib
+from typing import Callable, Generic, Iterable, Iterator, TypeVar
 
 F = TypeVar("F", bound=Callable)
 
@@ -17,12 +18,25 @@ class UnknownNameError(KeyError, ValueError):
         return str(self.args[0])
 
 
+def did_you_mean(name: str, valid: Iterable[str]) -> str:
+    """' (did you mean 'x'?)' for the valid name closest to `name` (difflib), or '' when none is close."""
+    close = difflib.get_close_matches(str(name), list(valid), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def unknown_name(kind: str, name: object, valid: Iterable[str], extra: str = "") -> UnknownNameError:
+    """The error for a name that is not one of `valid`: all of them, then the nearest one."""
+    valid = sorted(valid)
+    return UnknownNameError(f"unknown {kind} {name!r}; valid choices: {', '.join(valid)}{extra}{did_you_mean(str(name), valid)}")
+
+
 def check_keywords(what: str, given: dict, valid: list[str]) -> None:
     """TypeError listing the valid keywords when `given` has others: typos in a notebook cell's
     settings fail loudly instead of being ignored."""
     unknown = sorted(set(given) - set(valid))
     if unknown:
-        raise TypeError(f"{what} got unknown argument(s) {unknown}; valid: {sorted(valid) or 'none'}")
+        hints = "".join(did_you_mean(name, valid) for name in unknown)
+        raise TypeError(f"{what} got unknown argument(s) {unknown}; valid: {sorted(valid) or 'none'}{hints}")
 
 
 class Registry(Generic[F]):
@@ -43,9 +57,7 @@ class Registry(Generic[F]):
         try:
             return self._entries[name]
         except KeyError:
-            raise UnknownNameError(
-                f"unknown {self.kind} {name!r}; valid choices: {', '.join(sorted(self._entries))}"
-            ) from None
+            raise unknown_name(self.kind, name, self._entries) from None
 
     def names(self) -> list[str]:
         return sorted(self._entries)

@@ -2,6 +2,7 @@
 import subprocess
 import sys
 import textwrap
+from copy import deepcopy
 
 import torch
 
@@ -65,3 +66,74 @@ def test_shards_split_every_global_batch_without_overlap(tiny_data):
         # labels cycle 0..3 in tiny_data, so compare the multiset of labels of each global batch
         assert sorted(torch.cat([a, b]).tolist()) == sorted(w.tolist())
         assert not torch.equal(a, b)
+
+
+BN_SCRIPT = textwrap.dedent(
+    """
+    import sys, torch
+    import torch.distributed as dist
+    import kdviz as kd
+    from kdviz.data import DatasetInfo, DatasetSplits, Split
+    torch.set_num_threads(1)
+    # Random images, not digits: digits' many equal pixels make max-pool and ReLU ties, which
+    # float rounding breaks differently in one process and two, and which then diverge.
+    g = torch.Generator().manual_seed(0)
+    def split(n):
+        images = torch.randint(0, 256, (n, 1, 8, 8), generator=g, dtype=torch.uint8)
+        return Split(images, (images[:, 0, :4].float().mean((1, 2)) > 127.5).long() + 2 * (images[:, 0, :, :4].float().mean((1, 2)) > 127.5).long())
+    info = DatasetInfo("random8", ("a", "b", "c", "d"), (1, 8, 8), (0.5,), (0.29,))
+    data = DatasetSplits(info, split(160), split(64), split(64))
+    r = kd.train(data, "cnn", "ce", model_kwargs={"width": 8}, epochs=2, batch_size=8, seed=0,
+                 sync_bn=sys.argv[2] == "sync", progress=False)
+    if not dist.is_initialized() or dist.get_rank() == 0:
+        torch.save({"history": r.history.to_dict("list"), "state": r.model.state_dict()}, f"{sys.argv[1]}/bn.pt")
+    """
+)
+
+
+def _torchrun_bn(nproc, out_dir, sync):
+    out_dir.mkdir()
+    script = out_dir / "bn_script.py"
+    script.write_text(BN_SCRIPT)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", str(script), str(out_dir), sync]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return torch.load(out_dir / "bn.pt", weights_only=True)
+
+
+def test_sync_bn_makes_two_processes_match_one_on_a_batchnorm_cnn(tmp_path):
+    """With 4 images per process, BatchNorm statistics of each process's slice train another
+    model than one process with the batch of 8; SyncBatchNorm's global statistics do not."""
+    one = _torchrun_bn(1, tmp_path / "one", "plain")
+    synced = _torchrun_bn(2, tmp_path / "sync", "sync")
+    local = _torchrun_bn(2, tmp_path / "local", "plain")
+
+    def gap(run, key):
+        a, b = torch.tensor(one["history"][key]), torch.tensor(run["history"][key])
+        return float(((a - b).abs() / a.abs()).max())
+
+    for key in ("train_loss", "val_loss"):
+        assert gap(synced, key) < 1e-4, key
+        assert gap(local, key) > 100 * max(gap(synced, key), 1e-6), key  # the test can tell the two apart
+    # The trained weights (and BatchNorm running statistics) agree too, and load into a plain model.
+    for name, value in one["state"].items():
+        assert torch.allclose(value.double(), synced["state"][name].double(), rtol=1e-3, atol=1e-4), name
+
+
+def test_sync_batchnorm_is_plain_batchnorm_outside_torchrun():
+    from kdviz.train.distributed import SyncBatchNorm, convert_sync_batchnorm
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU())
+    copy = convert_sync_batchnorm(deepcopy(net))
+    assert isinstance(copy[1], SyncBatchNorm)
+    x = torch.randn(6, 1, 5, 5)
+    assert torch.equal(net(x), copy(x))
+    assert torch.equal(net[1].running_var, copy[1].running_var)
+    net.eval(), copy.eval()
+    assert torch.equal(net(x), copy(x))
+    # The converted layer holds the very parameters an optimizer made before the conversion updates.
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4))
+    weight = model[1].weight
+    convert_sync_batchnorm(model)
+    assert model[1].weight is weight

@@ -84,14 +84,15 @@ def test_crd_cifar100_smoke_run_on_cifar100_files(tmp_path, capsys):
     assert "cifar100: 6 train / 6 val / 12 test images, 100 classes" in capsys.readouterr().out
     t = config(teacher)
     assert t["model"]["name"] == "resnet32x4" and t["model"]["image_shape"] == [3, 32, 32] and t["dataset"] == "cifar100"
-    assert {k: t[k] for k in CRD} == {**CRD, "epochs": 1} and t["lr"] == 0.05
+    # The recipe's batch of 64 is clamped to the 6 training images (with a warning), and recorded so.
+    assert {k: t[k] for k in CRD} == {**CRD, "epochs": 1, "batch_size": 6} and t["lr"] == 0.05
     assert t["objective"] == {"ce": {"weight": 1.0}} and t["amp"] is True and t["channels_last"] is True
     # Two epochs with a milestone after the first: the multistep x0.1 shows in the second epoch's lr.
     assert main(["distill", *common, "--teacher", str(teacher / "best.pt"), "--model", "shufflenetv2_0_5",
                  "--epochs", "2", "--milestones", "1", "--out", str(student)]) == 0
     s = config(student)
     assert s["model"]["name"] == "shufflenetv2_0_5" and s["objective"] == KD
-    assert {k: s[k] for k in CRD} == {**CRD, "epochs": 2, "milestones": [1]} and s["lr"] == 0.01
+    assert {k: s[k] for k in CRD} == {**CRD, "epochs": 2, "milestones": [1], "batch_size": 6} and s["lr"] == 0.01
     assert pd.read_csv(student / "metrics.csv")["lr"].tolist() == pytest.approx([0.01, 0.001])
 
 
@@ -106,7 +107,8 @@ def test_tiny_imagenet_shufflenet_smoke_run_on_tiny_imagenet_files(tmp_path):
     assert t["dataset"] == "tiny_imagenet" and t["model"]["image_shape"] == [3, 64, 64]
     assert t["objective"] == ICC_TEACHER and s["objective"] == KD_ICC_MIMIC
     for run in (t, s):
-        assert (run["schedule"], run["milestones"], run["lr"], run["batch_size"]) == ("multistep", [125, 150, 175], 0.02, 128)
+        # The recipe's batch of 128 is clamped to the 9 training images (with a warning), and recorded so.
+        assert (run["schedule"], run["milestones"], run["lr"], run["batch_size"]) == ("multistep", [125, 150, 175], 0.02, 9)
         assert run["amp"] is True and run["channels_last"] is True
 
 

@@ -5,11 +5,13 @@ device), so that a dataset the size of CIFAR fits in memory and moves to a GPU c
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
 
 from ..device import to_device
+from ..registry import unknown_name
 
 
 AUGMENTS = (None, "crop_flip")
@@ -35,6 +37,16 @@ class DatasetInfo:
     augment_padding: int = 4
 
     def __post_init__(self):
+        # Refused here, where the info is made: a std of 0 would turn every batch into inf / NaN,
+        # and the training loop could then only blame the learning rate.
+        channels = self.image_shape[0] if len(self.image_shape) == 3 else None
+        if channels is None or not all(isinstance(n, int) and n >= 1 for n in self.image_shape):
+            raise ValueError(f"image_shape must be (channels, height, width) of whole numbers >= 1, got {self.image_shape!r}")
+        for what, values in (("mean", self.mean), ("std", self.std)):
+            if len(values) != channels or not all(math.isfinite(v) for v in values):
+                raise ValueError(f"{what} must be {channels} finite number(s), one per channel, got {values!r}")
+        if not all(s > 0 for s in self.std):
+            raise ValueError(f"every std must be > 0 (images are divided by it), got {self.std!r}")
         if self.augment not in AUGMENTS:
             raise ValueError(f"augment must be one of {AUGMENTS}, got {self.augment!r}")
         if isinstance(self.augment_padding, bool) or not isinstance(self.augment_padding, int) or self.augment_padding < 0:
@@ -91,7 +103,7 @@ class DatasetSplits:
 
     def split(self, name: str) -> Split:
         if name not in ("train", "val", "test"):
-            raise ValueError(f"unknown split {name!r}; valid choices: train, val, test")
+            raise unknown_name("split", name, ("train", "val", "test"))
         return getattr(self, name)
 
     def summary(self) -> str:

@@ -63,12 +63,27 @@ def find_cifar_folder(name: str, torchvision_class: type, root: Path | None) -> 
     raise MissingDataError(name, candidates, [download_command(torchvision_class, roots[0])], note=note)
 
 
+# The only globals a CIFAR batch refers to: numpy arrays, and (in a pickle of protocol 2 written
+# by Python 3) bytes, rebuilt by _codecs.encode. Anything else in a file of that name would be
+# code that unpickling runs, so it is refused before it can run.
+_CIFAR_GLOBALS = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+                  ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str):
+        if (module, name) not in _CIFAR_GLOBALS:
+            raise pickle.UnpicklingError(f"it refers to {module}.{name}, which no CIFAR batch holds; kdviz does not run it")
+        return super().find_class(module, name)
+
+
 def read_pickle(path: Path, torchvision_class: type) -> dict[str, Any]:
     """A CIFAR pickle as a dict with str keys. Any failure to unpickle means the file is cut short
-    or damaged: ValueError naming it and saying how to fetch it again."""
+    or damaged: ValueError naming it and saying how to fetch it again. Only numpy arrays are
+    rebuilt: a pickle that would call anything else is refused, not run."""
     try:
         with open(path, "rb") as f:
-            entry = pickle.load(f, encoding="latin1")
+            entry = _ArrayUnpickler(f, encoding="latin1").load()
     except Exception as e:  # EOFError, UnpicklingError, or whatever a damaged numpy array raises
         raise ValueError(
             f"{path} is truncated or corrupt ({type(e).__name__}: {e}); delete the folder {path.parent} and "

@@ -141,9 +141,20 @@ TINY_SUFFIXES = (".jpeg", ".jpg")
 
 
 def _read_lines(path: Path, missing: MissingDataError) -> list[str]:
+    """The non-blank lines of a UTF-8 text file; a ValueError naming the file and the line of a byte
+    that is not UTF-8."""
     if not path.is_file():
         raise missing
-    return [line.rstrip("\r\n") for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    lines = []
+    for number, raw in enumerate(path.read_bytes().splitlines(), 1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{path}, line {number}: byte {raw[e.start]:#04x} at column {e.start + 1} is not UTF-8; "
+                             "the file is damaged or was re-encoded: fetch it again, or save it as UTF-8") from None
+        if line.strip():
+            lines.append(line)
+    return lines
 
 
 @DATASETS.register("tiny_imagenet")

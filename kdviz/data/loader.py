@@ -5,6 +5,7 @@ way to feed small models, and its order is fixed by one torch.Generator.
 """
 from __future__ import annotations
 
+import warnings
 from typing import Callable, Iterator
 
 import torch
@@ -13,16 +14,40 @@ from ..device import to_device
 from .base import DatasetInfo, Split, normalize
 
 
-def batch_indices(n: int, batch_size: int, *, shuffle: bool, generator: torch.Generator | None = None) -> list[torch.Tensor]:
-    """Index chunks covering 0..n-1 once. A trailing batch of one sample joins the previous one,
-    because BatchNorm cannot train on a single sample."""
+def batch_indices(n: int, batch_size: int, *, shuffle: bool, generator: torch.Generator | None = None,
+                  min_last: int = 2) -> list[torch.Tensor]:
+    """Index chunks covering 0..n-1 once. A trailing batch of fewer than `min_last` samples joins
+    the previous one: BatchNorm cannot train on a single sample, and a batch split over W
+    processes needs at least W samples, or some process would get none."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
     chunks = list(order.split(batch_size))
-    if len(chunks) > 1 and len(chunks[-1]) == 1:
+    if len(chunks) > 1 and len(chunks[-1]) < min_last:
         chunks[-2:] = [torch.cat(chunks[-2:])]
     return chunks
+
+
+def check_shards(batch_size: int, n: int, world_size: int) -> None:
+    """A ValueError, with the numbers, when a process would get no image of a batch of
+    `batch_size` out of `n` images: an empty shard must never reach the loss."""
+    if n < world_size:
+        raise ValueError(f"the split has {n} image(s), fewer than the {world_size} processes; "
+                         f"use at most {n} processes or more training images")
+    if batch_size < world_size:
+        raise ValueError(f"batch_size {batch_size} is smaller than the {world_size} processes, so some would get no image; "
+                         f"use batch_size >= {world_size} (it is the global batch, split over the processes)")
+
+
+def fit_batch_size(batch_size: int, n: int, world_size: int = 1) -> int:
+    """The batch size to train `n` images with over `world_size` processes: `batch_size`, clamped
+    to n with a warning (a larger batch only ever meant one step per epoch); see check_shards."""
+    check_shards(batch_size, n, world_size)
+    if batch_size > n:
+        warnings.warn(f"batch_size {batch_size} is larger than the training split ({n} images): using {n}, which is one "
+                      "step per epoch; a smaller batch trains more steps", stacklevel=2)
+        return n
+    return batch_size
 
 
 def iterate_batches(
@@ -49,11 +74,10 @@ def iterate_batches(
     if len(split) == 0:
         raise ValueError(f"cannot iterate over an empty split of {info.name}")
     rank, world = shard
-    if batch_size < world:
-        raise ValueError(f"batch_size {batch_size} is smaller than the {world} processes; use batch_size >= {world}")
+    check_shards(batch_size, len(split), world)
     images = split.images.to(device, non_blocking=True)
     labels = split.labels.to(device, non_blocking=True)
-    for idx in batch_indices(len(split), batch_size, shuffle=shuffle, generator=generator):
+    for idx in batch_indices(len(split), batch_size, shuffle=shuffle, generator=generator, min_last=max(2, world)):
         idx = to_device(idx[rank::world], device)
         batch = images[idx] if augment is None else augment(images[idx], idx)
         x = normalize(batch, info)

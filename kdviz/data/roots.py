@@ -17,11 +17,19 @@ def data_roots(root: str | os.PathLike | None = None) -> list[Path]:
     by files lying elsewhere.
     """
     if root is not None:
-        return [Path(root).expanduser()]
+        return [_folder(Path(root).expanduser(), "the data root")]
     env = os.environ.get(ENV_VAR)
     if env:
-        return [Path(env).expanduser()]
+        return [_folder(Path(env).expanduser(), ENV_VAR)]
     return [CHECKOUT_DATA]
+
+
+def _folder(path: Path, what: str) -> Path:
+    """`path`, unless it exists and is not a folder: then a loader would look for files under a file
+    and give advice about downloading into it."""
+    if path.exists() and not path.is_dir():
+        raise NotADirectoryError(f"{what} {path} is a file, not a folder; point it at the folder that holds the datasets")
+    return path
 
 
 class MissingDataError(FileNotFoundError):

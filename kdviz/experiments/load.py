@@ -34,7 +34,7 @@ from pathlib import Path
 from ..data import DATASETS
 from ..losses import Objective
 from ..models import MODELS
-from ..registry import UnknownNameError, check_keywords
+from ..registry import UnknownNameError, check_keywords, unknown_name
 from ..train import TrainConfig
 from .spec import ARM_ROLES, ROLES, Arm, Experiment, Role
 
@@ -69,8 +69,7 @@ def experiment_path(name_or_path: str | Path) -> Path:
     if Path(name_or_path).suffix == ".toml":
         raise FileNotFoundError(f"no experiment file at {name_or_path}; check the path, or use a named experiment "
                                 f"({', '.join(sorted(bundled))})")
-    raise UnknownNameError(f"unknown experiment {str(name_or_path)!r}; valid choices: {', '.join(sorted(bundled))}, "
-                           "or the path of a .toml file")
+    raise unknown_name("experiment", str(name_or_path), bundled, ", or the path of a .toml file")
 
 
 def load_experiment(name_or_path: str | Path, *, smoke: bool = False, **overrides) -> Experiment:

@@ -10,7 +10,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from .icc import icc_from_sums
+from .icc import class_sums, icc_from_sums
 
 
 class ClassConsensus:
@@ -29,10 +29,7 @@ class ClassConsensus:
     @torch.no_grad()
     def update(self, logits: torch.Tensor, targets: torch.Tensor) -> None:
         probs = F.softmax(logits.detach().float() / self.tau, dim=1)
-        # Masking by multiplication, not boolean indexing, keeps the step free of host syncs.
-        correct = (logits.argmax(1) == targets).unsqueeze(1)
-        onehot = F.one_hot(targets, logits.shape[1]).to(probs.dtype) * correct
-        sums, counts = onehot.T @ probs, onehot.sum(0)
+        sums, counts = class_sums(probs, targets, logits.shape[1], weights=logits.argmax(1) == targets)
         if self.sums is None:
             self.sums, self.counts = sums, counts
         else:

@@ -14,6 +14,7 @@ from typing import Iterator, Mapping
 import torch
 from torch import nn
 
+from ..registry import did_you_mean, unknown_name
 from .terms import LOSS_TERMS, LossTerm, StepOutputs
 
 # Defaults from METHOD.md: alpha = 0.9, tau = 4, beta = 0.1, lambda_T = 0.1, p = 1.
@@ -38,6 +39,8 @@ class Objective:
         if not spec:
             raise ValueError(f"an objective needs at least one loss term; valid terms: {', '.join(LOSS_TERMS.names())}")
         self.spec = {name: _normalise(name, s) for name, s in spec.items()}
+        if not any(s["weight"] > 0 for s in self.spec.values()):
+            raise ValueError(f"every weight of the objective {dict(spec)} is 0, so nothing would be learnt; give at least one term a weight > 0")
         self.terms: dict[str, LossTerm] = {}
         self.weights: dict[str, float] = {}
         for name, s in self.spec.items():
@@ -48,7 +51,7 @@ class Objective:
     @classmethod
     def preset(cls, name: str, **overrides: TermSpec) -> "Objective":
         if name not in PRESETS:
-            raise ValueError(f"unknown objective preset {name!r}; valid choices: {', '.join(PRESETS)}")
+            raise unknown_name("objective preset", name, PRESETS)
         return cls({**PRESETS[name], **overrides})
 
     @classmethod
@@ -62,10 +65,13 @@ class Objective:
             name, sep, weight = part.partition("=")
             if not sep:
                 raise ValueError(
-                    f"cannot read loss {part!r}: write name=weight pairs such as 'ce=0.1,kd=0.9', "
-                    f"or a preset ({', '.join(PRESETS)})"
+                    f"cannot read loss {part!r}{did_you_mean(part, [*PRESETS, *LOSS_TERMS.names()])}: write name=weight "
+                    f"pairs such as 'ce=0.1,kd=0.9', or a preset ({', '.join(PRESETS)})"
                 )
-            spec[name.strip()] = float(weight)
+            try:
+                spec[name.strip()] = float(weight)
+            except ValueError:
+                raise ValueError(f"cannot read loss {part!r}: the weight of {name.strip()!r} must be a number, got {weight.strip()!r}") from None
         return cls(spec)
 
     @classmethod

@@ -9,6 +9,8 @@ are named (see `FunctionTerm`).
 from __future__ import annotations
 
 import inspect
+import math
+import numbers
 from dataclasses import dataclass
 from typing import Callable
 
@@ -122,7 +124,7 @@ def _step_parameters(fn: Callable) -> tuple[tuple[str, ...], bool]:
 
 
 def _register_function(name: str, fn: Callable) -> None:
-    valid = [p for p in list(inspect.signature(fn).parameters)[1:] if p not in STEP_INPUTS]
+    valid = {k: p.default for k, p in list(inspect.signature(fn).parameters.items())[1:] if k not in STEP_INPUTS}
 
     def factory(**params) -> LossTerm:
         _check_params(name, valid, params)
@@ -136,7 +138,7 @@ def _register_class(name: str):
     """Register a stateful LossTerm subclass, with the same parameter checks as function terms."""
 
     def decorator(cls):
-        valid = list(inspect.signature(cls.__init__).parameters)[1:]
+        valid = {k: p.default for k, p in list(inspect.signature(cls.__init__).parameters.items())[1:]}
 
         def factory(**params) -> LossTerm:
             _check_params(name, valid, params)
@@ -149,12 +151,20 @@ def _register_class(name: str):
     return decorator
 
 
-def _check_params(name: str, valid: list[str], params: dict) -> None:
-    """The one check of every term's parameters: known names, temperatures and powers > 0."""
-    check_keywords(f"loss term {name!r}", params, valid)
+def _check_params(name: str, valid: dict, params: dict) -> None:
+    """The one check of every term's parameters, naming the term: known names; a parameter whose
+    default is a number must be a finite number (a string "nan" from a JSON file would otherwise
+    fail mid-step with Python's own message); temperatures and powers > 0."""
+    check_keywords(f"loss term {name!r}", params, list(valid))
     for key, value in params.items():
-        if (key == "tau" or key.startswith("tau_")) and not value > 0:
-            raise ValueError(f"loss term {name!r}: temperature {key} must be > 0, got {value}")
+        numeric = isinstance(valid[key], numbers.Real) and not isinstance(valid[key], bool)
+        if numeric and (isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value)):
+            raise ValueError(f"loss term {name!r}: {key} must be a finite number, got {value!r}")
+        if key == "tau" or key.startswith("tau_"):
+            try:
+                classic._check_tau(value, key)
+            except ValueError as e:
+                raise ValueError(f"loss term {name!r}: {e}") from None
         if key == "power" and not value > 0:
             raise ValueError(f"loss term {name!r}: sharpening power must be > 0, got {value}")
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import zipfile
 from pathlib import Path
 
@@ -38,10 +39,7 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, OSError) as e:
-        raise CheckpointError(
-            f"{path} is not a readable kdviz checkpoint (truncated, corrupt, or not written by torch.save "
-            f"of plain tensors): {str(e).splitlines()[0]}. Re-run the training that writes it."
-        ) from e
+        raise _unreadable(path, e) from e
     if not isinstance(ckpt, dict) or not str(ckpt.get("format", "")).startswith("kdviz-checkpoint-"):
         raise CheckpointError(f"{path} is not a kdviz checkpoint (expected format {FORMAT!r}); pass a best.pt or last.pt written by kdviz")
     if ckpt["format"] != FORMAT:
@@ -50,6 +48,30 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
             f"{__version__} reads {FORMAT!r}. Load it with that kdviz version, or retrain."
         )
     return ckpt
+
+
+_TERMINAL_CODES = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def _unreadable(path: Path, e: BaseException) -> CheckpointError:
+    """The error for a file torch.load refuses: a pickled object (e.g. torch.save(model)), or an
+    empty, truncated or corrupt file, with what to do about each."""
+    text = _TERMINAL_CODES.sub("", str(e))  # torch's message carries terminal colour codes
+    pickled = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+    if pickled:
+        return CheckpointError(
+            f"{path} is a pickled Python object ({pickled[1]}), e.g. a whole module saved with torch.save(model), "
+            "not a kdviz checkpoint; kdviz does not unpickle code. If you trust the file, load it yourself "
+            "(torch.load(path, weights_only=False)) and pass the module through the Python API "
+            "(kd.train(data, ..., teacher=module))."
+        )
+    size = path.stat().st_size
+    reason = next((line.strip() for line in text.splitlines() if line.strip()), type(e).__name__).split(". ")[0]
+    state = "empty (0 bytes)" if size == 0 else f"truncated or corrupt ({size} bytes: {reason})"
+    # last.pt is a run's resume point: re-running the training would only trip over it again.
+    fix = ("That run cannot be resumed from it (--resume reads this file): delete it to start the run over, or "
+           "choose another --out (out_dir)." if path.name == "last.pt" else "Re-run the training that writes it.")
+    return CheckpointError(f"{path} is not a readable kdviz checkpoint: the file is {state}. {fix}")
 
 
 def model_checkpoint(model: nn.Module, model_spec: dict, dataset: str, **extra) -> dict:

@@ -34,6 +34,9 @@ class TrainConfig:
     amp: bool = False  # bf16 autocast of forward passes and losses
     channels_last: bool = False  # NHWC memory layout for convolutions
     compile: bool = False  # torch.compile the trained model
+    # Under torchrun, BatchNorm statistics of the global batch instead of each process's slice
+    # (kdviz.train.distributed.SyncBatchNorm): for BatchNorm models with small per-process batches.
+    sync_bn: bool = False
     # Teacher logits computed once and stored on disk (see kdviz.train.teacher_cache): exact when
     # training augmentation is off, else `cache_views` fixed augmented views per image.
     teacher_cache: bool = False
@@ -47,9 +50,9 @@ class TrainConfig:
             (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
             (self.lr > 0, f"lr must be > 0, got {self.lr}"),
             (0 <= self.momentum < 1, f"momentum must be in [0, 1), got {self.momentum}"),
-            (self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}"),
+            (0 <= self.weight_decay < math.inf, f"weight_decay must be finite and >= 0, got {self.weight_decay}"),
             (0 <= self.warmup_epochs < self.epochs, f"warmup_epochs must be in [0, epochs={self.epochs}), got {self.warmup_epochs}"),
-            (self.icc_tau > 0, f"icc_tau must be > 0, got {self.icc_tau}"),
+            (0 < self.icc_tau < math.inf, f"icc_tau must be finite and > 0, got {self.icc_tau}"),
             (0 < self.gamma <= 1, f"gamma must be in (0, 1], got {self.gamma}"),
             (self.cache_views >= 1, f"cache_views must be >= 1, got {self.cache_views}"),
             (self.cache_topk >= 0, f"cache_topk must be >= 0 (0 keeps all logits), got {self.cache_topk}"),

@@ -21,6 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..data.base import DatasetSplits
+from ..data.loader import fit_batch_size
 from ..device import resolve_device
 from ..losses import Objective
 from ..models import build_model
@@ -69,6 +70,7 @@ def train(
     _check_splits(data)
     objective = Objective.coerce(objective)
     ctx, dev = setup_distributed(resolve_device(device))
+    cfg.batch_size = fit_batch_size(cfg.batch_size, len(data.train), ctx.world_size)
     teacher = load_teacher(teacher, objective, data, dev, channels_last=cfg.channels_last)
     spec = {"name": model, "kwargs": dict(model_kwargs or {}), "num_classes": data.num_classes, "image_shape": list(data.info.image_shape)}
     name = name or f"{model}:{objective.describe()}"
@@ -136,7 +138,7 @@ def _open(run: Run, name: str, resume: bool, cache_dir, progress: bool) -> None:
     if run.teacher is not None and run.cfg.teacher_cache:
         run.teacher = run.teacher.cached(run.data, run.cfg, run.objective, run.device, cache_dir=cache_dir, write=run.ctx.is_main,
                                          progress=progress and run.ctx.is_main)
-    run.net = wrap_model(run.model, run.ctx, run.device)  # after restoring, so every rank starts from the same weights
+    run.net = wrap_model(run.model, run.ctx, run.device, run.cfg.sync_bn)  # after restoring, so every rank starts from the same weights
     if run.cfg.compile and run.device.type == "cuda":
         run.net = torch.compile(run.net)
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -184,5 +185,9 @@ def load_or_build_teacher_cache(teacher: nn.Module, split: Split, info: DatasetI
             return TeacherLogitCache(**{k: v for k, v in stored.items() if k != "format"}).to(device)
     cache = build_teacher_cache(teacher, split, info, device, key=key, progress=progress, **options)
     if write:
-        atomic_save({"format": FORMAT, **vars(cache.to("cpu"))}, path)
+        try:
+            atomic_save({"format": FORMAT, **vars(cache.to("cpu"))}, path)
+        except OSError as e:  # a folder that is a file, read-only or full: the cache only saves time
+            warnings.warn(f"cannot keep the teacher's logits in the cache folder {folder} ({e.strerror or e}); training "
+                          "goes on from the logits in memory. Pass another cache_dir (--cache-dir) to keep them.", stacklevel=2)
     return cache.to(device)
