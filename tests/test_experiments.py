@@ -10,7 +10,7 @@ import pytest
 
 from kdviz.cli import main
 from kdviz.data.sample_files import write_cifar100
-from kdviz.experiments import ExperimentError, collect, experiment_names, load_experiment, plan, run_sweep, select_variants, summarize, verdict
+from kdviz.experiments import Arm, ExperimentError, add_arms, collect, experiment_names, load_experiment, plan, run_sweep, select_variants, summarize, verdict
 from kdviz.experiments import grid as grid_module
 from kdviz.plots import plot_error_vs_sigma2
 
@@ -120,6 +120,40 @@ def test_grid_runs_once_then_skips_finished_runs_and_reruns_only_missing_ones(tm
     run_sweep(protocol, out, progress=False, device="cpu")
     assert calls == [f"kd {victim.label} seed {victim.seed}"]
     assert len(collect(protocol, out)) == len(runs)
+
+
+def test_arms_added_in_code_train_only_their_own_runs(tmp_path, monkeypatch):
+    experiment = load_experiment(write(tmp_path), seeds=[0]).only(["kd"])
+    out = tmp_path / "out"
+    first = run_sweep(experiment, out, progress=False, device="cpu")
+    calls = []
+    real_train = grid_module.train
+    monkeypatch.setattr(grid_module, "train", lambda *a, **k: calls.append(k["name"]) or real_train(*a, **k))
+    grown = add_arms(experiment, Arm("teacher_ls", "teacher", "label_smoothing"),
+                     Arm("kd_from_ls", "student", "kd", teacher="teacher_ls", sweep={"kd.tau": [2.0, 8.0]}))
+    runs = run_sweep(grown, out, progress=False, device="cpu")
+    assert calls == ["teacher_ls default seed 0", "kd_from_ls kd.tau=2.0|teacher_ls:default seed 0",
+                     "kd_from_ls kd.tau=8.0|teacher_ls:default seed 0"]
+    assert runs.set_index(["arm", "variant"]).loc[first.set_index(["arm", "variant"]).index].equals(first.set_index(["arm", "variant"]))
+    assert [a.name for a in experiment.arms] == ["teacher_ce", "kd"]  # the experiment it grew from is unchanged
+
+
+@pytest.mark.parametrize("arm, message", [
+    (Arm("kd", "student", "kd", teacher="teacher_ce"), "arm names must be unique"),
+    (Arm("kd_late", "student", "kd", teacher="teacher_later"), "must be an arm listed before it"),
+    (Arm("mimic", "student", "kd", teacher="teacher_ce", sweep={"icc_mimic.weight": [0.1]}), "icc_mimic"),
+    (Arm("bad_tau", "student", "kd", teacher="teacher_ce", sweep={"kd.tau": [-1.0]}), "tau"),
+])
+def test_added_arms_are_checked_as_a_files_arms_are(tmp_path, arm, message):
+    experiment = load_experiment(write(tmp_path)).only(["kd"])
+    with pytest.raises(ExperimentError, match=message) as caught:
+        add_arms(experiment, arm)
+    assert "arms added to experiment 'tiny'" in str(caught.value)
+
+
+def test_add_arms_takes_arm_objects(tmp_path):
+    with pytest.raises(TypeError, match=r"Arm\(\.\.\.\) objects, got \['dict'\]"):
+        add_arms(load_experiment(write(tmp_path)), {"name": "x", "role": "student"})
 
 
 def test_snapshot_is_the_teachers_checkpoint_of_that_epoch(tmp_path):

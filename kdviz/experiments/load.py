@@ -287,6 +287,20 @@ def _check_snapshot(experiment: Experiment, arm: Arm, source: Arm) -> None:
                          f"[0, {epochs}) (its teacher trains {epochs} epochs), got {wanted}")
 
 
+def add_arms(experiment: Experiment, *arms: Arm) -> Experiment:
+    """The experiment with `arms` listed after its own, checked as a file's arms are (names unique,
+    teachers listed before their students, sweeps, objectives, settings). Runs of the arms it
+    already had keep their folders, so run_sweep trains only the new arms' runs."""
+    if not all(isinstance(arm, Arm) for arm in arms):
+        raise TypeError(f"add_arms takes Arm(...) objects, got {[type(a).__name__ for a in arms if not isinstance(a, Arm)]}")
+    grown = replace(experiment, arms=(*experiment.arms, *arms))
+    try:
+        _check_arms(grown)
+    except (ValueError, TypeError) as e:  # UnknownNameError included
+        raise ExperimentError(f"arms added to experiment {experiment.name!r}: {e}") from e
+    return grown
+
+
 def shrink(experiment: Experiment) -> Experiment:
     """The experiment cut down to check its code path: the first seed (of it and of each arm), one
     epoch per run (snapshots of epoch 0), the first value of each swept parameter."""
@@ -303,4 +317,4 @@ def shrink(experiment: Experiment) -> Experiment:
                    student=role(experiment.student), arms=tuple(arm(a) for a in experiment.arms))
 
 
-__all__ = ["ExperimentError", "experiment_names", "experiment_path", "load_experiment", "shrink"]
+__all__ = ["ExperimentError", "add_arms", "experiment_names", "experiment_path", "load_experiment", "shrink"]
