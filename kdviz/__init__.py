@@ -15,8 +15,8 @@ from .losses import LOSS_TERMS, PRESETS, Objective
 from .models import MODELS, build_model
 from .train import TrainConfig, TrainResult, distill, load_model, train, train_teacher
 
-_PLOTS = ("plot_icc", "plot_icc_comparison", "plot_error_curves", "plot_error_vs_sigma2", "plot_training",
-          "plot_soft_targets")
+_PLOTS = ("plot_icc", "plot_icc_comparison", "plot_error_curves", "plot_error_vs_sigma2", "plot_arms", "plot_sweep",
+          "plot_training", "plot_soft_targets")
 _WIDGETS = ("icc_explorer", "curves_explorer", "run_explorer", "study_explorer")
 
 

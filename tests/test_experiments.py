@@ -10,7 +10,7 @@ import pytest
 
 from kdviz.cli import main
 from kdviz.data.sample_files import write_cifar100
-from kdviz.experiments import Arm, ExperimentError, add_arms, collect, experiment_names, load_experiment, plan, run_sweep, select_variants, summarize, verdict
+from kdviz.experiments import Arm, ExperimentError, add_arms, collect, experiment_names, load_experiment, plan, run_sweep, select_variants, summarize, swept, verdict
 from kdviz.experiments import grid as grid_module
 from kdviz.plots import plot_error_vs_sigma2
 
@@ -313,3 +313,12 @@ def test_a_folder_of_runs_with_other_settings_is_refused_not_reused(tmp_path):
 
 def test_teacher_comparison_arms_are_the_plain_kd_students_with_a_teacher(tmp_path):
     assert load_experiment(write(tmp_path)).teacher_comparison_arms() == ["kd", "kd_from_early"]
+
+
+def test_swept_reads_a_parameter_from_the_run_or_its_teacher_label():
+    runs = pd.DataFrame({"variant": ["icc_mimic.weight=0.3,kd.tau=2.0|teacher_icc:icc_teacher.weight=1.0", "default|teacher_icc:icc_teacher.weight=0.03",
+                                     "default", "xkd.tau=5.0"]})
+    tau = swept(runs, "kd.tau")
+    assert tau.iloc[0] == 2.0 and tau.iloc[1:].isna().all()  # "xkd.tau" is another key
+    assert swept(runs, "icc_teacher.weight").tolist()[:2] == [1.0, 0.03] and math.isnan(swept(runs, "icc_teacher.weight").iloc[2])
+    assert swept(runs, "icc_mimic.weight").name == "icc_mimic.weight"

@@ -7,7 +7,8 @@ from matplotlib.figure import Figure
 
 from kdviz.correlation import icc_of_logits
 from kdviz.data.base import DatasetInfo
-from kdviz.plots import DISPLAY_WIDTH, MIN_FONT, cluster_order, error_ylim, plot_error_curves, plot_icc, plot_icc_comparison
+from kdviz.plots import (DISPLAY_WIDTH, MIN_FONT, cluster_order, error_ylim, plot_arms, plot_error_curves, plot_icc, plot_icc_comparison,
+                          plot_sweep)
 
 
 def _report(info, seed):
@@ -112,3 +113,39 @@ def test_error_curves_frame_the_band_where_runs_differ_with_integer_epochs():
     assert error_ylim([np.array([90.0, 50.0, 30.0])]) == pytest.approx((28.0, 52.0))  # from index 1 of 3 on
     assert error_ylim([np.array([10.0, 10.4, 10.1, 10.2])]) == pytest.approx((9.6, 10.7))  # at least 0.5 points of margin
     assert error_ylim([np.array([np.nan])]) is None
+
+
+def _sweep_runs():
+    # Arm "b" sweeps beta over 0.1 and 1.0 on seeds 0, 1; test errors chosen so that the means
+    # and standard errors are known: beta 0.1 -> 10 and 12 % (mean 11, se 1), beta 1.0 -> 20 and
+    # 20 % (mean 20, se 0). Validation prefers beta 1.0 (5 %) to 0.1 (8 %).
+    rows = [("b", f"beta={beta}|t:default", seed, val, test) for beta, val, tests in [(0.1, 0.08, (0.10, 0.12)), (1.0, 0.05, (0.2, 0.2))]
+            for seed, test in enumerate(tests)]
+    runs = pd.DataFrame(rows, columns=["arm", "variant", "seed", "val_top1_err", "test_top1_err"])
+    return runs.assign(beta=[0.1, 0.1, 1.0, 1.0])
+
+
+def test_sweep_curve_shows_mean_and_standard_error_and_rings_the_value_chosen_on_validation():
+    fig = plot_sweep(_sweep_runs(), "beta")
+    ax = fig.axes[0]
+    curve, ring = ax.get_lines()[0], ax.get_lines()[-1]
+    assert list(curve.get_xdata()) == [0.1, 1.0] and np.allclose(curve.get_ydata(), [11.0, 20.0])
+    bars = ax.collections[0].get_segments()  # the error bars, one segment per value
+    assert np.allclose([seg[:, 1] for seg in bars], [[10.0, 12.0], [20.0, 20.0]])
+    assert list(ring.get_xdata()) == [1.0] and np.allclose(ring.get_ydata(), [20.0])
+    assert ax.get_xscale() == "log"
+    with pytest.raises(ValueError, match="no run has a value of 'tau'"):
+        plot_sweep(_sweep_runs(), "tau")
+
+
+def test_arms_are_drawn_best_first_with_their_standard_errors():
+    summary = pd.DataFrame({"role": ["teacher", "student", "student", "student"], "seeds": [1, 3, 3, 3],
+                            "diff_vs_baseline": [np.nan, 0.0, -1.5, 2.0], "diff_se": [np.nan, np.nan, 0.5, 0.25]},
+                           index=["teacher_ce", "kd", "mimic", "alone"])
+    ax = plot_arms(summary).axes[0]
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    assert labels == ["alone (3 seeds)", "kd (3 seeds)", "mimic (3 seeds)"]  # drawn bottom to top: best on top
+    assert np.allclose(ax.get_lines()[0].get_xdata(), [2.0, 0.0, -1.5])
+    assert np.allclose([seg[:, 0] for seg in ax.collections[0].get_segments()], [[1.75, 2.25], [0.0, 0.0], [-2.0, -1.0]])
+    with pytest.raises(ValueError, match="column must be one of"):
+        plot_arms(summary, "val_err")

@@ -7,6 +7,7 @@ chosen variants are then reported, with paired differences to the baseline arm s
 from __future__ import annotations
 
 import math
+import re
 
 import pandas as pd
 
@@ -23,6 +24,19 @@ def select_variants(runs: pd.DataFrame) -> pd.Series:
         stats = stats[stats["count"] == stats["count"].max()]
         chosen[arm] = stats["mean"].idxmin()
     return pd.Series(chosen, name="variant")
+
+
+def swept(runs: pd.DataFrame, key: str) -> pd.Series:
+    """The value of swept parameter `key` ("term.param" or a setting) in each run of the tidy
+    table, read from its variant label (the run's own sweep first, then its teacher's, e.g. 0.3 for
+    "default|teacher_icc:icc_teacher.weight=0.3"); NaN in runs that do not sweep it."""
+    pattern = re.compile(rf"(?:^|[,|:]){re.escape(key)}=([^,|]+)")
+
+    def value(label: str) -> float:
+        found = pattern.search(label)
+        return float(found.group(1)) if found else float("nan")
+
+    return runs["variant"].map(value).rename(key)
 
 
 def _se(values: pd.Series) -> float:
