@@ -271,7 +271,7 @@ def plot_arms(summary: pd.DataFrame, column: str = "diff_vs_baseline", *, ax: ma
     ax.set_yticks(np.arange(len(rows)), [f"{arm} ({int(n)} seeds)" for arm, n in rows["seeds"].items()])
     if column == "diff_vs_baseline":
         ax.axvline(0, color="grey", lw=1)
-        ax.set_xlabel("test error minus the baseline's, seed by seed (points; < 0 is better), mean +- se")
+        ax.set_xlabel("test error minus the baseline's, seed by seed\n(points, < 0 is better; mean +- se over seeds)")
     else:
         ax.set_xlabel("test error (%), mean +- se over seeds")
     ax.grid(alpha=0.3, axis="x")
