@@ -12,7 +12,7 @@ import kdviz as kd
 from kdviz.cli import main
 from kdviz.data.base import DatasetInfo, Split
 from kdviz.data.loader import fit_batch_size, iterate_batches
-from kdviz.recipes import load_recipe
+from kdviz.experiments import load_experiment
 from kdviz.registry import Registry
 from kdviz.train import CheckpointError, load_checkpoint
 from kdviz.train.checkpoint import atomic_save
@@ -236,7 +236,7 @@ def test_correlations_refuses_an_infinite_tau_in_the_api_too(tiny_data):
     (lambda name: kd.Objective({name: 1.0}), "icc_mimc", "icc_mimic"),
     (lambda name: kd.Objective.preset(name), "kd+icc_mimc", "kd+icc_mimic"),
     (lambda name: kd.TrainConfig(schedule=name), "cosin", "cosine"),
-    (lambda name: load_recipe(name), "defualt", "default"),
+    (lambda name: load_experiment(name), "defualt", "default"),
     (lambda name: kd.load_dataset("digits").split(name), "tset", "test"),
 ])
 def test_unknown_names_suggest_the_nearest_valid_one(lookup, typo, suggestion):
