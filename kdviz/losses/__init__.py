@@ -1,4 +1,5 @@
 """Loss functions (pure, on tensors) and the named terms the trainer combines."""
+from .dkd import dkd_loss, nckd, tckd
 from .classic import asymmetric_kd_loss, cross_entropy, kd_loss, kl_divergence, label_smoothing
 from .icc import (
     class_conditional_icc,

@@ -23,6 +23,8 @@ PRESETS: dict[str, dict] = {
     "kd_asymmetric": {"ce": 0.1, "kd_asymmetric": {"weight": 0.9, "tau": 4.0, "tau_target": 4.0, "tau_nontarget": 2.0}},
     "kd+icc_mimic": {"ce": 0.1, "kd": {"weight": 0.9, "tau": 4.0}, "icc_mimic": {"weight": 0.1, "tau": 4.0}},
     "dist": {"ce": 1.0, "dist": {"weight": 1.0, "tau": 4.0}},
+    # Zhao et al. 2022's CIFAR-100 setting (their code's defaults: CE 1, warm-up 20 epochs).
+    "dkd": {"ce": 1.0, "dkd": {"weight": 1.0, "tau": 4.0, "alpha": 1.0, "beta": 8.0, "warmup": 20}},
 }
 
 TermSpec = float | Mapping[str, float]
