@@ -132,3 +132,233 @@ def test_dkd_student_learns_on_digits(digits, digits_teacher):
     h = result.history
     assert h["val_top1_err"].min() < 0.3  # chance is 0.9
     assert h["train_dkd"].iloc[0] > 0
+
+
+# ---------------------------------------------------------------- FitNet (Romero et al. 2015)
+from kdviz.losses import FeatureContext, Objective, at_loss, hint_loss, nce_loss  # noqa: E402
+from kdviz.losses.crd import ContrastMemory  # noqa: E402
+
+CPU = torch.device("cpu")
+
+
+def _context(student, teacher, n_train=10, batch_size=4, device=CPU):
+    return FeatureContext(student, teacher, n_train, batch_size, device)
+
+
+def np_batchnorm_train(y, eps=1e-5):
+    """Batch norm in training mode with unit scale and zero shift: per channel over (batch, h, w), biased variance."""
+    axes = (0, 2, 3) if y.ndim == 4 else (0,)
+    mean, var = y.mean(axis=axes, keepdims=True), y.var(axis=axes, keepdims=True)
+    return (y - mean) / np.sqrt(var + eps)
+
+
+def np_block_mean(x, k):
+    """Average over k x k blocks of [B, C, H, W]."""
+    b, c, h, w = x.shape
+    return x.reshape(b, c, h // k, k, w // k, k).mean(axis=(3, 5))
+
+
+def test_fitnet_term_regresses_and_pools_as_the_formula_says():
+    g = torch.Generator().manual_seed(1)
+    fs, ft = torch.randn(3, 2, 4, 4, generator=g, dtype=torch.float64), torch.randn(3, 3, 2, 2, generator=g, dtype=torch.float64)
+    term = LOSS_TERMS.get("fitnet")(student_stage="a", teacher_stage="b")
+    term.build(_context({"a": (2, 4, 4)}, {"b": (3, 2, 2)}))
+    term.module.double()
+    w = torch.tensor([[1.0, -1.0], [0.5, 2.0], [0.0, 3.0]], dtype=torch.float64)  # [C_t, C_s]
+    with torch.no_grad():
+        term.module.net[0].weight.copy_(w[:, :, None, None])
+    loss = term(StepOutputs(None, None, student_features={"a": fs}, teacher_features={"b": ft}))
+    y = np.einsum("ts,bshw->bthw", w.numpy(), fs.numpy())      # 1x1 conv, no bias
+    r = np_block_mean(np_batchnorm_train(y), 2)                  # BN, then 4x4 -> 2x2
+    assert loss.item() == pytest.approx(np.mean((r - ft.numpy()) ** 2), rel=1e-9)
+    assert hint_loss(ft, ft.clone()).item() == 0.0
+    assert len(Objective({"fitnet": 1}).parameters()) == 0  # not built yet: nothing to train
+    objective = Objective({"fitnet": {"student_stage": "a", "teacher_stage": "b"}})
+    objective.build(_context({"a": (2, 4, 4)}, {"b": (3, 2, 2)}))
+    assert sum(p.numel() for p in objective.parameters()) == 2 * 3 + 2 * 3  # conv weight + BN scale and shift
+
+
+def test_fitnet_needs_no_regressor_for_equal_shapes_and_refuses_shapes_that_cannot_meet():
+    term = LOSS_TERMS.get("fitnet")()
+    term.build(_context({"stage2": (8, 4, 4)}, {"stage2": (8, 4, 4)}))
+    assert not list(term.module.parameters())
+    with pytest.raises(ValueError, match=r"\[8, 6, 6\].*\[8, 4, 4\]"):
+        LOSS_TERMS.get("fitnet")().build(_context({"stage2": (8, 6, 6)}, {"stage2": (8, 4, 4)}))
+    with pytest.raises(ValueError, match=r"stage2.*stages are hidden1, pool"):
+        LOSS_TERMS.get("fitnet")().build(_context({"hidden1": (8,), "pool": (8,)}, {"stage2": (8, 4, 4)}))
+
+
+# ---------------------------------------------------------------- AT (Zagoruyko and Komodakis 2017)
+def np_attention(f, p=2):
+    v = (np.abs(f) ** p).mean(axis=1).reshape(f.shape[0], -1)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def test_at_term_sums_the_stage_pairs_of_the_formula():
+    g = torch.Generator().manual_seed(2)
+    s1, t1 = torch.randn(2, 3, 4, 4, generator=g, dtype=torch.float64), torch.randn(2, 5, 2, 2, generator=g, dtype=torch.float64)
+    s2, t2 = torch.randn(2, 4, 2, 2, generator=g, dtype=torch.float64), torch.randn(2, 6, 2, 2, generator=g, dtype=torch.float64)
+    term = LOSS_TERMS.get("at")(stages=["x", "y"], teacher_stages=["u", "v"])
+    term.build(_context({"x": (3, 4, 4), "y": (4, 2, 2)}, {"u": (5, 2, 2), "v": (6, 2, 2)}))
+    loss = term(StepOutputs(None, None, student_features={"x": s1, "y": s2}, teacher_features={"u": t1, "v": t2}))
+    first = np.mean((np_attention(np_block_mean(s1.numpy(), 2)) - np_attention(t1.numpy())) ** 2)
+    second = np.mean((np_attention(s2.numpy()) - np_attention(t2.numpy())) ** 2)
+    assert loss.item() == pytest.approx(first + second, rel=1e-9)
+    assert at_loss(s2, s2.clone()).item() == pytest.approx(0.0, abs=1e-15)
+    # Attention maps are unit vectors: scaling a map leaves its attention unchanged.
+    assert at_loss(3 * s2, s2).item() == pytest.approx(0.0, abs=1e-15)
+
+
+def test_at_refuses_vectors_and_unmatched_stage_lists():
+    with pytest.raises(ValueError, match=r"\[64\].*stage1"):
+        LOSS_TERMS.get("at")(stages=["pool"]).build(_context({"pool": (64,)}, {"pool": (64,)}))
+    with pytest.raises(ValueError, match="one teacher stage per student stage"):
+        LOSS_TERMS.get("at")(stages=["stage1"], teacher_stages=["stage1", "stage2"])
+
+
+# ---------------------------------------------------------------- CRD (Tian et al. 2020)
+def np_nce(h, n_data):
+    """-mean_i [log(h_i0 / (h_i0 + K/N)) + sum_k log((K/N) / (h_ik + K/N))], as in the CRD paper's eq. 10."""
+    k = h.shape[1] - 1
+    total = 0.0
+    for row in h:
+        total += math.log(row[0] / (row[0] + k / n_data)) + sum(math.log((k / n_data) / (x + k / n_data)) for x in row[1:])
+    return -total / len(h)
+
+
+def test_nce_loss_matches_the_formula_and_is_batch_invariant():
+    h = np.array([[2.0, 0.1, 0.3], [0.5, 1.0, 0.2]])
+    assert nce_loss(torch.tensor(h), 50).item() == pytest.approx(np_nce(h, 50), rel=1e-6)
+    twice = nce_loss(torch.tensor(np.concatenate([h, h])), 50).item()
+    assert twice == pytest.approx(np_nce(h, 50), rel=1e-6)
+
+
+def _fixed_negatives(memory, k):
+    # Negatives decided by the sample alone, so the test can repeat them: (i + 1 .. i + k) mod N.
+    memory.draw_negatives = lambda idx: (idx[:, None] + torch.arange(1, k + 1)) % memory.n_data
+
+
+def test_crd_term_matches_the_formula_and_moves_the_bank():
+    n, d, k, tau, m = 6, 3, 2, 0.5, 0.5
+    g = torch.Generator().manual_seed(3)
+    fs, ft = torch.randn(2, 4, generator=g, dtype=torch.float64), torch.randn(2, 5, generator=g, dtype=torch.float64)
+    idx = torch.tensor([4, 1])
+    term = LOSS_TERMS.get("crd")(dim=d, negatives=k, temperature=tau, momentum=m)
+    term.build(_context({"pool": (4,)}, {"pool": (5,)}, n_train=n, batch_size=2))
+    term.module.double()
+    memory = term.module["memory"]
+    _fixed_negatives(memory, k)
+    ws, bs = (x.detach().numpy().copy() for x in term.module["student_embed"].linear.parameters())
+    wt, bt = (x.detach().numpy().copy() for x in term.module["teacher_embed"].linear.parameters())
+    bank_s, bank_t = memory.student_bank.numpy().copy(), memory.teacher_bank.numpy().copy()
+    loss = term(StepOutputs(None, None, student_features={"pool": fs}, teacher_features={"pool": ft}, indices=idx))
+
+    def unit(x):
+        return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+    s, t = unit(fs.numpy() @ ws.T + bs), unit(ft.numpy() @ wt.T + bt)
+    cols = [[i] + [(i + j) % n for j in range(1, k + 1)] for i in idx.tolist()]
+    e_s = np.array([[math.exp(s[r] @ bank_t[c] / tau) for c in row] for r, row in enumerate(cols)])
+    e_t = np.array([[math.exp(t[r] @ bank_s[c] / tau) for c in row] for r, row in enumerate(cols)])
+    h_s, h_t = e_s / (n * e_s.mean()), e_t / (n * e_t.mean())  # Z from the first batch
+    # rel 1e-5: CRD's code adds eps = 1e-7 inside the logarithms' denominators, the formula does not
+    assert loss.item() == pytest.approx(np_nce(h_s, n) + np_nce(h_t, n), rel=1e-5)
+
+    term.end_epoch()  # applies the step's momentum update
+    for bank, old, new in ((memory.student_bank, bank_s, s), (memory.teacher_bank, bank_t, t)):
+        expected = old.copy()
+        expected[idx.numpy()] = unit(m * old[idx.numpy()] + (1 - m) * new)
+        np.testing.assert_allclose(bank.numpy(), expected, rtol=1e-12)
+    assert term.state_dict()["z_ready"] is True
+
+
+def test_crd_refuses_feature_maps_and_missing_indices():
+    with pytest.raises(ValueError, match=r"\[8, 4, 4\].*pool"):
+        LOSS_TERMS.get("crd")(student_stage="stage2").build(_context({"stage2": (8, 4, 4)}, {"pool": (8,)}))
+    term = LOSS_TERMS.get("crd")(negatives=4)
+    term.build(_context({"pool": (4,)}, {"pool": (4,)}))
+    with pytest.raises(ValueError, match="indices"):
+        term(StepOutputs(None, None, student_features={"pool": torch.randn(2, 4)}, teacher_features={"pool": torch.randn(2, 4)}))
+
+
+def test_feature_term_used_before_it_is_built_says_so():
+    with pytest.raises(RuntimeError, match="build"):
+        LOSS_TERMS.get("at")()(StepOutputs(None, None, student_features={}, teacher_features={}))
+
+
+# ---------------------------------------------------------------- every feature term: batch size, host syncs
+# (tests/test_losses.py and test_losses_expressive.py check the same for the logit terms)
+from test_losses_expressive import no_host_sync  # noqa: E402
+
+FEATURE_TERMS = [n for n in LOSS_TERMS.names() if LOSS_TERMS.get(n)().needs_features]
+STUDENT = {"stage1": (3, 4, 4), "stage2": (4, 2, 2), "stage3": (6, 1, 1), "pool": (6,)}
+TEACHER = {"stage1": (5, 4, 4), "stage2": (7, 4, 4), "stage3": (8, 2, 2), "pool": (9,)}  # a wider, larger teacher
+
+
+def test_feature_terms_are_the_three_baselines():
+    assert FEATURE_TERMS == ["at", "crd", "fitnet"]
+
+
+def _feature_step(seed, b=4):
+    g = torch.Generator().manual_seed(seed)
+    student = {k: torch.randn(b, *s, generator=g) for k, s in STUDENT.items()}
+    teacher = {k: torch.randn(b, *s, generator=g) for k, s in TEACHER.items()}
+    return StepOutputs(None, None, student_features=student, teacher_features=teacher, indices=torch.arange(b) * 2)
+
+
+def _repeat(step):
+    cat = lambda d: {k: torch.cat([v, v]) for k, v in d.items()}  # noqa: E731
+    return StepOutputs(None, None, student_features=cat(step.student_features), teacher_features=cat(step.teacher_features),
+                       indices=torch.cat([step.indices, step.indices]))
+
+
+def _build(name, device=CPU):
+    torch.manual_seed(0)
+    term = LOSS_TERMS.get(name)(**({"negatives": 3} if name == "crd" else {}))
+    term.build(_context(STUDENT, TEACHER, n_train=12, batch_size=8, device=device))
+    if name == "crd":
+        _fixed_negatives(term.module["memory"], 3)
+    return term
+
+
+@pytest.mark.parametrize("name", FEATURE_TERMS)
+def test_every_feature_term_is_invariant_to_repeating_the_batch(name):
+    step = _feature_step(5)
+    once, twice = _build(name)(step).item(), _build(name)(_repeat(step)).item()
+    assert math.isfinite(once) and once != 0.0
+    assert twice == pytest.approx(once, rel=1e-5)
+
+
+def _to_meta(step):
+    meta = lambda d: {k: v.to("meta").requires_grad_() for k, v in d.items()}  # noqa: E731
+    return StepOutputs(None, None, student_features=meta(step.student_features), teacher_features=meta(step.teacher_features),
+                       indices=step.indices.to("meta"))
+
+
+@pytest.mark.parametrize("name", FEATURE_TERMS)
+def test_no_feature_term_syncs_with_the_host_in_a_step(name):
+    torch.manual_seed(0)
+    term = LOSS_TERMS.get(name)(**({"negatives": 3} if name == "crd" else {}))
+    term.build(_context(STUDENT, TEACHER, n_train=12, batch_size=8, device=torch.device("meta")))
+    with no_host_sync():
+        for _ in range(2):  # the second step also applies the first one's bank update
+            term(_to_meta(_feature_step(6))).backward()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA's sync debug mode needs a GPU")
+@pytest.mark.parametrize("name", FEATURE_TERMS)
+def test_no_feature_term_syncs_on_cuda(name):
+    term = LOSS_TERMS.get(name)(**({"negatives": 3} if name == "crd" else {}))
+    term.build(_context(STUDENT, TEACHER, n_train=12, batch_size=8, device=torch.device("cuda")))
+    cpu = _feature_step(7)
+    cuda = lambda d: {k: v.cuda().requires_grad_() for k, v in d.items()}  # noqa: E731
+    step = StepOutputs(None, None, student_features=cuda(cpu.student_features), teacher_features=cuda(cpu.teacher_features),
+                       indices=cpu.indices.cuda())
+    term(step).backward()  # the first step sets CRD's constants
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for _ in range(2):
+            term(step).backward()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")

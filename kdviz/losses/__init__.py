@@ -22,6 +22,11 @@ from .mimic import (
 )
 from .consensus import ClassConsensus
 from .terms import LOSS_TERMS, LossTerm, StepOutputs
+from .attention import at_loss, attention_map
+from .crd import ContrastMemory, nce_loss
+from .features import FeatureContext
+from .fitnet import HintRegressor, hint_loss
+from . import feature_terms  # noqa: F401  (registers fitnet, at and crd)
 from .objective import PRESETS, Objective
 
 __all__ = [name for name in dir() if not name.startswith("_")]

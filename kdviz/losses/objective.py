@@ -83,6 +83,21 @@ class Objective:
     def needs_teacher(self) -> bool:
         return any(t.needs_teacher for t in self.terms.values())
 
+    @property
+    def needs_features(self) -> bool:
+        """True when a term reads the models' stages (FitNet, AT, CRD), not their logits alone."""
+        return any(t.needs_features for t in self.terms.values())
+
+    def build(self, context) -> None:
+        """Make the feature terms' trainable parts for these models (a `features.FeatureContext`)."""
+        for term in self.terms.values():
+            if term.needs_features:
+                term.build(context)
+
+    def parameters(self) -> list[torch.nn.Parameter]:
+        """The terms' own trainable parameters (FitNet's regressor, CRD's embeddings), trained with the model."""
+        return [p for t in self.terms.values() if t.module is not None for p in t.module.parameters()]
+
     def __call__(self, out: StepOutputs) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         values = {name: term(out) for name, term in self.terms.items()}
         total = sum(self.weights[n] * v for n, v in values.items())

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
+from torch import nn
 
 from ..registry import Registry, check_keywords
 from . import classic, icc, mimic
@@ -20,17 +21,33 @@ from .consensus import ClassConsensus
 
 @dataclass
 class StepOutputs:
-    """logits [B, C] of the model being trained, targets [B], teacher_logits [B, C] or None."""
+    """logits [B, C] of the model being trained, targets [B], teacher_logits [B, C] or None.
+
+    For feature terms also: the named stages of the student and of the teacher ({name: [B, ...]},
+    `kdviz/models/stages.py`) and the samples' indices into the training set, indices [B].
+    """
 
     logits: torch.Tensor
     targets: torch.Tensor
     teacher_logits: torch.Tensor | None = None
+    student_features: dict[str, torch.Tensor] | None = None
+    teacher_features: dict[str, torch.Tensor] | None = None
+    indices: torch.Tensor | None = None
 
 
 class LossTerm:
-    """One named term. Stateful terms override `end_epoch`, `state_dict` and `load_state_dict`."""
+    """One named term. Stateful terms override `end_epoch`, `state_dict` and `load_state_dict`.
+
+    A feature term (`needs_features`) reads the models' stages; `build` makes its trainable parts
+    (`module`) once the models' shapes are known, before the optimizer is made.
+    """
 
     needs_teacher = False
+    needs_features = False
+    module: nn.Module | None = None
+
+    def build(self, context) -> None:
+        """Called once with a `features.FeatureContext` when the objective needs features."""
 
     def __init__(self, **params):
         self.params = params
