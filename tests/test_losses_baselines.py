@@ -167,7 +167,7 @@ def test_fitnet_term_regresses_and_pools_as_the_formula_says():
     w = torch.tensor([[1.0, -1.0], [0.5, 2.0], [0.0, 3.0]], dtype=torch.float64)  # [C_t, C_s]
     with torch.no_grad():
         term.module.net[0].weight.copy_(w[:, :, None, None])
-    loss = term(StepOutputs(None, None, student_features={"a": fs}, teacher_features={"b": ft}))
+    loss = term(StepOutputs(None, None, features={"a": fs}, teacher_features={"b": ft}))
     y = np.einsum("ts,bshw->bthw", w.numpy(), fs.numpy())      # 1x1 conv, no bias
     r = np_block_mean(np_batchnorm_train(y), 2)                  # BN, then 4x4 -> 2x2
     assert loss.item() == pytest.approx(np.mean((r - ft.numpy()) ** 2), rel=1e-9)
@@ -200,7 +200,7 @@ def test_at_term_sums_the_stage_pairs_of_the_formula():
     s2, t2 = torch.randn(2, 4, 2, 2, generator=g, dtype=torch.float64), torch.randn(2, 6, 2, 2, generator=g, dtype=torch.float64)
     term = LOSS_TERMS.get("at")(stages=["x", "y"], teacher_stages=["u", "v"])
     term.build(_context({"x": (3, 4, 4), "y": (4, 2, 2)}, {"u": (5, 2, 2), "v": (6, 2, 2)}))
-    loss = term(StepOutputs(None, None, student_features={"x": s1, "y": s2}, teacher_features={"u": t1, "v": t2}))
+    loss = term(StepOutputs(None, None, features={"x": s1, "y": s2}, teacher_features={"u": t1, "v": t2}))
     first = np.mean((np_attention(np_block_mean(s1.numpy(), 2)) - np_attention(t1.numpy())) ** 2)
     second = np.mean((np_attention(s2.numpy()) - np_attention(t2.numpy())) ** 2)
     assert loss.item() == pytest.approx(first + second, rel=1e-9)
@@ -251,7 +251,7 @@ def test_crd_term_matches_the_formula_and_moves_the_bank():
     ws, bs = (x.detach().numpy().copy() for x in term.module["student_embed"].linear.parameters())
     wt, bt = (x.detach().numpy().copy() for x in term.module["teacher_embed"].linear.parameters())
     bank_s, bank_t = memory.student_bank.numpy().copy(), memory.teacher_bank.numpy().copy()
-    loss = term(StepOutputs(None, None, student_features={"pool": fs}, teacher_features={"pool": ft}, indices=idx))
+    loss = term(StepOutputs(None, None, features={"pool": fs}, teacher_features={"pool": ft}, indices=idx))
 
     def unit(x):
         return x / np.linalg.norm(x, axis=1, keepdims=True)
@@ -278,12 +278,12 @@ def test_crd_refuses_feature_maps_and_missing_indices():
     term = LOSS_TERMS.get("crd")(negatives=4)
     term.build(_context({"pool": (4,)}, {"pool": (4,)}))
     with pytest.raises(ValueError, match="indices"):
-        term(StepOutputs(None, None, student_features={"pool": torch.randn(2, 4)}, teacher_features={"pool": torch.randn(2, 4)}))
+        term(StepOutputs(None, None, features={"pool": torch.randn(2, 4)}, teacher_features={"pool": torch.randn(2, 4)}))
 
 
 def test_feature_term_used_before_it_is_built_says_so():
     with pytest.raises(RuntimeError, match="build"):
-        LOSS_TERMS.get("at")()(StepOutputs(None, None, student_features={}, teacher_features={}))
+        LOSS_TERMS.get("at")()(StepOutputs(None, None, features={}, teacher_features={}))
 
 
 # ---------------------------------------------------------------- every feature term: batch size, host syncs
@@ -303,12 +303,12 @@ def _feature_step(seed, b=4):
     g = torch.Generator().manual_seed(seed)
     student = {k: torch.randn(b, *s, generator=g) for k, s in STUDENT.items()}
     teacher = {k: torch.randn(b, *s, generator=g) for k, s in TEACHER.items()}
-    return StepOutputs(None, None, student_features=student, teacher_features=teacher, indices=torch.arange(b) * 2)
+    return StepOutputs(None, None, features=student, teacher_features=teacher, indices=torch.arange(b) * 2)
 
 
 def _repeat(step):
     cat = lambda d: {k: torch.cat([v, v]) for k, v in d.items()}  # noqa: E731
-    return StepOutputs(None, None, student_features=cat(step.student_features), teacher_features=cat(step.teacher_features),
+    return StepOutputs(None, None, features=cat(step.features), teacher_features=cat(step.teacher_features),
                        indices=torch.cat([step.indices, step.indices]))
 
 
@@ -331,7 +331,7 @@ def test_every_feature_term_is_invariant_to_repeating_the_batch(name):
 
 def _to_meta(step):
     meta = lambda d: {k: v.to("meta").requires_grad_() for k, v in d.items()}  # noqa: E731
-    return StepOutputs(None, None, student_features=meta(step.student_features), teacher_features=meta(step.teacher_features),
+    return StepOutputs(None, None, features=meta(step.features), teacher_features=meta(step.teacher_features),
                        indices=step.indices.to("meta"))
 
 
@@ -352,7 +352,7 @@ def test_no_feature_term_syncs_on_cuda(name):
     term.build(_context(STUDENT, TEACHER, n_train=12, batch_size=8, device=torch.device("cuda")))
     cpu = _feature_step(7)
     cuda = lambda d: {k: v.cuda().requires_grad_() for k, v in d.items()}  # noqa: E731
-    step = StepOutputs(None, None, student_features=cuda(cpu.student_features), teacher_features=cuda(cpu.teacher_features),
+    step = StepOutputs(None, None, features=cuda(cpu.features), teacher_features=cuda(cpu.teacher_features),
                        indices=cpu.indices.cuda())
     term(step).backward()  # the first step sets CRD's constants
     torch.cuda.synchronize()
@@ -362,3 +362,9 @@ def test_no_feature_term_syncs_on_cuda(name):
             term(step).backward()
     finally:
         torch.cuda.set_sync_debug_mode("default")
+
+
+def test_feature_presets_weigh_the_terms_as_crds_benchmark_does():
+    assert {name: PRESETS[name] for name in ("fitnet", "at", "crd")} == {
+        "fitnet": {"ce": 1.0, "fitnet": 100.0}, "at": {"ce": 1.0, "at": 1000.0}, "crd": {"ce": 1.0, "crd": 0.8}}
+    assert Objective.parse("crd").needs_features and not Objective.parse("dkd").needs_features

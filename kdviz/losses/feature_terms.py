@@ -1,7 +1,7 @@
 """The feature-based terms, FitNet, AT and CRD: their losses (`fitnet.py`, `attention.py`, `crd.py`)
 adapted to a training step, as the logit terms are in `terms.py`.
 
-Each reads the named stages of the student and the teacher (`StepOutputs.student_features`,
+Each reads the named stages of the student and the teacher (`StepOutputs.features`,
 `teacher_features`); which ones is a parameter, and the defaults fit every pair of the CRD zoo,
 of one family or two. Their trainable parts (FitNet's regressor, CRD's embeddings) are made by
 `build` once the models' shapes are known, trained with the student and saved in `state_dict`.
@@ -61,7 +61,7 @@ class FitNetTerm(_FeatureTerm):
 
     def __call__(self, out: StepOutputs) -> torch.Tensor:
         self._built("fitnet")
-        regressed, hint = self.module(out.student_features[self.params["student_stage"]],
+        regressed, hint = self.module(out.features[self.params["student_stage"]],
                                       out.teacher_features[self.params["teacher_stage"]])
         return hint_loss(regressed, hint)
 
@@ -97,7 +97,7 @@ class AttentionTerm(_FeatureTerm):
     def __call__(self, out: StepOutputs) -> torch.Tensor:
         self._built("at")
         losses = [
-            at_loss(pool_to(out.student_features[s], size), pool_to(out.teacher_features[t], size), self.params["p"])
+            at_loss(pool_to(out.features[s], size), pool_to(out.teacher_features[t], size), self.params["p"])
             for s, t, size in zip(self.params["stages"], self.params["teacher_stages"], self.sizes)
         ]
         return torch.stack(losses).sum()
@@ -142,7 +142,7 @@ class CRDTerm(_FeatureTerm):
         if out.indices is None:
             raise ValueError("loss term 'crd' needs the batch's training-set indices (StepOutputs.indices)")
         p, m = self.params, self.module
-        s = m["student_embed"](out.student_features[p["student_stage"]])
+        s = m["student_embed"](out.features[p["student_stage"]])
         t = m["teacher_embed"](out.teacher_features[p["teacher_stage"]].detach())
         h_s, h_t = m["memory"].scores(s, t, out.indices)
         n = m["memory"].n_data

@@ -25,6 +25,10 @@ PRESETS: dict[str, dict] = {
     "dist": {"ce": 1.0, "dist": {"weight": 1.0, "tau": 4.0}},
     # Zhao et al. 2022's CIFAR-100 setting (their code's defaults: CE 1, warm-up 20 epochs).
     "dkd": {"ce": 1.0, "dkd": {"weight": 1.0, "tau": 4.0, "alpha": 1.0, "beta": 8.0, "warmup": 20}},
+    # The feature baselines as CRD's benchmark weighs them beside CE (its code's -r 1 -a 0 -b ...).
+    "fitnet": {"ce": 1.0, "fitnet": 100.0},
+    "at": {"ce": 1.0, "at": 1000.0},
+    "crd": {"ce": 1.0, "crd": 0.8},
 }
 
 TermSpec = float | Mapping[str, float]

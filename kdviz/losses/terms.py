@@ -30,7 +30,7 @@ class StepOutputs:
     logits: torch.Tensor
     targets: torch.Tensor
     teacher_logits: torch.Tensor | None = None
-    student_features: dict[str, torch.Tensor] | None = None
+    features: dict[str, torch.Tensor] | None = None
     teacher_features: dict[str, torch.Tensor] | None = None
     indices: torch.Tensor | None = None
 
