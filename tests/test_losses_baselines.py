@@ -4,6 +4,7 @@ Every expected value is computed here, in numpy or plain python loops written fr
 equations, never with the library's helpers.
 """
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -368,3 +369,48 @@ def test_feature_presets_weigh_the_terms_as_crds_benchmark_does():
     assert {name: PRESETS[name] for name in ("fitnet", "at", "crd")} == {
         "fitnet": {"ce": 1.0, "fitnet": 100.0}, "at": {"ce": 1.0, "at": 1000.0}, "crd": {"ce": 1.0, "crd": 0.8}}
     assert Objective.parse("crd").needs_features and not Objective.parse("dkd").needs_features
+
+
+# ---------------------------------------------------------------- CRD's bank under torchrun
+BANK_SCRIPT = """
+import sys, torch
+import torch.distributed as dist
+sys.path.insert(0, sys.argv[2])
+from test_losses_baselines import bank_update
+torch.set_num_threads(1)
+dist.init_process_group("gloo")
+rank = dist.get_rank()
+torch.save(bank_update([slice(0, 3), slice(3, 5)][rank]), f"{sys.argv[1]}/bank{rank}.pt")  # unequal shards
+"""
+
+
+def bank_update(mine):
+    """CRD's bank (N = 7, d = 3) after one step on samples `mine` of a fixed batch of 5."""
+    torch.manual_seed(0)
+    memory = ContrastMemory(n_data=7, dim=3, negatives=2, temperature=0.5, momentum=0.5, capacity=3)
+    g = torch.Generator().manual_seed(1)
+    s, t = torch.nn.functional.normalize(torch.randn(5, 3, generator=g), dim=1), torch.nn.functional.normalize(torch.randn(5, 3, generator=g), dim=1)
+    idx = torch.tensor([6, 0, 3, 2, 5])
+    before = memory.student_bank[:7].clone()
+    memory.scores(s[mine], t[mine], idx[mine])
+    memory.flush()
+    return {"student": memory.student_bank[:7], "teacher": memory.teacher_bank[:7], "before": before}
+
+
+def test_crd_bank_is_updated_identically_on_every_rank(tmp_path):
+    import subprocess
+    import sys
+
+    script = tmp_path / "bank.py"
+    script.write_text(BANK_SCRIPT)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script), str(tmp_path),
+           str(Path(__file__).parent)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    ranks = [torch.load(tmp_path / f"bank{r}.pt", weights_only=True) for r in (0, 1)]
+    one = bank_update(slice(0, 5))  # one process, the whole batch
+    for side in ("student", "teacher"):
+        # Each rank applies every rank's update: two processes end with the bank of one, bit for bit.
+        assert torch.equal(ranks[0][side], one[side]) and torch.equal(ranks[1][side], one[side])
+    moved = (one["student"] != one["before"]).any(1)
+    assert moved.tolist() == [True, False, True, True, False, True, True]  # rows 0, 2, 3, 5, 6: the batch's samples

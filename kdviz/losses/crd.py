@@ -110,6 +110,6 @@ class ContrastMemory(nn.Module):
         gathered = []
         for part in parts:
             out = part.new_empty((dist.get_world_size() * part.shape[0], *part.shape[1:]))
-            dist.all_gather_into_tensor(out, part.contiguous())
+            dist.all_gather_single(out, part.contiguous())
             gathered.append(out)
         return gathered
