@@ -48,7 +48,7 @@ def measure(args) -> dict:
         student = build_model("cnn", c, shape, width=8)
         objective = Objective(spec)
         objective.build(context)
-        opt = torch.optim.SGD([*student.parameters(), *objective.parameters()], lr=0.05, momentum=0.9, nesterov=True,
+        opt = torch.optim.SGD([*student.parameters(), *objective.module.parameters()], lr=0.05, momentum=0.9, nesterov=True,
                               weight_decay=5e-4)
         steps[name] = _step_fn(student, teacher, objective, opt, x, y, idx)
     times = {name: [] for name in ARMS}

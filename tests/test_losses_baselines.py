@@ -127,6 +127,22 @@ def digits_teacher(digits):
     return kdviz.train_teacher(digits, "cnn", "ce", model_kwargs={"width": 8}, epochs=4, progress=False)
 
 
+# Weights for 8 px digits: FitNet's and AT's losses are means over positions, so maps of 8, 4 and 2 px
+# (CIFAR's: 32, 16 and 8) make CIFAR's weights (100, 1000) 16 to 64 times stronger; at those the
+# 2x2 attention maps of the last stage hold a small student back for many epochs.
+@pytest.mark.parametrize("objective", [
+    {"ce": 1, "fitnet": 10}, {"ce": 1, "at": 10}, {"ce": 1, "crd": {"weight": 0.8, "negatives": 512}},
+    {"ce": 1, "fitnet": 10, "at": 10},  # two feature terms at once
+], ids=["fitnet", "at", "crd", "fitnet+at"])
+def test_feature_term_students_learn_on_digits(digits, digits_teacher, objective):
+    # A cnn of width 4 from a teacher of width 8: every stage differs in channels, so FitNet regresses.
+    result = kdviz.distill(digits, digits_teacher, "cnn", objective, model_kwargs={"width": 4}, epochs=4, progress=False)
+    h = result.history
+    assert h["val_top1_err"].min() < 0.25  # chance is 0.9
+    for name in objective:
+        assert h[f"train_{name}"].notna().all() and h[f"train_{name}"].iloc[0] > 0
+
+
 def test_dkd_student_learns_on_digits(digits, digits_teacher):
     result = kdviz.distill(digits, digits_teacher, "cnn", {"ce": 1, "dkd": {"beta": 8, "warmup": 2}},
                            model_kwargs={"width": 4}, epochs=3, progress=False)
@@ -173,10 +189,10 @@ def test_fitnet_term_regresses_and_pools_as_the_formula_says():
     r = np_block_mean(np_batchnorm_train(y), 2)                  # BN, then 4x4 -> 2x2
     assert loss.item() == pytest.approx(np.mean((r - ft.numpy()) ** 2), rel=1e-9)
     assert hint_loss(ft, ft.clone()).item() == 0.0
-    assert len(Objective({"fitnet": 1}).parameters()) == 0  # not built yet: nothing to train
+    assert len(list(Objective({"fitnet": 1}).module.parameters())) == 0  # not built yet: nothing to train
     objective = Objective({"fitnet": {"student_stage": "a", "teacher_stage": "b"}})
     objective.build(_context({"a": (2, 4, 4)}, {"b": (3, 2, 2)}))
-    assert sum(p.numel() for p in objective.parameters()) == 2 * 3 + 2 * 3  # conv weight + BN scale and shift
+    assert sum(p.numel() for p in objective.module.parameters()) == 2 * 3 + 2 * 3  # conv weight + BN scale and shift
 
 
 def test_fitnet_needs_no_regressor_for_equal_shapes_and_refuses_shapes_that_cannot_meet():
@@ -414,3 +430,71 @@ def test_crd_bank_is_updated_identically_on_every_rank(tmp_path):
         assert torch.equal(ranks[0][side], one[side]) and torch.equal(ranks[1][side], one[side])
     moved = (one["student"] != one["before"]).any(1)
     assert moved.tolist() == [True, False, True, True, False, True, True]  # rows 0, 2, 3, 5, 6: the batch's samples
+
+
+# ---------------------------------------------------------------- feature terms in training
+from kdviz.models import build_model, stage_shapes  # noqa: E402
+from kdviz.train import train  # noqa: E402
+
+CRD_PAIRS = [  # the CRD benchmark's pairs that kdviz's zoo has (its ResNet50 is ImageNet's)
+    ("resnet56", "resnet20"), ("resnet110", "resnet32"), ("resnet32x4", "resnet8x4"), ("vgg13", "vgg8"),
+    ("wrn_40_2", "wrn_16_2"), ("wrn_40_2", "wrn_40_1"), ("vgg13", "mobilenetv2"), ("resnet32x4", "shufflenetv1"),
+    ("resnet32x4", "shufflenetv2_1_0"), ("wrn_40_2", "shufflenetv1"),
+]
+
+
+@pytest.mark.parametrize("teacher_name, student_name", CRD_PAIRS)
+def test_default_stages_fit_every_crd_pair(teacher_name, student_name):
+    teacher, student = (build_model(n, 100, (3, 32, 32)) for n in (teacher_name, student_name))
+    objective = Objective({"fitnet": 1, "at": 1, "crd": {"negatives": 8}})
+    objective.build(_context(stage_shapes(student, (3, 32, 32)), stage_shapes(teacher, (3, 32, 32)), n_train=16, batch_size=2))
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        t_logits, t_stages = teacher.eval()(x, return_stages=True)
+    logits, stages = student(x, return_stages=True)
+    total, parts = objective(StepOutputs(logits, torch.tensor([0, 1]), t_logits, stages, t_stages, torch.tensor([3, 7])))
+    total.backward()
+    assert all(math.isfinite(v.item()) and v.item() > 0 for v in parts.values())
+    assert student.classifier.weight.grad is None  # the feature terms do not read the logits ...
+    assert next(student.parameters()).grad.abs().sum() > 0  # ... but reach the student's stages
+
+
+def test_feature_term_with_the_teacher_cache_says_it_needs_the_online_teacher(tiny_data):
+    teacher = build_model("cnn", 4, (1, 4, 4), width=8)
+    with pytest.raises(ValueError, match="online teacher"):
+        train(tiny_data, "cnn", {"ce": 1, "at": 1}, teacher=teacher, epochs=1, teacher_cache=True, progress=False)
+
+
+def test_interrupted_feature_run_resumes_to_identical_result(tiny_data, tmp_path):
+    """FitNet's regressor and CRD's embeddings and bank train with the student, are saved in last.pt
+    and restored on resume: the resumed run ends bit for bit where the uninterrupted one does."""
+    torch.manual_seed(1)
+    teacher = build_model("cnn", 4, (1, 4, 4), width=8).eval()
+    spec = {"ce": 1, "fitnet": 1, "crd": {"weight": 0.8, "negatives": 16}}
+    settings = dict(teacher=teacher, model_kwargs={"width": 4}, epochs=4, seed=3, batch_size=16, progress=False)
+    full_objective = Objective(spec)
+    full = train(tiny_data, "cnn", full_objective, out_dir=tmp_path / "full", **settings)
+
+    cut = Objective(spec)
+    real_end, ended = cut.end_epoch, []
+
+    def interrupted():
+        real_end()
+        ended.append(1)
+        if len(ended) == 2:
+            raise KeyboardInterrupt  # after epoch 1's training, before its checkpoint: epoch 0's is on disk
+
+    cut.end_epoch = interrupted
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_data, "cnn", cut, out_dir=tmp_path / "cut", **settings)
+    resumed_objective = Objective(spec)
+    resumed = train(tiny_data, "cnn", resumed_objective, out_dir=tmp_path / "cut", resume=True, **settings)
+
+    for (k, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b), k
+    for (k, a), b in zip(full_objective.module.state_dict().items(), resumed_objective.module.state_dict().values()):
+        assert torch.equal(a, b), k
+    assert "fitnet.net.0.weight" in full_objective.module.state_dict()  # the regressor is among them
+    assert "crd.memory.student_bank" in full_objective.module.state_dict()
+    cols = [c for c in full.history if not c.endswith("seconds")]
+    assert full.history[cols].equals(resumed.history[cols])

@@ -98,9 +98,11 @@ class Objective:
             if term.needs_features:
                 term.build(context)
 
-    def parameters(self) -> list[torch.nn.Parameter]:
-        """The terms' own trainable parameters (FitNet's regressor, CRD's embeddings), trained with the model."""
-        return [p for t in self.terms.values() if t.module is not None for p in t.module.parameters()]
+    @property
+    def module(self) -> torch.nn.ModuleDict:
+        """The terms' own trainable parts by term name (FitNet's regressor, CRD's embeddings and
+        bank), for the optimizer to train with the model; empty until `build`."""
+        return torch.nn.ModuleDict({name: t.module for name, t in self.terms.items() if t.module is not None})
 
     def __call__(self, out: StepOutputs) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         values = {name: term(out) for name, term in self.terms.items()}

@@ -27,8 +27,8 @@ from ..data.augment import random_crop_flip
 from ..data.loader import iterate_batches
 from ..device import resolve_device
 from ..inference import predict_logits, topk_errors
-from ..losses import Objective, StepOutputs
-from ..models import build_model
+from ..losses import FeatureContext, Objective, StepOutputs
+from ..models import build_model, stage_shapes
 from .checkpoint import atomic_save, load_checkpoint, load_model, model_checkpoint
 from .config import TrainConfig, make_optimizer
 from .distributed import all_reduce, setup_distributed, wrap_model
@@ -106,7 +106,10 @@ def train(
     core = build_model(model, data.num_classes, data.info.image_shape, **spec["kwargs"]).to(dev)
     if cfg.channels_last:
         core = core.to(memory_format=torch.channels_last)
-    opt, sched = make_optimizer(core, cfg)
+    if objective.needs_features:
+        _build_feature_terms(objective, core, teacher_model, data, cfg, dev)
+    # The feature terms' own parts (FitNet's regressor, CRD's embeddings) train with the model.
+    opt, sched = make_optimizer(nn.ModuleList([core, objective.module]) if objective.needs_features else core, cfg)
     shuffle_gen = torch.Generator().manual_seed(cfg.seed)
     # Its own generator per rank, so that ranks' shuffles stay in step whatever their shard sizes.
     augment_gen = torch.Generator().manual_seed(cfg.seed * 1009 + ctx.rank + 1)
@@ -182,6 +185,15 @@ def _teacher_cache(teacher, data, cfg, objective, dev, cache_dir, *, writes, pro
     )
 
 
+def _build_feature_terms(objective, core, teacher, data, cfg, dev) -> None:
+    """Give the feature terms (FitNet, AT, CRD) both models' stage shapes, so they make their parts."""
+    if cfg.teacher_cache:
+        raise ValueError(f"the objective {objective.describe()!r} reads the teacher's intermediate features, which the "
+                         "teacher cache does not hold: it needs the online teacher; train with teacher_cache=False")
+    shape = data.info.image_shape
+    objective.build(FeatureContext(stage_shapes(core, shape), stage_shapes(teacher, shape), len(data.train), cfg.batch_size, dev))
+
+
 def _train_epoch(net, teacher, cache, objective, data, cfg, dev, opt, gens, ctx, epoch) -> dict:
     net.train()
     shuffle_gen, augment_gen = gens
@@ -198,19 +210,23 @@ def _train_epoch(net, teacher, cache, objective, data, cfg, dev, opt, gens, ctx,
     n = 0
     batches = iterate_batches(data.train, data.info, cfg.batch_size, dev, shuffle=True, generator=shuffle_gen,
                               shard=(ctx.rank, ctx.world_size), augment=augment, with_indices=True)
+    stages = objective.needs_features  # FitNet, AT and CRD read both models' named stages
     for step, (x, y, idx) in enumerate(batches):
         if cfg.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast():
-            logits = net(x)
-            teacher_logits = None
+            logits, features = net(x, return_stages=True) if stages else (net(x), None)
+            teacher_logits = teacher_features = None
             if cache is not None:
                 teacher_logits = cache.logits(idx, view_of[idx])
             elif teacher is not None:
                 with torch.inference_mode():
-                    teacher_logits = teacher(x)
-                teacher_logits = teacher_logits.clone()  # an ordinary tensor again, usable by autograd
-            total, parts = objective(StepOutputs(logits, y, teacher_logits))
+                    teacher_logits, teacher_features = teacher(x, return_stages=True) if stages else (teacher(x), None)
+                # Ordinary tensors again, usable by autograd.
+                teacher_logits = teacher_logits.clone()
+                if stages:
+                    teacher_features = {k: v.clone() for k, v in teacher_features.items()}
+            total, parts = objective(StepOutputs(logits, y, teacher_logits, features, teacher_features, idx if stages else None))
         opt.zero_grad(set_to_none=True)
         total.backward()
         opt.step()
