@@ -498,3 +498,53 @@ def test_interrupted_feature_run_resumes_to_identical_result(tiny_data, tmp_path
     assert "crd.memory.student_bank" in full_objective.module.state_dict()
     cols = [c for c in full.history if not c.endswith("seconds")]
     assert full.history[cols].equals(resumed.history[cols])
+
+
+# ---------------------------------------------------------------- the CRD recipe's rows
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def _crd_rows():
+    """(student model, argv after 'kdviz distill $S') of every distill row of the README's CRD table."""
+    import shlex
+
+    text = README.read_text()
+    block = text[text.index("**The CRD table's rows.**"):text.index("**The paper's Tiny ImageNet experiment**")]
+    rows, student = [], None
+    for line in block.splitlines():
+        words = shlex.split(line, comments=True) if line.startswith("    ") else []  # the code lines
+        if words and words[0].startswith("T="):
+            student = line.split("--model ")[1].split('"')[0]
+        if words[:3] == ["kdviz", "distill", "$S"]:
+            rows.append((student, words[3:]))
+    return rows
+
+
+def test_readme_lists_every_method_for_every_crd_pair_and_each_row_parses():
+    from kdviz.cli import build_parser, run_settings
+    from kdviz.recipes import load_recipe
+
+    rows = _crd_rows()
+    methods = {}
+    for student, argv in rows:
+        args = build_parser().parse_args(["distill", "--recipe", "crd-cifar100", "--teacher", "t.pt", "--model", student, *argv])
+        objective = run_settings(args, load_recipe("crd-cifar100"))[1]["objective"]
+        methods.setdefault(student, set()).update(set(objective.spec) - {"ce"})
+    assert set(methods) == {"resnet8x4", "wrn_16_2", "resnet20", "shufflenetv2_1_0"}
+    for student, terms in methods.items():
+        assert {"kd", "fitnet", "at", "crd", "dkd"} <= terms, student
+
+
+def test_crd_recipe_distills_with_a_feature_term_from_the_command_line(tmp_path):
+    from test_recipes import CPU, config, make_cifar100
+
+    from kdviz.cli import main
+
+    make_cifar100(tmp_path / "cifar-100-python")
+    teacher, student = tmp_path / "teacher", tmp_path / "student"
+    common = ["--recipe", "crd-cifar100", "--data-root", str(tmp_path), "--n-train", "6", "--epochs", "1", *CPU]
+    assert main(["train-teacher", *common, "--model", "resnet8", "--out", str(teacher)]) == 0
+    assert main(["distill", *common, "--teacher", str(teacher / "best.pt"), "--model", "shufflenetv2_0_5", "--loss", "crd",
+                 "--loss-params", '{"crd": {"negatives": 64}}', "--out", str(student)]) == 0
+    assert config(student)["objective"]["crd"] == {"weight": 0.8, "negatives": 64}
+    assert "crd" in torch.load(student / "last.pt", weights_only=True)["objective"]
