@@ -8,7 +8,7 @@ index in the training set) and K negatives j_1..j_K drawn uniformly from the ban
     h_t(i, j) = exp(t_i . S_j / T) / Z_t,        h_s(i, j) = exp(s_i . T_j / T) / Z_s
 
 (Z fixed from the first batch: Z = N * mean of the exp(.) scores) enter the NCE loss (`nce_loss`)
-with the positive j = i against the noise distribution P_n = 1 / N:
+with the positive j = i against the noise distribution P_n = 1 / N, computed from log h:
 
     L_CRD = NCE(h_s) + NCE(h_t)
 
@@ -26,18 +26,18 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-_EPS = 1e-7  # CRD's code keeps the NCE logarithms away from log 0 with it
-
-
-def nce_loss(scores: torch.Tensor, n_data: int) -> torch.Tensor:
-    """NCE with the positive in column 0: scores [B, 1 + K] (h >= 0) -> scalar.
+def nce_loss(log_scores: torch.Tensor, n_data: int) -> torch.Tensor:
+    """NCE with the positive in column 0: log_scores = log h [B, 1 + K] -> scalar.
 
     -mean_i [ log(h_i0 / (h_i0 + K / N)) + sum_{k >= 1} log((K / N) / (h_ik + K / N)) ]
+      = mean_i [ softplus(log(K / N) - log h_i0) + sum_{k >= 1} softplus(log h_ik - log(K / N)) ]
+
+    The softplus form needs no exp of the scores and no eps (CRD's code adds 1e-7 inside its logs).
     """
-    noise = (scores.shape[1] - 1) / n_data  # K * P_n
-    log_d1 = torch.log(scores[:, 0] / (scores[:, 0] + noise + _EPS))
-    log_d0 = torch.log(noise / (scores[:, 1:] + noise + _EPS))
-    return -(log_d1 + log_d0.sum(1)).mean()
+    log_noise = math.log((log_scores.shape[1] - 1) / n_data)  # log(K * P_n)
+    positive = F.softplus(log_noise - log_scores[:, 0])
+    negatives = F.softplus(log_scores[:, 1:] - log_noise).sum(1)
+    return (positive + negatives).mean()
 
 
 class Embed(nn.Module):
@@ -54,7 +54,7 @@ class Embed(nn.Module):
 class ContrastMemory(nn.Module):
     """The memory bank of CRD: student and teacher embeddings [N, d] of the N training samples.
 
-    `scores` gives both sides' [B, 1 + K] scores; the bank's momentum update of a step is applied
+    `scores` gives both sides' [B, 1 + K] log-scores; the bank's momentum update of a step is applied
     at the start of the next `scores` call (or by `flush`), after that step's backward pass has
     used the bank, so that nothing is copied. Under torchrun every rank gathers all ranks' updates,
     so the banks stay identical. Nothing here waits for the device.
@@ -66,23 +66,26 @@ class ContrastMemory(nn.Module):
         # One spare row, N, receives the padding rows of an all-gather; negatives never reach it.
         self.register_buffer("student_bank", torch.rand(n_data + 1, dim).mul_(2 * stdv).add_(-stdv))
         self.register_buffer("teacher_bank", torch.rand(n_data + 1, dim).mul_(2 * stdv).add_(-stdv))
-        self.register_buffer("z", torch.zeros(2))  # Z_s, Z_t; 0 until the first batch sets them
+        self.register_buffer("log_z", torch.zeros(2))  # log Z_s, log Z_t; set by the first batch
         self.n_data, self.negatives, self.temperature, self.momentum = n_data, negatives, temperature, momentum
         self.capacity = capacity  # the most samples a rank holds in a step, for padding all-gathers
         self.z_ready = False
         self._pending: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
     def scores(self, s: torch.Tensor, t: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """s, t [B, d] unit embeddings, idx [B] their training-set indices -> (h_s, h_t), each [B, 1 + K]."""
+        """s, t [B, d] unit embeddings, idx [B] their training-set indices -> (log h_s, log h_t), each [B, 1 + K]."""
         self.flush()
         columns = torch.cat([idx[:, None], self.draw_negatives(idx)], dim=1)
-        h_s = torch.exp(torch.gather(s @ self.teacher_bank.T, 1, columns) / self.temperature)
-        h_t = torch.exp(torch.gather(t @ self.student_bank.T, 1, columns) / self.temperature)
-        if not self.z_ready:  # CRD's constants, from the first batch, without leaving the device
-            self.z.copy_(torch.stack([h_s.detach().mean(), h_t.detach().mean()]) * self.n_data)
+        # At least float32, even under bf16 autocast: x / 0.07 and the NCE terms need the precision.
+        wide = torch.promote_types(s.dtype, torch.float32)
+        u_s = torch.gather(s @ self.teacher_bank.T, 1, columns).to(wide) / self.temperature
+        u_t = torch.gather(t @ self.student_bank.T, 1, columns).to(wide) / self.temperature
+        if not self.z_ready:  # CRD's constants, log(N * mean exp(u)), from the first batch, on the device
+            count = math.log(u_s.numel())
+            self.log_z.copy_(torch.stack([u.detach().flatten().logsumexp(0) for u in (u_s, u_t)]) - count + math.log(self.n_data))
             self.z_ready = True
         self._pending = (idx, s.detach(), t.detach())
-        return h_s / self.z[0], h_t / self.z[1]
+        return u_s - self.log_z[0], u_t - self.log_z[1]
 
     def draw_negatives(self, idx: torch.Tensor) -> torch.Tensor:
         """K indices per sample, uniform over the N training samples: idx [B] -> [B, K] (on idx's device)."""

@@ -144,9 +144,9 @@ class CRDTerm(_FeatureTerm):
         p, m = self.params, self.module
         s = m["student_embed"](out.features[p["student_stage"]])
         t = m["teacher_embed"](out.teacher_features[p["teacher_stage"]].detach())
-        h_s, h_t = m["memory"].scores(s, t, out.indices)
+        log_h_s, log_h_t = m["memory"].scores(s, t, out.indices)
         n = m["memory"].n_data
-        return nce_loss(h_s, n) + nce_loss(h_t, n)
+        return nce_loss(log_h_s, n) + nce_loss(log_h_t, n)
 
     def end_epoch(self) -> None:
         if self.module is not None:

@@ -26,6 +26,12 @@ def hint_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
     return (student - teacher.detach()).pow(2).mean()
 
 
+def _batch_norm(channels: int, dims: int) -> nn.Module:
+    """Batch norm on batch statistics only: the regressor only ever runs in training, so running
+    statistics would be unused state (and would differ between ranks under torchrun)."""
+    return (nn.BatchNorm1d if dims == 1 else nn.BatchNorm2d)(channels, track_running_stats=False)
+
+
 class HintRegressor(nn.Module):
     """r: a student stage [B, *student_shape] -> the teacher stage's shape [B, *teacher_shape].
 
@@ -38,12 +44,12 @@ class HintRegressor(nn.Module):
         self.size = None
         if len(student_shape) == 1 and len(teacher_shape) == 1:
             d_s, d_t = student_shape[0], teacher_shape[0]
-            self.net = nn.Identity() if d_s == d_t else nn.Sequential(nn.Linear(d_s, d_t, bias=False), nn.BatchNorm1d(d_t))
+            self.net = nn.Identity() if d_s == d_t else nn.Sequential(nn.Linear(d_s, d_t, bias=False), _batch_norm(d_t, 1))
             return
         self.size = common_size(student_shape, teacher_shape, "FitNet")
         c_s, c_t = student_shape[0], teacher_shape[0]
         same = tuple(student_shape) == tuple(teacher_shape)
-        self.net = nn.Identity() if same else nn.Sequential(nn.Conv2d(c_s, c_t, 1, bias=False), nn.BatchNorm2d(c_t))
+        self.net = nn.Identity() if same else nn.Sequential(nn.Conv2d(c_s, c_t, 1, bias=False), _batch_norm(c_t, 2))
 
     def forward(self, student: torch.Tensor, teacher: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """student [B, *student_shape], teacher [B, *teacher_shape] -> (r(student), teacher), one shape."""

@@ -229,6 +229,8 @@ def _train_epoch(net, teacher, cache, objective, data, cfg, dev, opt, gens, ctx,
             total, parts = objective(StepOutputs(logits, y, teacher_logits, features, teacher_features, idx if stages else None))
         opt.zero_grad(set_to_none=True)
         total.backward()
+        if stages and ctx.enabled:
+            _average_gradients(objective.module, ctx)
         opt.step()
         b = y.shape[0]
         n += b
@@ -254,6 +256,16 @@ def _train_epoch(net, teacher, cache, objective, data, cfg, dev, opt, gens, ctx,
     stats["train_loss"] = means[len(names)]
     stats["train_top1_err"] = means[-1]
     return stats
+
+
+def _average_gradients(module: nn.Module, ctx) -> None:
+    """Average the gradients of the feature terms' parts over ranks, as DDP does for the model's:
+    they live outside the DDP-wrapped model. One all-reduce of their concatenation, no host sync."""
+    grads = [p.grad for p in module.parameters() if p.grad is not None]
+    if grads:
+        flat = all_reduce(torch.cat([g.flatten() for g in grads]), ctx) / ctx.world_size
+        for g, part in zip(grads, flat.split([g.numel() for g in grads])):
+            g.copy_(part.view_as(g))
 
 
 def _evaluate(net, data, cfg, dev, state) -> dict:
