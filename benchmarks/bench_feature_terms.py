@@ -22,10 +22,12 @@ from pathlib import Path
 
 import torch
 
-from bench_distill import RESULTS, LoadMonitor, load_cpu_data, machine_info, synchronize
+from bench_distill import RESULTS, LoadMonitor, load_cpu_data, machine_info
 from kdviz.data.loader import iterate_batches
-from kdviz.losses import FeatureContext, Objective, StepOutputs
-from kdviz.models import build_model, stage_shapes
+from kdviz.losses import Objective
+from kdviz.models import build_model
+from kdviz.train.epoch import step_outputs
+from kdviz.train.teacher import Teacher
 
 KD = {"ce": 0.1, "kd": {"weight": 0.9, "tau": 4.0}}  # the "kd" preset
 ARMS = {"kd": KD, "kd+fitnet": {**KD, "fitnet": 100.0}, "kd+at": {**KD, "at": 1000.0}, "kd+crd": {**KD, "crd": 0.8}}
@@ -38,17 +40,18 @@ def measure(args) -> dict:
     torch.manual_seed(args.seed)
     data, source = load_cpu_data(sizes["n_train"], 64, args.seed)
     shape, c = data.info.image_shape, data.num_classes
-    teacher = build_model("cnn", c, shape, width=32).eval()
+    teacher = Teacher(build_model("cnn", c, shape, width=32).eval(), None, "cnn(width=32)")
     x, y, idx = next(iterate_batches(data.train, data.info, sizes["batch_size"], torch.device("cpu"), with_indices=True))
-    context = FeatureContext(stage_shapes(build_model("cnn", c, shape, width=8), shape), stage_shapes(teacher, shape),
-                             len(data.train), sizes["batch_size"], torch.device("cpu"))
     steps = {}
     for name, spec in ARMS.items():
         torch.manual_seed(args.seed)
         student = build_model("cnn", c, shape, width=8)
         objective = Objective(spec)
-        objective.build(context)
-        opt = torch.optim.SGD([*student.parameters(), *objective.module.parameters()], lr=0.05, momentum=0.9, nesterov=True,
+        if objective.trainable:  # as train() does: the terms' parts fit the models, and train with the student
+            with torch.no_grad():
+                objective.setup(step_outputs(student.eval(), teacher, objective.inputs, x, y, idx), n_train=len(data.train))
+            student.train()
+        opt = torch.optim.SGD([*student.parameters(), *objective.parameters()], lr=0.05, momentum=0.9, nesterov=True,
                               weight_decay=5e-4)
         steps[name] = _step_fn(student, teacher, objective, opt, x, y, idx)
     times = {name: [] for name in ARMS}
@@ -72,18 +75,11 @@ def measure(args) -> dict:
 
 
 def _step_fn(student, teacher, objective, opt, x, y, idx):
-    features = objective.needs_features
+    """One training step as train() takes it (kdviz.train.epoch.step_outputs), timed."""
 
     def step() -> float:
-        synchronize(torch.device("cpu"))
         start = time.perf_counter()
-        with torch.no_grad():
-            t_logits, t_stages = teacher(x, return_stages=True) if features else (teacher(x), None)
-        if features:
-            logits, stages = student(x, return_stages=True)
-        else:
-            logits, stages = student(x), None
-        loss, _ = objective(StepOutputs(logits, y, t_logits, features=stages, teacher_features=t_stages, indices=idx))
+        loss, _ = objective(step_outputs(student, teacher, objective.inputs, x, y, idx))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -6,8 +6,7 @@
     student = kd.distill(data, teacher, "mlp", "kd+icc_mimic", epochs=40)
     kd.plot_icc_comparison(kd.extract_icc(teacher.model, data), kd.extract_icc(student.model, data))
 """
-__version__ = "0.1.0"
-
+from ._version import __version__
 from .correlation import ICCReport, extract_icc, icc_distance, icc_of_logits
 from .data import DATASETS, load_dataset
 from .device import resolve_device

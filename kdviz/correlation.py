@@ -9,7 +9,6 @@ from dataclasses import dataclass
 
 import pandas as pd
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
@@ -68,12 +67,6 @@ class ICCAccumulator:
         if self.class_to_group is not None:
             self.stats[2] += group_mass_per_sample(logits, targets, self.class_to_group, self.tau).sum()
 
-    def all_reduce(self) -> None:
-        """Sum the accumulators over all processes (a no-op without torch.distributed)."""
-        if dist.is_available() and dist.is_initialized():
-            for t in (self.sums, self.counts, self.stats):
-                dist.all_reduce(t)
-
     def report(self) -> "ICCReport":
         n = self.stats[0].clamp_min(1)
         return ICCReport(
@@ -113,9 +106,6 @@ class ICCReport:
         names = list(self.info.class_names)
         frame = pd.DataFrame(m.numpy(), index=pd.Index(names, name="true class"), columns=pd.Index(names, name="predicted"))
         return frame
-
-    def measures(self) -> dict[str, float | None]:
-        return {"sigma2": self.sigma2, "group_mass": self.group_mass}
 
 
 def icc_of_logits(logits: torch.Tensor, labels: torch.Tensor, info: DatasetInfo, tau: float = 4.0) -> ICCReport:

@@ -13,6 +13,8 @@ import torch
 import kdviz
 from kdviz.losses import LOSS_TERMS, PRESETS, StepOutputs, dkd_loss, kd_loss, nckd, tckd
 
+pytestmark = pytest.mark.filterwarnings("ignore:the teacher is a bare")  # the tests' teachers are plain modules
+
 
 def np_softmax(z):
     z = np.asarray(z, dtype=np.float64)
@@ -152,14 +154,22 @@ def test_dkd_student_learns_on_digits(digits, digits_teacher):
 
 
 # ---------------------------------------------------------------- FitNet (Romero et al. 2015)
-from kdviz.losses import FeatureContext, Objective, at_loss, hint_loss, nce_loss  # noqa: E402
+from kdviz.losses import Objective, at_loss, hint_loss, nce_loss  # noqa: E402
 from kdviz.losses.crd import ContrastMemory  # noqa: E402
 
 CPU = torch.device("cpu")
 
 
-def _context(student, teacher, n_train=10, batch_size=4, device=CPU):
-    return FeatureContext(student, teacher, n_train, batch_size, device)
+def _example(student, teacher, b=2):
+    """StepOutputs of one batch whose stages have these shapes (their "pool" is the features)."""
+    s, t = ({k: torch.zeros(b, *v) for k, v in shapes.items()} for shapes in (student, teacher))
+    return StepOutputs(torch.zeros(b, 3), torch.zeros(b, dtype=torch.long), torch.zeros(b, 3), s.get("pool"), t.get("pool"),
+                       torch.arange(b), s, t)
+
+
+def _setup(term, student, teacher, n_train=10):
+    term.setup(_example(student, teacher), n_train)
+    return term
 
 
 def np_batchnorm_train(y, eps=1e-5):
@@ -179,31 +189,31 @@ def test_fitnet_term_regresses_and_pools_as_the_formula_says():
     g = torch.Generator().manual_seed(1)
     fs, ft = torch.randn(3, 2, 4, 4, generator=g, dtype=torch.float64), torch.randn(3, 3, 2, 2, generator=g, dtype=torch.float64)
     term = LOSS_TERMS.get("fitnet")(student_stage="a", teacher_stage="b")
-    term.build(_context({"a": (2, 4, 4)}, {"b": (3, 2, 2)}))
-    term.module.double()
+    _setup(term, {"a": (2, 4, 4)}, {"b": (3, 2, 2)})
+    term.double()
     w = torch.tensor([[1.0, -1.0], [0.5, 2.0], [0.0, 3.0]], dtype=torch.float64)  # [C_t, C_s]
     with torch.no_grad():
-        term.module.net[0].weight.copy_(w[:, :, None, None])
-    loss = term(StepOutputs(None, None, features={"a": fs}, teacher_features={"b": ft}))
+        term.regressor.net[0].weight.copy_(w[:, :, None, None])
+    loss = term(StepOutputs(None, None, stages={"a": fs}, teacher_stages={"b": ft}))
     y = np.einsum("ts,bshw->bthw", w.numpy(), fs.numpy())      # 1x1 conv, no bias
     r = np_block_mean(np_batchnorm_train(y), 2)                  # BN, then 4x4 -> 2x2
     assert loss.item() == pytest.approx(np.mean((r - ft.numpy()) ** 2), rel=1e-9)
     assert hint_loss(ft, ft.clone()).item() == 0.0
-    assert len(list(Objective({"fitnet": 1}).module.parameters())) == 0  # not built yet: nothing to train
+    assert len(list(Objective({"fitnet": 1}).parameters())) == 0  # not set up yet: nothing to train
     objective = Objective({"fitnet": {"student_stage": "a", "teacher_stage": "b"}})
-    objective.build(_context({"a": (2, 4, 4)}, {"b": (3, 2, 2)}))
-    assert sum(p.numel() for p in objective.module.parameters()) == 2 * 3 + 2 * 3  # conv weight + BN scale and shift
-    assert not list(objective.module.buffers())  # BN on batch statistics: the regressor only ever trains
+    objective.setup(_example({"a": (2, 4, 4)}, {"b": (3, 2, 2)}), 10)
+    assert sum(p.numel() for p in objective.parameters()) == 2 * 3 + 2 * 3  # conv weight + BN scale and shift
+    assert not list(objective.terms["fitnet"].buffers())  # BN on batch statistics: the regressor only ever trains
 
 
 def test_fitnet_needs_no_regressor_for_equal_shapes_and_refuses_shapes_that_cannot_meet():
     term = LOSS_TERMS.get("fitnet")()
-    term.build(_context({"stage2": (8, 4, 4)}, {"stage2": (8, 4, 4)}))
-    assert not list(term.module.parameters())
+    _setup(term, {"stage2": (8, 4, 4)}, {"stage2": (8, 4, 4)})
+    assert not list(term.parameters())
     with pytest.raises(ValueError, match=r"\[8, 6, 6\].*\[8, 4, 4\]"):
-        LOSS_TERMS.get("fitnet")().build(_context({"stage2": (8, 6, 6)}, {"stage2": (8, 4, 4)}))
+        _setup(LOSS_TERMS.get("fitnet")(), {"stage2": (8, 6, 6)}, {"stage2": (8, 4, 4)})
     with pytest.raises(ValueError, match=r"stage2.*stages are hidden1, pool"):
-        LOSS_TERMS.get("fitnet")().build(_context({"hidden1": (8,), "pool": (8,)}, {"stage2": (8, 4, 4)}))
+        _setup(LOSS_TERMS.get("fitnet")(), {"hidden1": (8,), "pool": (8,)}, {"stage2": (8, 4, 4)})
 
 
 # ---------------------------------------------------------------- AT (Zagoruyko and Komodakis 2017)
@@ -217,8 +227,8 @@ def test_at_term_sums_the_stage_pairs_of_the_formula():
     s1, t1 = torch.randn(2, 3, 4, 4, generator=g, dtype=torch.float64), torch.randn(2, 5, 2, 2, generator=g, dtype=torch.float64)
     s2, t2 = torch.randn(2, 4, 2, 2, generator=g, dtype=torch.float64), torch.randn(2, 6, 2, 2, generator=g, dtype=torch.float64)
     term = LOSS_TERMS.get("at")(stages=["x", "y"], teacher_stages=["u", "v"])
-    term.build(_context({"x": (3, 4, 4), "y": (4, 2, 2)}, {"u": (5, 2, 2), "v": (6, 2, 2)}))
-    loss = term(StepOutputs(None, None, features={"x": s1, "y": s2}, teacher_features={"u": t1, "v": t2}))
+    _setup(term, {"x": (3, 4, 4), "y": (4, 2, 2)}, {"u": (5, 2, 2), "v": (6, 2, 2)})
+    loss = term(StepOutputs(None, None, stages={"x": s1, "y": s2}, teacher_stages={"u": t1, "v": t2}))
     first = np.mean((np_attention(np_block_mean(s1.numpy(), 2)) - np_attention(t1.numpy())) ** 2)
     second = np.mean((np_attention(s2.numpy()) - np_attention(t2.numpy())) ** 2)
     assert loss.item() == pytest.approx(first + second, rel=1e-9)
@@ -229,7 +239,7 @@ def test_at_term_sums_the_stage_pairs_of_the_formula():
 
 def test_at_refuses_vectors_and_unmatched_stage_lists():
     with pytest.raises(ValueError, match=r"\[64\].*stage1"):
-        LOSS_TERMS.get("at")(stages=["pool"]).build(_context({"pool": (64,)}, {"pool": (64,)}))
+        _setup(LOSS_TERMS.get("at")(stages=["pool"]), {"pool": (64,)}, {"pool": (64,)})
     with pytest.raises(ValueError, match="one teacher stage per student stage"):
         LOSS_TERMS.get("at")(stages=["stage1"], teacher_stages=["stage1", "stage2"])
 
@@ -264,14 +274,14 @@ def test_crd_term_matches_the_formula_and_moves_the_bank():
     fs, ft = torch.randn(2, 4, generator=g, dtype=torch.float64), torch.randn(2, 5, generator=g, dtype=torch.float64)
     idx = torch.tensor([4, 1])
     term = LOSS_TERMS.get("crd")(dim=d, negatives=k, temperature=tau, momentum=m)
-    term.build(_context({"pool": (4,)}, {"pool": (5,)}, n_train=n, batch_size=2))
-    term.module.double()
-    memory = term.module["memory"]
+    _setup(term, {"pool": (4,)}, {"pool": (5,)}, n_train=n)
+    term.double()
+    memory = term.memory
     _fixed_negatives(memory, k)
-    ws, bs = (x.detach().numpy().copy() for x in term.module["student_embed"].linear.parameters())
-    wt, bt = (x.detach().numpy().copy() for x in term.module["teacher_embed"].linear.parameters())
+    ws, bs = (x.detach().numpy().copy() for x in term.student_embed.linear.parameters())
+    wt, bt = (x.detach().numpy().copy() for x in term.teacher_embed.linear.parameters())
     bank_s, bank_t = memory.student_bank.numpy().copy(), memory.teacher_bank.numpy().copy()
-    loss = term(StepOutputs(None, None, features={"pool": fs}, teacher_features={"pool": ft}, indices=idx))
+    loss = term(StepOutputs(None, None, features=fs, teacher_features=ft, indices=idx))
 
     def unit(x):
         return x / np.linalg.norm(x, axis=1, keepdims=True)
@@ -288,28 +298,27 @@ def test_crd_term_matches_the_formula_and_moves_the_bank():
         expected = old.copy()
         expected[idx.numpy()] = unit(m * old[idx.numpy()] + (1 - m) * new)
         np.testing.assert_allclose(bank.numpy(), expected, rtol=1e-12)
-    assert term.state_dict()["z_ready"] is True
+    assert memory.z_ready
 
 
 def test_crd_refuses_feature_maps_and_missing_indices():
-    with pytest.raises(ValueError, match=r"\[8, 4, 4\].*pool"):
-        LOSS_TERMS.get("crd")(student_stage="stage2").build(_context({"stage2": (8, 4, 4)}, {"pool": (8,)}))
-    term = LOSS_TERMS.get("crd")(negatives=4)
-    term.build(_context({"pool": (4,)}, {"pool": (4,)}))
+    with pytest.raises(ValueError, match=r"vectors.*\[8, 4, 4\]"):
+        _setup(LOSS_TERMS.get("crd")(), {"pool": (8, 4, 4)}, {"pool": (8,)})
+    term = _setup(LOSS_TERMS.get("crd")(negatives=4), {"pool": (4,)}, {"pool": (4,)})
     with pytest.raises(ValueError, match="indices"):
-        term(StepOutputs(None, None, features={"pool": torch.randn(2, 4)}, teacher_features={"pool": torch.randn(2, 4)}))
+        term(StepOutputs(None, None, features=torch.randn(2, 4), teacher_features=torch.randn(2, 4)))
 
 
 def test_feature_term_used_before_it_is_built_says_so():
-    with pytest.raises(RuntimeError, match="build"):
-        LOSS_TERMS.get("at")()(StepOutputs(None, None, features={}, teacher_features={}))
+    with pytest.raises(RuntimeError, match="set it up"):
+        LOSS_TERMS.get("at")()(StepOutputs(None, None, stages={}, teacher_stages={}))
 
 
 # ---------------------------------------------------------------- every feature term: batch size, host syncs
 # (tests/test_losses.py and test_losses_expressive.py check the same for the logit terms)
 from test_losses_expressive import no_host_sync  # noqa: E402
 
-FEATURE_TERMS = [n for n in LOSS_TERMS.names() if LOSS_TERMS.get(n)().needs_features]
+FEATURE_TERMS = [n for n in LOSS_TERMS.names() if {"features", "stages"} & set(LOSS_TERMS.get(n)().inputs)]
 STUDENT = {"stage1": (3, 4, 4), "stage2": (4, 2, 2), "stage3": (6, 1, 1), "pool": (6,)}
 TEACHER = {"stage1": (5, 4, 4), "stage2": (7, 4, 4), "stage3": (8, 2, 2), "pool": (9,)}  # a wider, larger teacher
 
@@ -322,21 +331,21 @@ def _feature_step(seed, b=4):
     g = torch.Generator().manual_seed(seed)
     student = {k: torch.randn(b, *s, generator=g) for k, s in STUDENT.items()}
     teacher = {k: torch.randn(b, *s, generator=g) for k, s in TEACHER.items()}
-    return StepOutputs(None, None, features=student, teacher_features=teacher, indices=torch.arange(b) * 2)
+    return StepOutputs(None, None, None, student["pool"], teacher["pool"], torch.arange(b) * 2, student, teacher)
 
 
 def _repeat(step):
     cat = lambda d: {k: torch.cat([v, v]) for k, v in d.items()}  # noqa: E731
-    return StepOutputs(None, None, features=cat(step.features), teacher_features=cat(step.teacher_features),
-                       indices=torch.cat([step.indices, step.indices]))
+    stages, teacher_stages = cat(step.stages), cat(step.teacher_stages)
+    return StepOutputs(None, None, None, stages["pool"], teacher_stages["pool"], torch.cat([step.indices, step.indices]),
+                       stages, teacher_stages)
 
 
 def _build(name, device=CPU):
     torch.manual_seed(0)
-    term = LOSS_TERMS.get(name)(**({"negatives": 3} if name == "crd" else {}))
-    term.build(_context(STUDENT, TEACHER, n_train=12, batch_size=8, device=device))
+    term = _setup(LOSS_TERMS.get(name)(**({"negatives": 3} if name == "crd" else {})), STUDENT, TEACHER, n_train=12).to(device)
     if name == "crd":
-        _fixed_negatives(term.module["memory"], 3)
+        _fixed_negatives(term.memory, 3)
     return term
 
 
@@ -350,15 +359,14 @@ def test_every_feature_term_is_invariant_to_repeating_the_batch(name):
 
 def _to_meta(step):
     meta = lambda d: {k: v.to("meta").requires_grad_() for k, v in d.items()}  # noqa: E731
-    return StepOutputs(None, None, features=meta(step.features), teacher_features=meta(step.teacher_features),
-                       indices=step.indices.to("meta"))
+    stages, teacher_stages = meta(step.stages), meta(step.teacher_stages)
+    return StepOutputs(None, None, None, stages["pool"], teacher_stages["pool"], step.indices.to("meta"), stages, teacher_stages)
 
 
 @pytest.mark.parametrize("name", FEATURE_TERMS)
 def test_no_feature_term_syncs_with_the_host_in_a_step(name):
     torch.manual_seed(0)
-    term = LOSS_TERMS.get(name)(**({"negatives": 3} if name == "crd" else {}))
-    term.build(_context(STUDENT, TEACHER, n_train=12, batch_size=8, device=torch.device("meta")))
+    term = _setup(LOSS_TERMS.get(name)(**({"negatives": 3} if name == "crd" else {})), STUDENT, TEACHER, n_train=12).to("meta")
     with no_host_sync():
         for _ in range(2):  # the second step also applies the first one's bank update
             term(_to_meta(_feature_step(6))).backward()
@@ -367,12 +375,11 @@ def test_no_feature_term_syncs_with_the_host_in_a_step(name):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA's sync debug mode needs a GPU")
 @pytest.mark.parametrize("name", FEATURE_TERMS)
 def test_no_feature_term_syncs_on_cuda(name):
-    term = LOSS_TERMS.get(name)(**({"negatives": 3} if name == "crd" else {}))
-    term.build(_context(STUDENT, TEACHER, n_train=12, batch_size=8, device=torch.device("cuda")))
+    term = _setup(LOSS_TERMS.get(name)(**({"negatives": 3} if name == "crd" else {})), STUDENT, TEACHER, n_train=12).cuda()
     cpu = _feature_step(7)
     cuda = lambda d: {k: v.cuda().requires_grad_() for k, v in d.items()}  # noqa: E731
-    step = StepOutputs(None, None, features=cuda(cpu.features), teacher_features=cuda(cpu.teacher_features),
-                       indices=cpu.indices.cuda())
+    stages, teacher_stages = cuda(cpu.stages), cuda(cpu.teacher_stages)
+    step = StepOutputs(None, None, None, stages["pool"], teacher_stages["pool"], cpu.indices.cuda(), stages, teacher_stages)
     term(step).backward()  # the first step sets CRD's constants
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
@@ -386,7 +393,8 @@ def test_no_feature_term_syncs_on_cuda(name):
 def test_feature_presets_weigh_the_terms_as_crds_benchmark_does():
     assert {name: PRESETS[name] for name in ("fitnet", "at", "crd")} == {
         "fitnet": {"ce": 1.0, "fitnet": 100.0}, "at": {"ce": 1.0, "at": 1000.0}, "crd": {"ce": 1.0, "crd": 0.8}}
-    assert Objective.parse("crd").needs_features and not Objective.parse("dkd").needs_features
+    assert Objective.parse("crd").trainable and "indices" in Objective.parse("crd").inputs
+    assert not Objective.parse("dkd").trainable
 
 
 # ---------------------------------------------------------------- CRD's bank under torchrun
@@ -406,14 +414,16 @@ torch.manual_seed(0)
 teacher = build_model("cnn", 10, (1, 8, 8), width=8).eval()
 objective = kdviz.Objective({"ce": 1, "fitnet": 1, "crd": {"weight": 0.8, "negatives": 32}})
 result = kdviz.distill(data, teacher, "cnn", objective, model_kwargs={"width": 4}, epochs=1, batch_size=30, progress=False)
-torch.save({"terms": objective.module.state_dict(), "model": result.model.state_dict()}, f"{sys.argv[1]}/run{rank}.pt")
+terms = {f"{name}.{key}": value for name, state in objective.state_dict().items() for key, value in state.items()}
+weights = {k: v.detach() for k, v in result.model.named_parameters()}  # BN statistics are per rank under DDP
+torch.save({"terms": terms, "model": weights}, f"{sys.argv[1]}/run{rank}.pt")
 """
 
 
 def bank_update(mine):
     """CRD's bank (N = 7, d = 3) after one step on samples `mine` of a fixed batch of 5."""
     torch.manual_seed(0)
-    memory = ContrastMemory(n_data=7, dim=3, negatives=2, temperature=0.5, momentum=0.5, capacity=3)
+    memory = ContrastMemory(n_data=7, dim=3, negatives=2, temperature=0.5, momentum=0.5)
     g = torch.Generator().manual_seed(1)
     s, t = torch.nn.functional.normalize(torch.randn(5, 3, generator=g), dim=1), torch.nn.functional.normalize(torch.randn(5, 3, generator=g), dim=1)
     idx = torch.tensor([6, 0, 3, 2, 5])
@@ -446,7 +456,7 @@ def test_crd_bank_and_term_parts_stay_identical_on_every_rank(tmp_path):
     for part in ("terms", "model"):
         for key, value in runs[0][part].items():
             assert torch.equal(value, runs[1][part][key]), key
-    assert "fitnet.net.0.weight" in runs[0]["terms"] and "crd.memory.teacher_bank" in runs[0]["terms"]
+    assert "fitnet.regressor.net.0.weight" in runs[0]["terms"] and "crd.memory.teacher_bank" in runs[0]["terms"]
 
 
 # ---------------------------------------------------------------- feature terms in training
@@ -464,12 +474,13 @@ CRD_PAIRS = [  # the CRD benchmark's pairs that kdviz's zoo has (its ResNet50 is
 def test_default_stages_fit_every_crd_pair(teacher_name, student_name):
     teacher, student = (build_model(n, 100, (3, 32, 32)) for n in (teacher_name, student_name))
     objective = Objective({"fitnet": 1, "at": 1, "crd": {"negatives": 8}})
-    objective.build(_context(stage_shapes(student, (3, 32, 32)), stage_shapes(teacher, (3, 32, 32)), n_train=16, batch_size=2))
+    objective.setup(_example(stage_shapes(student, (3, 32, 32)), stage_shapes(teacher, (3, 32, 32))), n_train=16)
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         t_logits, t_stages = teacher.eval()(x, return_stages=True)
     logits, stages = student(x, return_stages=True)
-    total, parts = objective(StepOutputs(logits, torch.tensor([0, 1]), t_logits, stages, t_stages, torch.tensor([3, 7])))
+    out = StepOutputs(logits, torch.tensor([0, 1]), t_logits, stages["pool"], t_stages["pool"], torch.tensor([3, 7]), stages, t_stages)
+    total, parts = objective(out)
     total.backward()
     assert all(math.isfinite(v.item()) and v.item() > 0 for v in parts.values())
     assert student.classifier.weight.grad is None  # the feature terms do not read the logits ...
@@ -509,10 +520,13 @@ def test_interrupted_feature_run_resumes_to_identical_result(tiny_data, tmp_path
 
     for (k, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):
         assert torch.equal(a, b), k
-    for (k, a), b in zip(full_objective.module.state_dict().items(), resumed_objective.module.state_dict().values()):
-        assert torch.equal(a, b), k
-    assert "fitnet.net.0.weight" in full_objective.module.state_dict()  # the regressor is among them
-    assert "crd.memory.student_bank" in full_objective.module.state_dict()
+    for name in ("fitnet", "crd"):
+        full_state, resumed_state = full_objective.terms[name].state_dict(), resumed_objective.terms[name].state_dict()
+        assert list(full_state) == list(resumed_state)
+        for key, value in full_state.items():
+            assert torch.equal(value, resumed_state[key]), (name, key)
+    assert "regressor.net.0.weight" in full_objective.terms["fitnet"].state_dict()  # the regressor is among them
+    assert "memory.student_bank" in full_objective.terms["crd"].state_dict()
     cols = [c for c in full.history if not c.endswith("seconds")]
     assert full.history[cols].equals(resumed.history[cols])
 

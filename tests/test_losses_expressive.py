@@ -357,7 +357,7 @@ def test_host_sync_guard_catches_syncs(sync):
 
 
 # The feature terms (FitNet, AT, CRD) read stages, not logits: tests/test_losses_baselines.py checks them.
-LOGIT_TERMS = [name for name in LOSS_TERMS.names() if not LOSS_TERMS.get(name)().needs_features]
+LOGIT_TERMS = [name for name in LOSS_TERMS.names() if not {"features", "stages"} & set(LOSS_TERMS.get(name)().inputs)]
 
 
 @pytest.mark.parametrize("name", LOGIT_TERMS)

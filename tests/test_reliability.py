@@ -85,21 +85,21 @@ def test_checkpoint_from_another_format_version_says_so(tmp_path):
 def test_non_finite_loss_keeps_the_last_good_checkpoint(tiny_data, tmp_path):
     from kdviz.train import loop
 
-    real = loop._train_epoch
+    real = loop.train_epoch
 
-    def poisoned(net, *args):
-        if args[-1] == 2:  # the epoch
+    def poisoned(run, epoch):
+        if epoch == 2:
             with torch.no_grad():
-                for p in net.parameters():
+                for p in run.model.parameters():
                     p.fill_(float("nan"))
-        return real(net, *args)
+        return real(run, epoch)
 
-    loop._train_epoch = poisoned
+    loop.train_epoch = poisoned
     try:
         with pytest.raises(FloatingPointError, match=r"epoch 2, step 0 \(term\(s\): ce"):
             train(tiny_data, "mlp", "ce", epochs=4, out_dir=tmp_path, progress=False)
     finally:
-        loop._train_epoch = real
+        loop.train_epoch = real
     last = load_checkpoint(tmp_path / "last.pt")
     assert last["next_epoch"] == 2
     assert all(torch.isfinite(v).all() for v in last["state_dict"].values())
@@ -150,12 +150,12 @@ def test_checkpoint_restores_every_global_generator(tiny_data, tmp_path):
 
     import numpy as np
 
-    from kdviz.train.loop import _rng_states, _set_rng_states
+    from kdviz.train.run import rng_states, set_rng_states
 
     random.seed(1), np.random.seed(2), torch.manual_seed(3)
     path = tmp_path / "rng.pt"
-    torch.save(_rng_states(), path)
+    torch.save(rng_states(), path)
     expected = (random.random(), np.random.rand(), torch.rand(1))
     random.seed(9), np.random.seed(9), torch.manual_seed(9)
-    _set_rng_states(torch.load(path, weights_only=True))
+    set_rng_states(torch.load(path, weights_only=True))
     assert (random.random(), np.random.rand(), torch.rand(1)) == expected

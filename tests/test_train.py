@@ -27,7 +27,7 @@ def test_best_epoch_is_chosen_on_validation_not_test(tiny_data, monkeypatch):
     # Fake evaluations in which validation and test disagree about the best epoch.
     fake = iter([{"val_top1_err": v, "test_top1_err": t, "val_loss": l, "val_top5_err": 0.0, "test_top5_err": 0.0}
                  for v, t, l in [(0.5, 0.1, 1.0), (0.2, 0.4, 0.9), (0.3, 0.0, 0.1), (0.2, 0.3, 0.5)]])
-    monkeypatch.setattr(loop_module, "_evaluate", lambda *a, **k: next(fake))
+    monkeypatch.setattr(loop_module, "evaluate", lambda *a, **k: (next(fake), None))  # (scores, no ICC snapshot)
     result = train(tiny_data, "mlp", "ce", epochs=4, progress=False)
     assert result.best_epoch == 3  # lowest validation error, the tie with epoch 1 broken by validation loss
 
@@ -98,18 +98,18 @@ def test_bad_checkpoint_files_are_refused(tmp_path):
 @contextlib.contextmanager
 def _interrupted_in_epoch(monkeypatch, epoch):
     """Training raises KeyboardInterrupt when it starts `epoch`, as a user's Ctrl-C would."""
-    real_epoch = loop_module._train_epoch
+    real_epoch = loop_module.train_epoch
 
     def dies(*args):
         if args[-1] == epoch:
             raise KeyboardInterrupt
         return real_epoch(*args)
 
-    monkeypatch.setattr(loop_module, "_train_epoch", dies)
+    monkeypatch.setattr(loop_module, "train_epoch", dies)
     try:
         yield
     finally:
-        monkeypatch.setattr(loop_module, "_train_epoch", real_epoch)
+        monkeypatch.setattr(loop_module, "train_epoch", real_epoch)
 
 
 @pytest.mark.parametrize("channels_last", [False, True])

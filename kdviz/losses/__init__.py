@@ -21,10 +21,9 @@ from .mimic import (
     pearson_columns,
 )
 from .consensus import ClassConsensus
-from .terms import LOSS_TERMS, LossTerm, StepOutputs
+from .terms import LOSS_TERMS, STEP_INPUTS, LossTerm, ModuleTerm, StepOutputs
 from .attention import at_loss, attention_map
 from .crd import ContrastMemory, nce_loss
-from .features import FeatureContext
 from .fitnet import HintRegressor, hint_loss
 from . import feature_terms  # noqa: F401  (registers fitnet, at and crd)
 from .objective import PRESETS, Objective

@@ -18,10 +18,12 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .features import at_least_float32
+
 
 def attention_map(features: torch.Tensor, p: float = 2.0) -> torch.Tensor:
     """[B, C, H, W] -> [B, H * W]: the channel mean of |F|^p, L2-normalised per sample."""
-    return F.normalize(features.abs().pow(p).mean(1).flatten(1), dim=1)
+    return F.normalize(at_least_float32(features).abs().pow(p).mean(1).flatten(1), dim=1)
 
 
 def at_loss(student: torch.Tensor, teacher: torch.Tensor, p: float = 2.0) -> torch.Tensor:

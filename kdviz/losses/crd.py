@@ -26,6 +26,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from .features import at_least_float32
+
 def nce_loss(log_scores: torch.Tensor, n_data: int) -> torch.Tensor:
     """NCE with the positive in column 0: log_scores = log h [B, 1 + K] -> scalar.
 
@@ -60,7 +62,7 @@ class ContrastMemory(nn.Module):
     so the banks stay identical. Nothing here waits for the device.
     """
 
-    def __init__(self, n_data: int, dim: int, negatives: int, temperature: float, momentum: float, capacity: int):
+    def __init__(self, n_data: int, dim: int, negatives: int, temperature: float, momentum: float):
         super().__init__()
         stdv = 1.0 / math.sqrt(dim / 3)
         # One spare row, N, receives the padding rows of an all-gather; negatives never reach it.
@@ -68,24 +70,35 @@ class ContrastMemory(nn.Module):
         self.register_buffer("teacher_bank", torch.rand(n_data + 1, dim).mul_(2 * stdv).add_(-stdv))
         self.register_buffer("log_z", torch.zeros(2))  # log Z_s, log Z_t; set by the first batch
         self.n_data, self.negatives, self.temperature, self.momentum = n_data, negatives, temperature, momentum
-        self.capacity = capacity  # the most samples a rank holds in a step, for padding all-gathers
+        self.capacity: int | None = None  # under torchrun: the most samples a rank holds in a step
         self.z_ready = False
         self._pending: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+        # A bank restored from a checkpoint has its constants: it was saved after at least one step.
+        self.register_load_state_dict_post_hook(lambda module, keys: setattr(module, "z_ready", True))
 
     def scores(self, s: torch.Tensor, t: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """s, t [B, d] unit embeddings, idx [B] their training-set indices -> (log h_s, log h_t), each [B, 1 + K]."""
         self.flush()
         columns = torch.cat([idx[:, None], self.draw_negatives(idx)], dim=1)
         # At least float32, even under bf16 autocast: x / 0.07 and the NCE terms need the precision.
-        wide = torch.promote_types(s.dtype, torch.float32)
-        u_s = torch.gather(s @ self.teacher_bank.T, 1, columns).to(wide) / self.temperature
-        u_t = torch.gather(t @ self.student_bank.T, 1, columns).to(wide) / self.temperature
-        if not self.z_ready:  # CRD's constants, log(N * mean exp(u)), from the first batch, on the device
-            count = math.log(u_s.numel())
-            self.log_z.copy_(torch.stack([u.detach().flatten().logsumexp(0) for u in (u_s, u_t)]) - count + math.log(self.n_data))
-            self.z_ready = True
+        u_s = at_least_float32(torch.gather(s @ self.teacher_bank.T, 1, columns)) / self.temperature
+        u_t = at_least_float32(torch.gather(t @ self.student_bank.T, 1, columns)) / self.temperature
+        if not self.z_ready:
+            self._set_constants(u_s.detach(), u_t.detach())
         self._pending = (idx, s.detach(), t.detach())
         return u_s - self.log_z[0], u_t - self.log_z[1]
+
+    def _set_constants(self, u_s: torch.Tensor, u_t: torch.Tensor) -> None:
+        """CRD's constants log Z = log(N * mean exp(u)) from the first batch (of every rank under
+        torchrun, so that all ranks share them), computed on the device."""
+        local = torch.stack([u_s.flatten().logsumexp(0), u_t.flatten().logsumexp(0),
+                             torch.tensor(math.log(u_s.numel()), device=u_s.device, dtype=u_s.dtype)])
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            every = local.new_empty(dist.get_world_size(), 3)
+            dist.all_gather_single(every, local[None])
+            local = every.logsumexp(0)  # log of the sums over ranks: of exp(u), and of the counts
+        self.log_z.copy_(local[:2] - local[2] + math.log(self.n_data))
+        self.z_ready = True
 
     def draw_negatives(self, idx: torch.Tensor) -> torch.Tensor:
         """K indices per sample, uniform over the N training samples: idx [B] -> [B, K] (on idx's device)."""
@@ -105,6 +118,12 @@ class ContrastMemory(nn.Module):
     def _gather(self, idx, s, t):
         if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
             return idx, s, t
+        if self.capacity is None:
+            # Once per run (one host sync): the ranks' largest first batch, plus one for a trailing
+            # batch that absorbed a single leftover sample; every rank then pads to it.
+            size = torch.tensor([idx.shape[0] + 1], device=idx.device)
+            dist.all_reduce(size, op=dist.ReduceOp.MAX)
+            self.capacity = int(size)
         if idx.shape[0] > self.capacity:
             raise ValueError(f"CRD: a rank's batch of {idx.shape[0]} exceeds the bank's padding capacity {self.capacity}")
         pad = self.capacity - idx.shape[0]

@@ -7,8 +7,6 @@ are an error that names them, raised when the term is built, before any training
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 
@@ -48,13 +46,8 @@ def pool_to(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.avg_pool2d(x, (x.shape[-2] // size[0], x.shape[-1] // size[1]))
 
 
-@dataclass(frozen=True)
-class FeatureContext:
-    """What a feature term needs to build its parts: both models' stage shapes (without batch),
-    the number of training samples (CRD's bank), the batch size and the device."""
 
-    student_shapes: dict[str, tuple[int, ...]]
-    teacher_shapes: dict[str, tuple[int, ...]]
-    n_train: int
-    batch_size: int
-    device: torch.device
+def at_least_float32(x: torch.Tensor) -> torch.Tensor:
+    """x in float32 when it is in a narrower type (bf16 under autocast), else as it is: the losses'
+    squares, sums and logarithms keep their precision under mixed precision."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))

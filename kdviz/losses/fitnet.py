@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .features import common_size, pool_to
+from .features import at_least_float32, common_size, pool_to
 
 
 def hint_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
@@ -23,7 +23,7 @@ def hint_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
 
     The teacher side is detached.
     """
-    return (student - teacher.detach()).pow(2).mean()
+    return (at_least_float32(student) - at_least_float32(teacher.detach())).pow(2).mean()
 
 
 def _batch_norm(channels: int, dims: int) -> nn.Module:

@@ -7,9 +7,10 @@
 from __future__ import annotations
 
 import math
-from typing import Mapping
+from typing import Iterator, Mapping
 
 import torch
+from torch import nn
 
 from .terms import LOSS_TERMS, LossTerm, StepOutputs
 
@@ -88,21 +89,29 @@ class Objective:
         return any(t.needs_teacher for t in self.terms.values())
 
     @property
-    def needs_features(self) -> bool:
-        """True when a term reads the models' stages (FitNet, AT, CRD), not their logits alone."""
-        return any(t.needs_features for t in self.terms.values())
+    def trainable(self) -> bool:
+        """Whether a term has parameters of its own (a ModuleTerm)."""
+        return any(isinstance(t, nn.Module) for t in self.terms.values())
 
-    def build(self, context) -> None:
-        """Make the feature terms' trainable parts for these models (a `features.FeatureContext`)."""
+    def setup(self, example: StepOutputs, n_train: int) -> None:
+        """Build the trainable terms' layers for the shapes in `example` and a training split of
+        n_train samples (ModuleTerm.setup) and move them to its device; the trainer calls it once,
+        before making the optimizer."""
         for term in self.terms.values():
-            if term.needs_features:
-                term.build(context)
+            if isinstance(term, nn.Module):
+                term.setup(example, n_train)
+                term.to(example.logits.device)
+
+    def parameters(self) -> Iterator[nn.Parameter]:
+        """The trainable terms' parameters, which the trainer optimises with the model's."""
+        for term in self.terms.values():
+            if isinstance(term, nn.Module):
+                yield from term.parameters()
 
     @property
-    def module(self) -> torch.nn.ModuleDict:
-        """The terms' own trainable parts by term name (FitNet's regressor, CRD's embeddings and
-        bank), for the optimizer to train with the model; empty until `build`."""
-        return torch.nn.ModuleDict({name: t.module for name, t in self.terms.items() if t.module is not None})
+    def inputs(self) -> set[str]:
+        """The StepOutputs fields some term reads besides the logits (see LossTerm.inputs)."""
+        return set().union(*(t.inputs for t in self.terms.values()))
 
     def __call__(self, out: StepOutputs) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         values = {name: term(out) for name, term in self.terms.items()}

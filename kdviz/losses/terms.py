@@ -1,8 +1,10 @@
 """Named loss terms: the pure functions of this package, adapted to one training step.
 
-A term sees a `StepOutputs` (the trained model's logits, the labels and, when distilling, the
-teacher's logits) and returns a scalar. The trainer sums a weighted dict of terms, so an
-ablation changes a dict, not code. A new term is one function and one registry line here.
+A term sees a `StepOutputs` (the trained model's logits, the labels and, when a term asks for
+them, the teacher's logits, both models' features and the batch's sample indices) and returns a
+scalar. The trainer sums a weighted dict of terms, so an ablation changes a dict, not code. A new
+term is one function and one registry line here: what the function reads is what its parameters
+are named (see `FunctionTerm`).
 """
 from __future__ import annotations
 
@@ -18,39 +20,47 @@ from . import classic, icc, mimic
 from .dkd import dkd_loss, warmup_factor
 from .consensus import ClassConsensus
 
+# The StepOutputs fields a term may read besides the trained model's logits, which every term gets.
+STEP_INPUTS = ("targets", "teacher_logits", "features", "teacher_features", "indices", "stages", "teacher_stages")
+
 
 @dataclass
 class StepOutputs:
-    """logits [B, C] of the model being trained, targets [B], teacher_logits [B, C] or None.
+    """What one training step hands the loss terms (B samples, C classes).
 
-    For feature terms also: the named stages of the student and of the teacher ({name: [B, ...]},
-    `kdviz/models/stages.py`) and the samples' indices into the training set, indices [B].
+    logits [B, C]: the trained model's. targets [B] int64: the labels.
+    teacher_logits [B, C]: the teacher's, when the objective distills.
+    features [B, D_s] and teacher_features [B, D_t]: the penultimate features of the trained model
+    and of the teacher (what `model(x, return_features=True)` returns second; every kdviz model can).
+    indices [B] int64: the batch's positions in the training split (for per-sample memories).
+    stages and teacher_stages {name: [B, ...]}: both models' named stages (`kdviz/models/stages.py`,
+    e.g. "stage2" [B, C, H, W]), which FitNet and AT read.
+    The trainer fills a field only when some term reads it (`LossTerm.inputs`); the others are None.
     """
 
     logits: torch.Tensor
     targets: torch.Tensor
     teacher_logits: torch.Tensor | None = None
-    features: dict[str, torch.Tensor] | None = None
-    teacher_features: dict[str, torch.Tensor] | None = None
+    features: torch.Tensor | None = None
+    teacher_features: torch.Tensor | None = None
     indices: torch.Tensor | None = None
+    stages: dict[str, torch.Tensor] | None = None
+    teacher_stages: dict[str, torch.Tensor] | None = None
 
 
 class LossTerm:
-    """One named term. Stateful terms override `end_epoch`, `state_dict` and `load_state_dict`.
+    """One named term. `inputs` names the StepOutputs fields it reads besides `logits` (a subset of
+    STEP_INPUTS); the trainer computes features only for the terms that list them. Stateful terms
+    override `end_epoch`, `state_dict` and `load_state_dict`."""
 
-    A feature term (`needs_features`) reads the models' stages; `build` makes its trainable parts
-    (`module`) once the models' shapes are known, before the optimizer is made.
-    """
-
-    needs_teacher = False
-    needs_features = False
-    module: nn.Module | None = None
-
-    def build(self, context) -> None:
-        """Called once with a `features.FeatureContext` when the objective needs features."""
+    inputs: tuple[str, ...] = ()
 
     def __init__(self, **params):
         self.params = params
+
+    @property
+    def needs_teacher(self) -> bool:
+        return any(field.startswith("teacher_") for field in self.inputs)
 
     def __call__(self, out: StepOutputs) -> torch.Tensor:
         raise NotImplementedError
@@ -65,31 +75,66 @@ class LossTerm:
         pass
 
 
+class ModuleTerm(nn.Module, LossTerm):
+    """A term with trainable parameters (a FitNet regressor, CRD's embeddings). The trainer
+    optimises its parameters with the model's and saves its state_dict (nn.Module's) in last.pt.
+
+    Its layers usually depend on the models' feature sizes, so a subclass builds them in `setup`,
+    which the trainer calls once, before the optimizer is made, with the StepOutputs of one batch
+    (eval mode, no gradient) and the number of training samples (for per-sample memories such as
+    CRD's bank); it then moves the term to the training device. `forward(out)` returns
+    the scalar loss.
+    """
+
+    def __init__(self, **params):
+        nn.Module.__init__(self)
+        self.params = params
+
+    def setup(self, example: StepOutputs, n_train: int) -> None:
+        """Build the layers that depend on the shapes in `example` (default: none)."""
+
+    def forward(self, out: StepOutputs) -> torch.Tensor:
+        raise NotImplementedError
+
+
 LOSS_TERMS: Registry[Callable[..., LossTerm]] = Registry("loss term")
 
 
 class FunctionTerm(LossTerm):
-    """A stateless term: a pure loss function with its keyword parameters bound."""
+    """A stateless term: a pure loss function with its keyword parameters bound.
 
-    def __init__(self, fn: Callable, needs_teacher: bool, needs_targets: bool, **params):
+    The function's parameters named after a StepOutputs field (STEP_INPUTS, or `logits`) receive
+    that field; a first parameter with another name (`student_logits`) receives the logits; the
+    remaining parameters are the term's own (tau, ...). E.g. `kd_loss(student_logits,
+    teacher_logits, tau)` reads the teacher's logits; `fitnet(features, teacher_features)` would
+    read both models' features and not the logits.
+    """
+
+    def __init__(self, fn: Callable, **params):
         super().__init__(**params)
-        self.fn, self.needs_teacher, self.needs_targets = fn, needs_teacher, needs_targets
+        self.fn = fn
+        self.inputs, self._logits_first = _step_parameters(fn)
 
     def __call__(self, out: StepOutputs) -> torch.Tensor:
-        args = [out.logits]
-        if self.needs_teacher:
-            args.append(out.teacher_logits)
-        if self.needs_targets:
-            args.append(out.targets)
-        return self.fn(*args, **self.params)
+        args = (out.logits,) if self._logits_first else ()
+        return self.fn(*args, **{field: getattr(out, field) for field in self.inputs}, **self.params)
 
 
-def _register_function(name: str, fn: Callable, *, needs_teacher: bool, needs_targets: bool) -> None:
-    valid = [p for p in list(inspect.signature(fn).parameters)[1:] if p not in ("teacher_logits", "targets")]
+def _step_parameters(fn: Callable) -> tuple[tuple[str, ...], bool]:
+    """(the StepOutputs fields fn reads by name, whether its first parameter takes the logits)."""
+    names = list(inspect.signature(fn).parameters)
+    logits_first = names[0] not in STEP_INPUTS
+    return tuple(n for n in names[1 if logits_first else 0:] if n in STEP_INPUTS), logits_first
+
+
+def _register_function(name: str, fn: Callable) -> None:
+    step = set(STEP_INPUTS) | {"logits"}
+    names = list(inspect.signature(fn).parameters)
+    valid = [p for p in names[1:] if p not in step]
 
     def factory(**params) -> LossTerm:
         _check_params(name, valid, params)
-        return FunctionTerm(fn, needs_teacher, needs_targets, **params)
+        return FunctionTerm(fn, **params)
 
     factory.__doc__ = fn.__doc__
     LOSS_TERMS.register(name)(factory)
@@ -119,16 +164,16 @@ def _check_params(name: str, valid: list[str], params: dict) -> None:
             raise ValueError(f"loss term {name!r}: temperature {key} must be > 0, got {value}")
 
 
-_register_function("ce", classic.cross_entropy, needs_teacher=False, needs_targets=True)
-_register_function("label_smoothing", classic.label_smoothing, needs_teacher=False, needs_targets=True)
-_register_function("kd", classic.kd_loss, needs_teacher=True, needs_targets=False)
-_register_function("icc_mimic", mimic.icc_mimic_kl, needs_teacher=True, needs_targets=False)
-_register_function("icc_mimic_frobenius", mimic.icc_mimic_frobenius, needs_teacher=True, needs_targets=False)
-_register_function("icc_mimic_pearson", mimic.icc_mimic_pearson, needs_teacher=True, needs_targets=False)
-_register_function("icc_mimic_classwise", mimic.class_conditional_mimic, needs_teacher=True, needs_targets=True)
-_register_function("dist", mimic.dist_loss, needs_teacher=True, needs_targets=False)
-_register_function("kd_asymmetric", classic.asymmetric_kd_loss, needs_teacher=True, needs_targets=True)
-_register_function("secondary_entropy", icc.secondary_entropy, needs_teacher=False, needs_targets=True)
+_register_function("ce", classic.cross_entropy)
+_register_function("label_smoothing", classic.label_smoothing)
+_register_function("kd", classic.kd_loss)
+_register_function("icc_mimic", mimic.icc_mimic_kl)
+_register_function("icc_mimic_frobenius", mimic.icc_mimic_frobenius)
+_register_function("icc_mimic_pearson", mimic.icc_mimic_pearson)
+_register_function("icc_mimic_classwise", mimic.class_conditional_mimic)
+_register_function("dist", mimic.dist_loss)
+_register_function("kd_asymmetric", classic.asymmetric_kd_loss)
+_register_function("secondary_entropy", icc.secondary_entropy)
 
 
 @_register_class("dkd")
@@ -140,7 +185,7 @@ class DKDTerm(LossTerm):
     20-epoch warm-up. Its only state is the number of finished epochs, kept in the checkpoint.
     """
 
-    needs_teacher = True
+    inputs = ("teacher_logits", "targets")
 
     def __init__(self, tau: float = 4.0, alpha: float = 1.0, beta: float = 8.0, warmup: int = 20):
         if not (alpha >= 0 and beta >= 0):
@@ -172,6 +217,8 @@ class _ConsensusTerm(LossTerm):
     with them (`_loss`); the consensus is of the trained model's own logits unless the subclass
     picks others (`_consensus_logits`).
     """
+
+    inputs = ("targets",)
 
     def __init__(self, tau: float, ema: float, **params):
         if not tau > 0:
@@ -246,7 +293,7 @@ class ReferenceICCTerm(TeacherICCTerm):
     0 until the first epoch ends.
     """
 
-    needs_teacher = True
+    inputs = ("targets", "teacher_logits")
 
     def __init__(self, tau: float = 4.0, power: float = 1.0):
         super().__init__(tau=tau, power=power)

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 from .checkpoint import CheckpointError, atomic_save, load_checkpoint, load_model
 from .config import SCHEDULES, TrainConfig
-from .loop import TeacherLike, TrainResult, train
+from .loop import train
+from .result import TrainResult
+from .teacher import TeacherLike
 
 
 def train_teacher(data, model: str = "cnn", objective="icc_teacher", **kwargs) -> TrainResult:

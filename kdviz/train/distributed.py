@@ -49,10 +49,6 @@ def wrap_model(net: nn.Module, ctx: DistContext, device: torch.device) -> nn.Mod
     return nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
 
 
-def unwrap(net: nn.Module) -> nn.Module:
-    return net.module if isinstance(net, nn.parallel.DistributedDataParallel) else net
-
-
 def all_reduce(t: torch.Tensor, ctx: DistContext, op: str = "sum") -> torch.Tensor:
     """Sum (or max) of `t` over all ranks, in place; `t` itself outside torchrun."""
     if ctx.enabled:

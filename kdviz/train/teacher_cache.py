@@ -97,16 +97,27 @@ def view_options(info: DatasetInfo, augment: bool, cache_views: int) -> dict:
     return {"views": 1, "padding": 0}
 
 
+def weights_sha256(model: nn.Module) -> str:
+    """SHA-256 (hex) of a model's state_dict: names, dtypes, shapes and values."""
+    h = hashlib.sha256()
+    _hash_weights(h, model)
+    return h.hexdigest()
+
+
+def _hash_weights(h, model: nn.Module) -> None:
+    for name, tensor in model.state_dict().items():
+        h.update(name.encode())
+        h.update(repr((tensor.dtype, tuple(tensor.shape))).encode())
+        h.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+
+
 def cache_key(teacher: nn.Module, split: Split, info: DatasetInfo, *, views: int, padding: int, seed: int,
               topk: int, tau: float) -> str:
     """SHA-256 of everything the cached logits depend on."""
     h = hashlib.sha256()
     for part in (FORMAT, type(teacher).__name__, info.mean, info.std, info.image_shape, views, padding, seed, topk, tau):
         h.update(repr(part).encode())
-    for name, tensor in teacher.state_dict().items():
-        h.update(name.encode())
-        h.update(repr((tensor.dtype, tuple(tensor.shape))).encode())
-        h.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    _hash_weights(h, teacher)
     for tensor in (split.images, split.labels):
         h.update(tensor.contiguous().view(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()

@@ -1,0 +1,183 @@
+"""One epoch of training, and the evaluation after it.
+
+The step never waits for the device: losses, error counts and the step at which a loss or the
+teacher's logits first turned non-finite are kept on the device and read once per epoch, with a
+check of the weights after the epoch's last update.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..correlation import ICCAccumulator, ICCReport
+from ..data.augment import random_crop_flip
+from ..data.base import DatasetSplits
+from ..data.loader import iterate_batches
+from ..inference import predict_logits, topk_errors
+from ..losses import Objective, StepOutputs
+from .distributed import all_reduce
+from .run import Run
+from .teacher import Teacher
+
+
+def train_epoch(run: Run, epoch: int) -> dict:
+    """One pass over the training split; the mean of each term, of the total loss and the top-1
+    error over the epoch, as {"train_<term>": ..., "train_loss": ..., "train_top1_err": ...}."""
+    cfg, dev, objective = run.cfg, run.device, run.objective
+    run.net.train()
+    if run.teacher is not None:
+        run.teacher.start_epoch(len(run.data.train), run.augment_gen)
+    autocast = functools.partial(torch.autocast, "cuda", dtype=torch.bfloat16) if cfg.amp and dev.type == "cuda" else contextlib.nullcontext
+    sums = torch.zeros(len(objective.terms) + 2, device=dev, dtype=torch.float64)  # terms, total, errors
+    first_bad = torch.full((1 if run.teacher is None else 2,), -1, device=dev)  # first step of a non-finite loss (, teacher logit)
+    n, step = 0, -1
+    wanted = objective.inputs
+    average_terms = run.ctx.enabled and objective.trainable
+    batches = iterate_batches(run.data.train, run.data.info, cfg.batch_size, dev, shuffle=True, generator=run.shuffle_gen,
+                              shard=(run.ctx.rank, run.ctx.world_size), augment=_augment(run), with_indices=True)
+    for step, (x, y, idx) in enumerate(batches):
+        if cfg.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast():
+            out = step_outputs(run.net, run.teacher, wanted, x, y, idx)
+            total, parts = objective(out)
+        run.opt.zero_grad(set_to_none=True)
+        total.backward()
+        if average_terms:
+            _average_term_gradients(run)
+        run.opt.step()
+        b = y.shape[0]
+        n += b
+        with torch.no_grad():
+            values = torch.stack([*parts.values(), total.detach()]).double()
+            sums[:-1] += values * b
+            sums[-1] += (out.logits.argmax(1) != y).sum()
+            checked = [values] if run.teacher is None else [values, out.teacher_logits]
+            bad = torch.stack([~torch.isfinite(t).all() for t in checked])
+            first_bad = torch.where(bad & (first_bad < 0), step, first_bad)
+    # The last step's update is seen by no loss of this epoch: the weights are checked, once.
+    weights_bad = ~torch.stack([torch.isfinite(p).all() for p in [*run.model.parameters(), *objective.parameters()]]).all()
+    first_bad = torch.cat([first_bad, torch.where(weights_bad, step, -1).view(1)])
+    # Sums and counts, not per-rank means, are reduced: ranks may hold batches of unequal size.
+    sums = all_reduce(torch.cat([sums, torch.tensor([n], device=dev, dtype=sums.dtype)]), run.ctx)
+    first_bad = all_reduce(first_bad, run.ctx, op="max").tolist()
+    means = (sums[:-1] / sums[-1]).tolist()
+    names = list(objective.terms)
+    _stop_if_non_finite(run, epoch, first_bad, dict(zip(names, means)))
+    stats = {f"train_{t}": v for t, v in zip(names, means)}
+    stats["train_loss"] = means[len(names)]
+    stats["train_top1_err"] = means[-1]
+    return stats
+
+
+def step_outputs(net, teacher: Teacher | None, wanted: set[str], x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor) -> StepOutputs:
+    """What `net` and the teacher give on batch x (labels y, training indices idx): the logits, and the
+    fields in `wanted` (Objective.inputs) among features, teacher_features, stages, teacher_stages and
+    indices. The named stages come with the logits from one forward pass; "pool" is the features."""
+    if wanted & {"features", "stages"}:
+        logits, stages = net(x, return_stages=True)
+    else:
+        logits, stages = net(x), None
+    teacher_logits = teacher_stages = None
+    if teacher is not None:
+        teacher_logits, teacher_stages = teacher(x, idx, features=bool(wanted & {"teacher_features", "teacher_stages"}))
+
+    def pick(field, value):
+        return value if field in wanted else None
+
+    return StepOutputs(logits, y, teacher_logits, pick("features", stages and stages["pool"]),
+                       pick("teacher_features", teacher_stages and teacher_stages["pool"]), pick("indices", idx),
+                       pick("stages", stages), pick("teacher_stages", teacher_stages))
+
+
+@torch.no_grad()
+def example_outputs(model: nn.Module, teacher: Teacher | None, objective: Objective, data: DatasetSplits,
+                    device: torch.device) -> StepOutputs:
+    """StepOutputs of the first validation batch, in eval mode: the shapes ModuleTerm.setup builds for."""
+    x, y = next(iterate_batches(data.val, data.info, 2, device))
+    was_training = model.training
+    model.eval()
+    try:
+        return step_outputs(model, teacher, objective.inputs, x, y, torch.arange(len(y), device=device))
+    finally:
+        model.train(was_training)
+
+
+def _average_term_gradients(run: Run) -> None:
+    """Under torchrun, DDP averages the model's gradients over ranks; the trainable terms' are
+    averaged here, so that every rank keeps the same term parameters."""
+    for p in run.objective.parameters():
+        if p.grad is not None:
+            all_reduce(p.grad, run.ctx).div_(run.ctx.world_size)
+
+
+def _augment(run: Run):
+    """How this epoch's training images are shown: in the views a teacher cache holds logits for,
+    else with the dataset's random augmentation (if it has one and cfg.augment), else as they are."""
+    if run.teacher is not None and run.teacher.chooses_views:
+        return run.teacher.images
+    if run.cfg.augment and run.data.info.augment == "crop_flip":
+        padding, generator = run.data.info.augment_padding, run.augment_gen
+        return lambda images, idx: random_crop_flip(images, padding, generator)
+    return None
+
+
+def _stop_if_non_finite(run: Run, epoch: int, first_bad: list[int], means: dict[str, float]) -> None:
+    """Raise FloatingPointError if a teacher logit, a loss or, after the epoch's last update, a
+    weight turned non-finite during `epoch`. first_bad: the first step at which each did, or -1,
+    as [loss, (teacher logits,) weights]."""
+    loss_step, weights_step = first_bad[0], first_bad[-1]
+    teacher_step = first_bad[1] if len(first_bad) == 3 else -1
+    if teacher_step >= 0:
+        raise FloatingPointError(
+            f"the teacher's logits are not finite (NaN or inf) at epoch {epoch}, step {teacher_step}; teacher: "
+            f"{run.teacher.label}. {_kept(run, epoch)} Check that teacher's outputs on the training images, "
+            "or retrain it."
+        )
+    if loss_step >= 0:
+        bad_terms = [t for t, v in means.items() if not np.isfinite(v)] or ["total"]
+        raise FloatingPointError(
+            f"loss became non-finite at epoch {epoch}, step {loss_step} (term(s): {', '.join(bad_terms)}); "
+            f"{_kept(run, epoch)} Lower the lr or the weight of that term."
+        )
+    if weights_step >= 0:
+        raise FloatingPointError(
+            f"the model's weights became non-finite in the update of epoch {epoch}, step {weights_step} (its last); "
+            f"{_kept(run, epoch)} Lower the lr."
+        )
+
+
+def _kept(run: Run, epoch: int) -> str:
+    """What a run that stops during `epoch` leaves behind."""
+    if run.run_dir is None:
+        return "Nothing was saved (no out_dir)."
+    if epoch > 0:
+        return f"The last good checkpoint, {run.run_dir / 'last.pt'} (after epoch {epoch - 1}), is kept."
+    return f"No checkpoint exists yet: it stopped in the run's first epoch, before {run.run_dir / 'last.pt'} was written."
+
+
+def evaluate(run: Run) -> tuple[dict, ICCReport]:
+    """Loss and top-1/top-5 error of the model on the validation and test splits, with the ICC of
+    its validation predictions and their sigma2 (and group mass, where the dataset has groups)."""
+    data, dev = run.data, run.device
+    row, report = {}, None
+    for split in ("val", "test"):
+        part = data.split(split)
+        logits = predict_logits(run.model, part, data.info, dev)
+        labels = part.labels.to(dev)
+        errs = topk_errors(logits, labels)
+        row[f"{split}_loss"] = float(F.cross_entropy(logits, labels))
+        row[f"{split}_top1_err"], row[f"{split}_top5_err"] = float(errs[1]), float(errs[5])
+        if split == "val":
+            acc = ICCAccumulator(data.info, run.cfg.icc_tau, device=dev)
+            acc.update(logits, labels)
+            report = acc.report()
+            row["val_sigma2"] = report.sigma2
+            if report.group_mass is not None:
+                row["val_group_mass"] = report.group_mass
+    return row, report
