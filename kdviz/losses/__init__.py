@@ -1,5 +1,4 @@
 """Loss functions (pure, on tensors) and the named terms the trainer combines."""
-from .dkd import dkd_loss, nckd, tckd
 from .classic import asymmetric_kd_loss, cross_entropy, kd_loss, kl_divergence, label_smoothing
 from .icc import (
     class_conditional_icc,
@@ -26,6 +25,7 @@ from .attention import at_loss, attention_map
 from .crd import ContrastMemory, nce_loss
 from .fitnet import HintRegressor, hint_loss
 from . import feature_terms  # noqa: F401  (registers fitnet, at and crd)
+from .dkd import dkd_loss, nckd, tckd  # (and registers dkd)
 from .objective import PRESETS, Objective
 
 __all__ = [name for name in dir() if not name.startswith("_")]

@@ -3,7 +3,7 @@
 A term names the student's and the teacher's stages (`kdviz/models/stages.py`). Maps of different
 spatial sizes meet at the smaller size: the larger one is average-pooled by the integer ratio of
 the two (32 -> 16, 16 -> 8, ...), which is exact block averaging. Shapes that cannot meet this way
-are an error that names them, raised when the term is built, before any training step.
+are an error that names them, raised when the term is set up, before any training step.
 """
 from __future__ import annotations
 

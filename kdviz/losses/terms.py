@@ -17,7 +17,6 @@ from torch import nn
 
 from ..registry import Registry, check_keywords
 from . import classic, icc, mimic
-from .dkd import dkd_loss, warmup_factor
 from .consensus import ClassConsensus
 
 # The StepOutputs fields a term may read besides the trained model's logits, which every term gets.
@@ -174,40 +173,6 @@ _register_function("icc_mimic_classwise", mimic.class_conditional_mimic)
 _register_function("dist", mimic.dist_loss)
 _register_function("kd_asymmetric", classic.asymmetric_kd_loss)
 _register_function("secondary_entropy", icc.secondary_entropy)
-
-
-@_register_class("dkd")
-class DKDTerm(LossTerm):
-    """Decoupled KD (Zhao et al. 2022), tau^2 * mean_i (alpha TCKD_i + beta NCKD_i) (see `dkd.py`),
-    ramped linearly from 1 / warmup at epoch 0 to its full weight at epoch warmup - 1.
-
-    The authors' CIFAR-100 setting is {"ce": 1, "dkd": {"alpha": 1, "beta": 8, "tau": 4}} with a
-    20-epoch warm-up. Its only state is the number of finished epochs, kept in the checkpoint.
-    """
-
-    inputs = ("teacher_logits", "targets")
-
-    def __init__(self, tau: float = 4.0, alpha: float = 1.0, beta: float = 8.0, warmup: int = 20):
-        if not (alpha >= 0 and beta >= 0):
-            raise ValueError(f"DKD weights alpha and beta must be >= 0, got alpha={alpha}, beta={beta}")
-        warmup_factor(0, warmup)  # checks warmup
-        super().__init__(tau=tau, alpha=alpha, beta=beta, warmup=warmup)
-        self.epoch = 0
-
-    def __call__(self, out: StepOutputs) -> torch.Tensor:
-        p = self.params
-        # A Python float from a Python int: the ramp costs no host sync.
-        ramp = warmup_factor(self.epoch, p["warmup"])
-        return ramp * dkd_loss(out.logits, out.teacher_logits, out.targets, p["tau"], p["alpha"], p["beta"])
-
-    def end_epoch(self) -> None:
-        self.epoch += 1
-
-    def state_dict(self) -> dict:
-        return {"epoch": self.epoch}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.epoch = state.get("epoch", 0)
 
 
 class _ConsensusTerm(LossTerm):
