@@ -100,10 +100,10 @@ def test_full_disk_is_reported_first_and_keeps_the_previous_file(tmp_path, monke
 # --- data ------------------------------------------------------------------------------------
 
 def test_words_txt_that_is_not_utf8_names_the_file_and_line(tmp_path):
-    from test_data_paper import make_tiny
+    from kdviz.data.sample_files import write_tiny_imagenet
 
     base = tmp_path / "tiny-imagenet-200"
-    make_tiny(base)
+    write_tiny_imagenet(base)
     lines = (base / "words.txt").read_bytes().splitlines(keepends=True)
     lines[1] = lines[1].replace(b"\t", b"\tcaf\xe9 ", 1)  # one Latin-1 byte on line 2
     (base / "words.txt").write_bytes(b"".join(lines))

@@ -21,6 +21,7 @@ from kdviz.losses import (
     kd_loss,
     secondary_entropy,
 )
+from test_losses import LOGIT_TERMS  # tests/ is on sys.path: pytest's rootdir conftest
 
 LN2 = math.log(2.0)
 
@@ -357,7 +358,6 @@ def test_host_sync_guard_catches_syncs(sync):
 
 
 # The feature terms (FitNet, AT, CRD) read stages, not logits: tests/test_losses_baselines.py checks them.
-LOGIT_TERMS = [name for name in LOSS_TERMS.names() if not {"features", "stages"} & set(LOSS_TERMS.get(name)().inputs)]
 
 
 @pytest.mark.parametrize("name", LOGIT_TERMS)

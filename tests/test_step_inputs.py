@@ -139,7 +139,7 @@ from kdviz.losses import LOSS_TERMS, ModuleTerm
 
 class Auxiliary(ModuleTerm):
     inputs = ("features", "targets")
-    def setup(self, example):
+    def setup(self, example, n_train):
         self.head = nn.Linear(example.features.shape[1], 10)
     def forward(self, out):
         return F.cross_entropy(self.head(out.features), out.targets)

@@ -25,6 +25,7 @@ from ..data.loader import fit_batch_size
 from ..device import resolve_device
 from ..losses import Objective
 from ..models import build_model
+from ..threads import training_threads
 from .config import TrainConfig, make_optimizer
 from .distributed import setup_distributed, wrap_model
 from .epoch import evaluate, example_outputs, train_epoch
@@ -87,7 +88,9 @@ def train(
         run_dir=Path(out_dir) if out_dir is not None else None,
     )
 
-    with RunLock(run.run_dir) if run.writes else contextlib.nullcontext():
+    online = teacher.module if teacher is not None and not cfg.teacher_cache else None
+    with RunLock(run.run_dir) if run.writes else contextlib.nullcontext(), \
+            training_threads(core, online, data.info.image_shape, cfg.batch_size, dev):
         _open(run, name, resume, cache_dir, progress)
         bar = tqdm(total=cfg.epochs, initial=run.progress.next_epoch, desc=name, disable=not (progress and ctx.is_main), leave=True)
         for epoch in range(run.progress.next_epoch, cfg.epochs):
