@@ -7,6 +7,10 @@
     kd.plot_icc_comparison(kd.extract_icc(teacher.model, data), kd.extract_icc(student.model, data))
 """
 from ._version import __version__
+from . import threads as _threads
+
+_threads.set_wait_policy()  # before torch loads (below): OpenMP reads it once; see kdviz/threads.py
+
 from .correlation import ICCReport, extract_icc, icc_distance, icc_of_logits
 from .data import DATASETS, load_dataset
 from .device import resolve_device
@@ -14,6 +18,8 @@ from .live import LiveCurves
 from .losses import LOSS_TERMS, PRESETS, Objective
 from .models import MODELS, build_model
 from .train import TrainConfig, TrainResult, distill, load_model, train, train_teacher
+
+_threads.remember_torch_threads()
 
 _PLOTS = ("plot_icc", "plot_icc_comparison", "plot_error_curves", "plot_error_vs_sigma2", "plot_arms", "plot_sweep",
           "plot_training", "plot_soft_targets")

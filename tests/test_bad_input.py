@@ -12,7 +12,7 @@ import kdviz as kd
 from kdviz.cli import main
 from kdviz.data.base import DatasetInfo, Split
 from kdviz.data.loader import fit_batch_size, iterate_batches
-from kdviz.recipes import load_recipe
+from kdviz.experiments import load_experiment
 from kdviz.registry import Registry
 from kdviz.train import CheckpointError, load_checkpoint
 from kdviz.train.checkpoint import atomic_save
@@ -100,10 +100,10 @@ def test_full_disk_is_reported_first_and_keeps_the_previous_file(tmp_path, monke
 # --- data ------------------------------------------------------------------------------------
 
 def test_words_txt_that_is_not_utf8_names_the_file_and_line(tmp_path):
-    from test_data_paper import make_tiny
+    from kdviz.data.sample_files import write_tiny_imagenet
 
     base = tmp_path / "tiny-imagenet-200"
-    make_tiny(base)
+    write_tiny_imagenet(base)
     lines = (base / "words.txt").read_bytes().splitlines(keepends=True)
     lines[1] = lines[1].replace(b"\t", b"\tcaf\xe9 ", 1)  # one Latin-1 byte on line 2
     (base / "words.txt").write_bytes(b"".join(lines))
@@ -236,7 +236,7 @@ def test_correlations_refuses_an_infinite_tau_in_the_api_too(tiny_data):
     (lambda name: kd.Objective({name: 1.0}), "icc_mimc", "icc_mimic"),
     (lambda name: kd.Objective.preset(name), "kd+icc_mimc", "kd+icc_mimic"),
     (lambda name: kd.TrainConfig(schedule=name), "cosin", "cosine"),
-    (lambda name: load_recipe(name), "defualt", "default"),
+    (lambda name: load_experiment(name), "defualt", "default"),
     (lambda name: kd.load_dataset("digits").split(name), "tset", "test"),
 ])
 def test_unknown_names_suggest_the_nearest_valid_one(lookup, typo, suggestion):

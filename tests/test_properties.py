@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from kdviz.cli import build_parser
 from kdviz.losses import LOSS_TERMS, StepOutputs
+from test_losses import LOGIT_TERMS  # tests/ is on sys.path: pytest's rootdir conftest
 
 FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 
@@ -41,7 +42,7 @@ def _term(name: str, tau: float):
         return LOSS_TERMS.get(name)()
 
 
-@pytest.mark.parametrize("name", LOSS_TERMS.names())
+@pytest.mark.parametrize("name", LOGIT_TERMS)  # the feature terms have their own tests (test_losses_baselines.py)
 @FAST
 @given(batch=batches())
 def test_every_loss_term_is_finite_with_a_finite_gradient_or_refuses(name, batch):
@@ -71,11 +72,13 @@ BAD_VALUES = {
     "--batch-size": st.one_of(_TEXT, _NOT_POSITIVE_INT, _NOT_INT),
     "--n-train": st.one_of(_TEXT, _NOT_POSITIVE_INT, _NOT_INT),
     "--seed": st.one_of(_TEXT, st.integers(max_value=-1).map(str), st.integers(min_value=2**32).map(str), _NOT_INT),
+    "--seeds": st.one_of(_TEXT, st.integers(max_value=-1).map(str), st.integers(min_value=2**32).map(str), _NOT_INT),
+    "--jobs": st.one_of(_TEXT, _NOT_POSITIVE_INT, _NOT_INT),
     "--lr": st.one_of(_TEXT, _NOT_POSITIVE),
     "--tau": st.one_of(_TEXT, _NOT_POSITIVE),
     "--milestones": st.one_of(st.sampled_from(["a", "1,b", "1.5", "3,-2", "-1"]), st.lists(st.integers(max_value=-1), min_size=1, max_size=3).map(lambda v: ",".join(map(str, v)))),
 }
-COMMANDS = {"quickstart": [], "train-teacher": ["--out", "o"], "distill": ["--out", "o", "--teacher", "t.pt"], "correlations": ["x.pt"]}
+COMMANDS = {"quickstart": [], "sweep": ["smoke"], "train-teacher": ["--out", "o"], "distill": ["--out", "o", "--teacher", "t.pt"], "correlations": ["x.pt"]}
 
 
 def _numeric_flags() -> dict[str, list[str]]:

@@ -79,7 +79,7 @@ class _Regressor(ModuleTerm):
 
     inputs = ("features", "teacher_features")
 
-    def setup(self, example):
+    def setup(self, example, n_train):
         self.regressor = nn.Linear(example.features.shape[1], example.teacher_features.shape[1])
 
     def forward(self, out):
@@ -96,8 +96,8 @@ def test_a_trainable_term_is_optimised_saved_and_resumed_exactly(tiny_data, regi
         obj = Objective({"ce": 1.0, "regress": 0.5})
         real_setup = obj.setup
 
-        def setup(example):  # keep the freshly built regressor's weights, to see them move
-            real_setup(example)
+        def setup(example, n_train):  # keep the freshly built regressor's weights, to see them move
+            real_setup(example, n_train)
             initial.update({k: v.clone() for k, v in obj.terms["regress"].state_dict().items()})
 
         obj.setup = setup
@@ -139,7 +139,7 @@ from kdviz.losses import LOSS_TERMS, ModuleTerm
 
 class Auxiliary(ModuleTerm):
     inputs = ("features", "targets")
-    def setup(self, example):
+    def setup(self, example, n_train):
         self.head = nn.Linear(example.features.shape[1], 10)
     def forward(self, out):
         return F.cross_entropy(self.head(out.features), out.targets)

@@ -22,10 +22,10 @@ from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from pathlib import Path
 
 import pandas as pd
-import torch
 from tqdm.auto import tqdm
 
 from ..atomic import atomic_write
+from ..threads import worker_environment
 from .grid import Run, collect, execute, is_finished, plan, snapshot_epochs
 from .spec import Experiment
 from .summary import summarize, verdict
@@ -78,14 +78,11 @@ def _execute_task(task) -> None:
     execute(run, experiment, out, **options)
 
 
-def _init_worker(threads: int) -> None:
-    torch.set_num_threads(threads)
-
-
 @contextlib.contextmanager
-def _worker_environment(threads: int):
-    """Environment variables the spawned workers start with (read by OpenMP when torch loads)."""
-    wanted = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "OMP_WAIT_POLICY": "PASSIVE"}
+def _worker_environment(jobs: int):
+    """The spawned workers start with kdviz.threads.worker_environment(jobs) (the cores split
+    between them, passive waits; a user's own settings kept), which torch reads when it loads."""
+    wanted = worker_environment(jobs)
     before = {key: os.environ.get(key) for key in wanted}
     os.environ.update(wanted)
     try:
@@ -99,10 +96,8 @@ def _worker_environment(threads: int):
 
 
 def _run_in_processes(tasks: list[list], bar, jobs: int) -> None:
-    threads = max(1, (os.cpu_count() or 1) // jobs)
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: no torch state forked mid-use
-    with _worker_environment(threads), ProcessPoolExecutor(jobs, mp_context=context, initializer=_init_worker,
-                                                           initargs=(threads,)) as pool:
+    with _worker_environment(jobs), ProcessPoolExecutor(jobs, mp_context=context) as pool:
         for wave in tasks:
             pending = {pool.submit(_execute_task, task) for task in wave}
             while pending:

@@ -21,6 +21,11 @@ from .mimic import (
 )
 from .consensus import ClassConsensus
 from .terms import LOSS_TERMS, STEP_INPUTS, LossTerm, ModuleTerm, StepOutputs
+from .attention import at_loss, attention_map
+from .crd import ContrastMemory, nce_loss
+from .fitnet import HintRegressor, hint_loss
+from . import feature_terms  # noqa: F401  (registers fitnet, at and crd)
+from .dkd import dkd_loss, nckd, tckd  # (and registers dkd)
 from .objective import PRESETS, Objective
 
 __all__ = [name for name in dir() if not name.startswith("_")]

@@ -27,6 +27,12 @@ PRESETS: dict[str, dict] = {
     "kd_asymmetric": {"ce": 0.1, "kd_asymmetric": {"weight": 0.9, "tau": 4.0, "tau_target": 4.0, "tau_nontarget": 2.0}},
     "kd+icc_mimic": {"ce": 0.1, "kd": {"weight": 0.9, "tau": 4.0}, "icc_mimic": {"weight": 0.1, "tau": 4.0}},
     "dist": {"ce": 1.0, "dist": {"weight": 1.0, "tau": 4.0}},
+    # Zhao et al. 2022's CIFAR-100 setting (their code's defaults: CE 1, warm-up 20 epochs).
+    "dkd": {"ce": 1.0, "dkd": {"weight": 1.0, "tau": 4.0, "alpha": 1.0, "beta": 8.0, "warmup": 20}},
+    # The feature baselines as CRD's benchmark weighs them beside CE (its code's -r 1 -a 0 -b ...).
+    "fitnet": {"ce": 1.0, "fitnet": 100.0},
+    "at": {"ce": 1.0, "at": 1000.0},
+    "crd": {"ce": 1.0, "crd": 0.8},
 }
 
 TermSpec = float | Mapping[str, float]
@@ -108,12 +114,13 @@ class Objective:
         """Whether a term has parameters of its own (a ModuleTerm)."""
         return any(isinstance(t, nn.Module) for t in self.terms.values())
 
-    def setup(self, example: StepOutputs) -> None:
-        """Build the trainable terms' layers for the shapes in `example` (ModuleTerm.setup) and move
-        them to its device; the trainer calls it once, before making the optimizer."""
+    def setup(self, example: StepOutputs, n_train: int) -> None:
+        """Build the trainable terms' layers for the shapes in `example` and a training split of
+        n_train samples (ModuleTerm.setup) and move them to its device; the trainer calls it once,
+        before making the optimizer."""
         for term in self.terms.values():
             if isinstance(term, nn.Module):
-                term.setup(example)
+                term.setup(example, n_train)
                 term.to(example.logits.device)
 
     def parameters(self) -> Iterator[nn.Parameter]:

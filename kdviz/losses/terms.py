@@ -22,7 +22,7 @@ from . import classic, icc, mimic
 from .consensus import ClassConsensus
 
 # The StepOutputs fields a term may read besides the trained model's logits, which every term gets.
-STEP_INPUTS = ("targets", "teacher_logits", "features", "teacher_features", "indices")
+STEP_INPUTS = ("targets", "teacher_logits", "features", "teacher_features", "indices", "stages", "teacher_stages")
 
 
 @dataclass
@@ -34,6 +34,8 @@ class StepOutputs:
     features [B, D_s] and teacher_features [B, D_t]: the penultimate features of the trained model
     and of the teacher (what `model(x, return_features=True)` returns second; every kdviz model can).
     indices [B] int64: the batch's positions in the training split (for per-sample memories).
+    stages and teacher_stages {name: [B, ...]}: both models' named stages (`kdviz/models/stages.py`,
+    e.g. "stage2" [B, C, H, W]), which FitNet and AT read.
     The trainer fills a field only when some term reads it (`LossTerm.inputs`); the others are None.
     """
 
@@ -43,6 +45,8 @@ class StepOutputs:
     features: torch.Tensor | None = None
     teacher_features: torch.Tensor | None = None
     indices: torch.Tensor | None = None
+    stages: dict[str, torch.Tensor] | None = None
+    teacher_stages: dict[str, torch.Tensor] | None = None
 
 
 class LossTerm:
@@ -78,7 +82,8 @@ class ModuleTerm(nn.Module, LossTerm):
 
     Its layers usually depend on the models' feature sizes, so a subclass builds them in `setup`,
     which the trainer calls once, before the optimizer is made, with the StepOutputs of one batch
-    (eval mode, no gradient); it then moves the term to the training device. `forward(out)` returns
+    (eval mode, no gradient) and the number of training samples (for per-sample memories such as
+    CRD's bank); it then moves the term to the training device. `forward(out)` returns
     the scalar loss.
     """
 
@@ -86,7 +91,7 @@ class ModuleTerm(nn.Module, LossTerm):
         nn.Module.__init__(self)
         self.params = params
 
-    def setup(self, example: StepOutputs) -> None:
+    def setup(self, example: StepOutputs, n_train: int) -> None:
         """Build the layers that depend on the shapes in `example` (default: none)."""
 
     def forward(self, out: StepOutputs) -> torch.Tensor:

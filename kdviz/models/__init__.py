@@ -2,8 +2,9 @@
 
 Each entry is a factory `(num_classes, image_shape, **kwargs) -> nn.Module`; the paper-scale
 architectures register here the same way. The CRD benchmark's CIFAR model zoo (resnet8..resnet110, resnet8x4,
-resnet32x4, wrn_*, vgg8/13, mobilenetv2, shufflenetv1, shufflenetv2_*) registers itself when its modules are
-imported at the bottom of this file; every model's forward is `forward(x, return_features=False)`.
+resnet32x4, wrn_*, vgg8/13, mobilenetv2, shufflenetv1, shufflenetv2_*) registers itself into `registry.MODELS`
+when its modules are imported below. Every model's forward is
+`forward(x, return_features=False, return_stages=False)`; `stages.py` describes the named stages.
 """
 from __future__ import annotations
 
@@ -11,10 +12,11 @@ import inspect
 
 from torch import nn
 
-from ..registry import Registry, check_keywords
+from ..registry import check_keywords
+from . import mobilenetv2, resnet_cifar, shufflenet, vgg, wrn  # noqa: F401  (each registers its models)
+from .registry import MODELS
 from .small import MLP, SmallCNN
-
-MODELS: Registry = Registry("model")
+from .stages import stage_shapes
 
 
 @MODELS.register("cnn")
@@ -26,10 +28,6 @@ def cnn(num_classes: int, image_shape: tuple[int, int, int], width: int = 16) ->
 def mlp(num_classes: int, image_shape: tuple[int, int, int], hidden: int = 64, depth: int = 2) -> nn.Module:
     c, h, w = image_shape
     return MLP(num_classes, in_features=c * h * w, hidden=hidden, depth=depth)
-
-
-# The model zoo modules register into MODELS, so they are imported after it exists.
-from . import mobilenetv2, resnet_cifar, shufflenet, vgg, wrn  # noqa: E402,F401
 
 
 def build_model(name: str, num_classes: int, image_shape: tuple[int, int, int], **kwargs) -> nn.Module:
@@ -45,4 +43,4 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-__all__ = ["MODELS", "build_model", "count_parameters", "SmallCNN", "MLP"]
+__all__ = ["MODELS", "build_model", "count_parameters", "stage_shapes", "SmallCNN", "MLP"]

@@ -11,8 +11,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from . import MODELS
+from .registry import MODELS
 from .resnet_cifar import init_conv_bn
+from .stages import CONV_STAGES, model_outputs
 
 # (expansion t, channels c, repeats n, first stride s); t=None means "the model's expansion ratio".
 _SETTING = ((1, 16, 1, 1), (None, 24, 2, 1), (None, 32, 3, 2), (None, 64, 4, 2), (None, 96, 3, 1),
@@ -41,16 +42,25 @@ class InvertedResidual(nn.Module):
 
 
 class MobileNetV2(nn.Module):
+    """Stages at 32 px (`stages.py`), as CRD's code splits `mobile_half`: stage1 [12, 16, 16] (after the
+    24-channel setting), stage2 [16, 8, 8] (after the 32-channel one), stage3 [48, 4, 4] (after the
+    96-channel one), pool [1280] (channel counts for width 0.5)."""
+
+    feature_stages = CONV_STAGES
+
     def __init__(self, num_classes: int, in_channels: int = 3, expand_ratio: int = 6, width_mult: float = 0.5):
         super().__init__()
         c = int(32 * width_mult)
         self.stem = nn.Sequential(*_conv_bn(in_channels, c, 3, stride=2))
         blocks: list[nn.Module] = []
+        ends = []  # index of the last block of each setting
         for t, width, n, s in _SETTING:
             c_out = int(width * width_mult)
             for i in range(n):
                 blocks.append(InvertedResidual(c, c_out, s if i == 0 else 1, expand_ratio if t is None else t))
                 c = c_out
+            ends.append(len(blocks) - 1)
+        self._stage_after = {ends[1]: "stage1", ends[2]: "stage2", ends[4]: "stage3"}
         self.blocks = nn.Sequential(*blocks)
         last = int(1280 * width_mult) if width_mult > 1.0 else 1280
         self.head = nn.Sequential(*_conv_bn(c, last, 1))
@@ -61,11 +71,17 @@ class MobileNetV2(nn.Module):
         nn.init.normal_(self.classifier.weight, 0, 0.01)
         nn.init.zeros_(self.classifier.bias)
 
-    def forward(self, x: torch.Tensor, return_features: bool = False):
-        """x [B, C_in, H, W] -> logits [B, num_classes] (and pooled features [B, 1280] if asked)."""
-        features = self.pool(self.head(self.blocks(self.stem(x))))
-        logits = self.classifier(features)
-        return (logits, features) if return_features else logits
+    def forward(self, x: torch.Tensor, return_features: bool = False, return_stages: bool = False):
+        """x [B, C_in, H, W] -> logits [B, num_classes] (and pooled features [B, 1280], or all the named
+        stages, if asked)."""
+        stages = {}
+        x = self.stem(x)
+        for i, block in enumerate(self.blocks):
+            x = block(x)
+            if i in self._stage_after:
+                stages[self._stage_after[i]] = x
+        features = stages["pool"] = self.pool(self.head(x))
+        return model_outputs(self.classifier(features), stages, return_features, return_stages)
 
 
 @MODELS.register("mobilenetv2")

@@ -13,7 +13,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from . import MODELS
+from .registry import MODELS
+from .stages import CONV_STAGES, model_outputs
 
 
 def init_conv_bn(module: nn.Module) -> None:
@@ -49,7 +50,13 @@ class BasicBlock(nn.Module):
 
 
 class CifarResNet(nn.Module):
-    """ResNet of depth 6n+2 with widths (stem, stage1, stage2, stage3)."""
+    """ResNet of depth 6n+2 with widths (stem, stage1, stage2, stage3).
+
+    Stages at 32 px (`stages.py`): stage1 [w1, 32, 32], stage2 [w2, 16, 16], stage3 [w3, 8, 8] (the
+    outputs of layer1..3), pool [w3]; e.g. resnet32x4: 64, 128, 256 channels.
+    """
+
+    feature_stages = CONV_STAGES
 
     def __init__(self, depth: int, widths: tuple[int, int, int, int], num_classes: int, in_channels: int = 3):
         super().__init__()
@@ -70,12 +77,15 @@ class CifarResNet(nn.Module):
         self.feature_dim = widths[3]
         init_conv_bn(self)
 
-    def forward(self, x: torch.Tensor, return_features: bool = False):
-        """x [B, C_in, H, W] -> logits [B, num_classes] (and pooled features [B, widths[3]] if asked)."""
-        x = self.layer3(self.layer2(self.layer1(self.stem(x))))
-        features = self.pool(x)
-        logits = self.classifier(features)
-        return (logits, features) if return_features else logits
+    def forward(self, x: torch.Tensor, return_features: bool = False, return_stages: bool = False):
+        """x [B, C_in, H, W] -> logits [B, num_classes] (and pooled features [B, widths[3]], or all
+        the named stages, if asked)."""
+        stages = {}
+        x = self.stem(x)
+        for name, layer in zip(CONV_STAGES, (self.layer1, self.layer2, self.layer3)):
+            x = stages[name] = layer(x)
+        features = stages["pool"] = self.pool(x)
+        return model_outputs(self.classifier(features), stages, return_features, return_stages)
 
 
 _NARROW = (16, 16, 32, 64)

@@ -18,8 +18,22 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import MODELS
+from .registry import MODELS
 from .resnet_cifar import init_conv_bn
+from .stages import CONV_STAGES, model_outputs
+
+
+def _run_stages(model: nn.Module, x: torch.Tensor, return_features: bool, return_stages: bool):
+    """Both ShuffleNets' forward: stem, blocks (recording the last block of each of the three stages),
+    head, pooling, classifier."""
+    stages = {}
+    x = model.stem(x)
+    for i, block in enumerate(model.blocks):
+        x = block(x)
+        if i in model._stage_after:
+            stages[model._stage_after[i]] = x
+    features = stages["pool"] = model.pool(model.head(x))
+    return model_outputs(model.classifier(features), stages, return_features, return_stages)
 
 
 def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
@@ -54,28 +68,35 @@ class ShuffleV1Block(nn.Module):
 
 
 class ShuffleNetV1(nn.Module):
+    """Stages at 32 px (`stages.py`): stage1 [240, 16, 16], stage2 [480, 8, 8], stage3 [960, 4, 4] (the
+    outputs of the three stages), pool [960]."""
+
+    feature_stages = CONV_STAGES
+
     def __init__(self, num_classes: int, in_channels: int = 3, widths: tuple[int, int, int] = (240, 480, 960),
                  num_blocks: tuple[int, int, int] = (4, 8, 4), groups: int = 3):
         super().__init__()
         self.stem = nn.Sequential(nn.Conv2d(in_channels, 24, 1, bias=False), nn.BatchNorm2d(24), nn.ReLU(inplace=True))
         blocks: list[nn.Module] = []
         c = 24
+        self._stage_after = {}
         for stage, (width, n) in enumerate(zip(widths, num_blocks)):
             for i in range(n):
                 first_groups = 1 if stage == 0 and i == 0 else groups
                 blocks.append(ShuffleV1Block(c, width, 2 if i == 0 else 1, groups, first_groups))
                 c = width
+            self._stage_after[len(blocks) - 1] = CONV_STAGES[stage]
         self.blocks = nn.Sequential(*blocks)
+        self.head = nn.Identity()  # no final 1x1 conv in V1
         self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
         self.classifier = nn.Linear(c, num_classes)
         self.feature_dim = c
         init_conv_bn(self)
 
-    def forward(self, x: torch.Tensor, return_features: bool = False):
-        """x [B, C_in, H, W] -> logits [B, num_classes] (and pooled features [B, 960] if asked)."""
-        features = self.pool(self.blocks(self.stem(x)))
-        logits = self.classifier(features)
-        return (logits, features) if return_features else logits
+    def forward(self, x: torch.Tensor, return_features: bool = False, return_stages: bool = False):
+        """x [B, C_in, H, W] -> logits [B, num_classes] (and pooled features [B, 960], or all the named
+        stages, if asked)."""
+        return _run_stages(self, x, return_features, return_stages)
 
 
 @MODELS.register("shufflenetv1")
@@ -127,16 +148,24 @@ class ShuffleV2Down(nn.Module):
 
 
 class ShuffleNetV2(nn.Module):
+    """Stages at 32 px (`stages.py`): stage1 [w1, 16, 16], stage2 [w2, 8, 8], stage3 [w3, 4, 4] (the
+    outputs of the three stages, before the final 1x1 conv), pool [1024 or 2048]; size 1.0 has
+    w = 116, 232, 464."""
+
+    feature_stages = CONV_STAGES
+
     def __init__(self, num_classes: int, in_channels: int = 3, size: str = "1_0"):
         super().__init__()
         widths, last = V2_CONFIGS[size]
         self.stem = nn.Sequential(nn.Conv2d(in_channels, 24, 1, bias=False), nn.BatchNorm2d(24), nn.ReLU(inplace=True))
         blocks: list[nn.Module] = []
         c = 24
-        for width, n in zip(widths, V2_BLOCKS):
+        self._stage_after = {}
+        for stage, (width, n) in enumerate(zip(widths, V2_BLOCKS)):
             blocks.append(ShuffleV2Down(c, width))
             blocks += [ShuffleV2Block(width) for _ in range(n)]
             c = width
+            self._stage_after[len(blocks) - 1] = CONV_STAGES[stage]
         self.blocks = nn.Sequential(*blocks)
         self.head = _cbr(c, last, 1)
         self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
@@ -144,11 +173,10 @@ class ShuffleNetV2(nn.Module):
         self.feature_dim = last
         init_conv_bn(self)
 
-    def forward(self, x: torch.Tensor, return_features: bool = False):
-        """x [B, C_in, H, W] -> logits [B, num_classes] (and pooled features [B, 1024 or 2048] if asked)."""
-        features = self.pool(self.head(self.blocks(self.stem(x))))
-        logits = self.classifier(features)
-        return (logits, features) if return_features else logits
+    def forward(self, x: torch.Tensor, return_features: bool = False, return_stages: bool = False):
+        """x [B, C_in, H, W] -> logits [B, num_classes] (and pooled features [B, 1024 or 2048], or all the
+        named stages, if asked)."""
+        return _run_stages(self, x, return_features, return_stages)
 
 
 def _register_v2(size: str) -> None:

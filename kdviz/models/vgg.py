@@ -9,8 +9,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from . import MODELS
+from .registry import MODELS
 from .resnet_cifar import init_conv_bn
+from .stages import CONV_STAGES, model_outputs
 
 CONFIGS: dict[str, tuple[tuple[int, ...], ...]] = {
     "vgg8": ((64,), (128,), (256,), (512,), (512,)),
@@ -27,6 +28,13 @@ def _block(c_in: int, widths: tuple[int, ...]) -> nn.Sequential:
 
 
 class VGG(nn.Module):
+    """Stages at 32 px (`stages.py`): stage1 [128, 16, 16] and stage2 [256, 8, 8] (the second and third
+    blocks, before their max-pool), stage3 [512, 4, 4] (the last block's map, the one that is pooled),
+    pool [512]. At 64 px and above the extra max-pool keeps stage3 at a sixteenth of the input."""
+
+    feature_stages = CONV_STAGES
+    _STAGE_AFTER = {1: "stage1", 2: "stage2", 4: "stage3"}  # block index -> the stage it ends
+
     def __init__(self, config: tuple[tuple[int, ...], ...], num_classes: int, in_channels: int = 3):
         super().__init__()
         blocks, c_in = [], in_channels
@@ -42,16 +50,19 @@ class VGG(nn.Module):
         nn.init.normal_(self.classifier.weight, 0, 0.01)
         nn.init.zeros_(self.classifier.bias)
 
-    def forward(self, x: torch.Tensor, return_features: bool = False):
-        """x [B, C_in, H, W] -> logits [B, num_classes] (and pooled features [B, 512] if asked)."""
+    def forward(self, x: torch.Tensor, return_features: bool = False, return_stages: bool = False):
+        """x [B, C_in, H, W] -> logits [B, num_classes] (and pooled features [B, 512], or all the named
+        stages, if asked)."""
         large = x.shape[-2] >= 64
+        stages = {}
         for i, block in enumerate(self.blocks):
             x = block(x)
+            if i in self._STAGE_AFTER:
+                stages[self._STAGE_AFTER[i]] = x
             if i < 3 or (i == 3 and large):
                 x = self.maxpool(x)
-        features = self.pool(x)
-        logits = self.classifier(features)
-        return (logits, features) if return_features else logits
+        features = stages["pool"] = self.pool(x)
+        return model_outputs(self.classifier(features), stages, return_features, return_stages)
 
 
 def _register(name: str) -> None:

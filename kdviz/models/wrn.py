@@ -11,8 +11,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import MODELS
+from .registry import MODELS
 from .resnet_cifar import init_conv_bn
+from .stages import CONV_STAGES, model_outputs
 
 
 class PreActBlock(nn.Module):
@@ -37,6 +38,12 @@ class PreActBlock(nn.Module):
 
 
 class WideResNet(nn.Module):
+    """Stages at 32 px (`stages.py`): stage1 [16k, 32, 32], stage2 [32k, 16, 16] (the outputs of block1
+    and block2), stage3 [64k, 8, 8] (block3's output after the final BN-ReLU, the map that is pooled),
+    pool [64k]."""
+
+    feature_stages = CONV_STAGES
+
     def __init__(self, depth: int, widen_factor: int, num_classes: int, in_channels: int = 3, drop_rate: float = 0.0):
         super().__init__()
         if (depth - 4) % 6 != 0:
@@ -58,12 +65,15 @@ class WideResNet(nn.Module):
         init_conv_bn(self)
         nn.init.zeros_(self.classifier.bias)
 
-    def forward(self, x: torch.Tensor, return_features: bool = False):
-        """x [B, C_in, H, W] -> logits [B, num_classes] (and pooled features [B, 64k] if asked)."""
-        x = self.block3(self.block2(self.block1(self.conv1(x))))
-        features = self.pool(self.relu(self.bn(x)))
-        logits = self.classifier(features)
-        return (logits, features) if return_features else logits
+    def forward(self, x: torch.Tensor, return_features: bool = False, return_stages: bool = False):
+        """x [B, C_in, H, W] -> logits [B, num_classes] (and pooled features [B, 64k], or all the named
+        stages, if asked)."""
+        stages = {}
+        x = stages["stage1"] = self.block1(self.conv1(x))
+        x = stages["stage2"] = self.block2(x)
+        x = stages["stage3"] = self.relu(self.bn(self.block3(x)))
+        features = stages["pool"] = self.pool(x)
+        return model_outputs(self.classifier(features), stages, return_features, return_stages)
 
 
 def _register(depth: int, k: int) -> None:

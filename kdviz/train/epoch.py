@@ -77,15 +77,22 @@ def train_epoch(run: Run, epoch: int) -> dict:
 
 def step_outputs(net, teacher: Teacher | None, wanted: set[str], x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor) -> StepOutputs:
     """What `net` and the teacher give on batch x (labels y, training indices idx): the logits, and the
-    fields in `wanted` (Objective.inputs) among features, teacher_features and indices."""
-    if "features" in wanted:
-        logits, features = net(x, return_features=True)
+    fields in `wanted` (Objective.inputs) among features, teacher_features, stages, teacher_stages and
+    indices. The named stages come with the logits from one forward pass; "pool" is the features."""
+    if wanted & {"features", "stages"}:
+        logits, stages = net(x, return_stages=True)
     else:
-        logits, features = net(x), None
-    teacher_logits = teacher_features = None
+        logits, stages = net(x), None
+    teacher_logits = teacher_stages = None
     if teacher is not None:
-        teacher_logits, teacher_features = teacher(x, idx, features="teacher_features" in wanted)
-    return StepOutputs(logits, y, teacher_logits, features, teacher_features, idx if "indices" in wanted else None)
+        teacher_logits, teacher_stages = teacher(x, idx, features=bool(wanted & {"teacher_features", "teacher_stages"}))
+
+    def pick(field, value):
+        return value if field in wanted else None
+
+    return StepOutputs(logits, y, teacher_logits, pick("features", stages and stages["pool"]),
+                       pick("teacher_features", teacher_stages and teacher_stages["pool"]), pick("indices", idx),
+                       pick("stages", stages), pick("teacher_stages", teacher_stages))
 
 
 @torch.no_grad()

@@ -25,6 +25,7 @@ from ..data.loader import fit_batch_size
 from ..device import resolve_device
 from ..losses import Objective
 from ..models import build_model
+from ..threads import training_threads
 from .config import TrainConfig, make_optimizer
 from .distributed import setup_distributed, wrap_model
 from .epoch import evaluate, example_outputs, train_epoch
@@ -77,7 +78,7 @@ def train(
     _seed_everything(cfg.seed)
     core = _build_model(spec, cfg, dev)
     if objective.trainable:  # its terms' layers fit the models' feature sizes, and join the optimizer
-        objective.setup(example_outputs(core, teacher, objective, data, dev))
+        objective.setup(example_outputs(core, teacher, objective, data, dev), n_train=len(data.train))
     opt, sched = make_optimizer([*core.parameters(), *objective.parameters()], cfg)
     run = Run(
         model=core, net=core, spec=spec, objective=objective, teacher=teacher, data=data, cfg=cfg, device=dev, ctx=ctx,
@@ -87,7 +88,9 @@ def train(
         run_dir=Path(out_dir) if out_dir is not None else None,
     )
 
-    with RunLock(run.run_dir) if run.writes else contextlib.nullcontext():
+    online = teacher.module if teacher is not None and not cfg.teacher_cache else None
+    with RunLock(run.run_dir) if run.writes else contextlib.nullcontext(), \
+            training_threads(core, online, data.info.image_shape, cfg.batch_size, dev):
         _open(run, name, resume, cache_dir, progress)
         bar = tqdm(total=cfg.epochs, initial=run.progress.next_epoch, desc=name, disable=not (progress and ctx.is_main), leave=True)
         for epoch in range(run.progress.next_epoch, cfg.epochs):

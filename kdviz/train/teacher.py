@@ -55,22 +55,23 @@ class Teacher:
     def start_epoch(self, n: int, generator: torch.Generator) -> None:
         """Called before each training epoch over n images; `generator` is the run's augmentation generator."""
 
-    def __call__(self, x: torch.Tensor, idx: torch.Tensor, features: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def __call__(self, x: torch.Tensor, idx: torch.Tensor, features: bool = False) -> tuple[torch.Tensor, dict | None]:
         """Teacher logits [B, C] of the normalised batch x [B, C_in, H, W] (of training images idx [B]),
-        and its penultimate features [B, D_t] when `features`, else None."""
+        and when `features` its named stages {name: [B, ...]} (`kdviz/models/stages.py`; "pool" is
+        the penultimate features [B, D_t]), else None."""
         with torch.inference_mode():
-            out = self.module(x, return_features=True) if features else self.module(x)
-        logits, feats = out if features else (out, None)
+            logits, stages = self.module(x, return_stages=True) if features else (self.module(x), None)
         # Clones are ordinary tensors again, which autograd accepts beside the student's outputs.
-        return logits.clone(), (feats.clone() if feats is not None else None)
+        return logits.clone(), ({k: v.clone() for k, v in stages.items()} if stages is not None else None)
 
     def cached(self, data: DatasetSplits, cfg: TrainConfig, objective: Objective, device: torch.device, *, cache_dir,
                write: bool, progress: bool) -> "CachedTeacher":
         """This teacher with its logits of every training view loaded from `cache_dir`, or computed
         (and, when `write`, stored there) now."""
-        if "teacher_features" in objective.inputs:
+        if objective.inputs & {"teacher_features", "teacher_stages"}:
             raise ValueError("the teacher cache holds logits only, and a term of the objective "
-                             f"{objective.describe()!r} reads the teacher's features; train with teacher_cache=False")
+                             f"{objective.describe()!r} reads the teacher's features, so it needs the online teacher; "
+                             "train with teacher_cache=False")
         # With top-k, the dropped classes' mass is kept at the temperature of the distillation terms.
         taus = [t.params["tau"] for t in objective.terms.values() if t.needs_teacher and "tau" in t.params]
         cache = load_or_build_teacher_cache(
