@@ -212,7 +212,7 @@ def test_verdict_names_arms_beyond_two_standard_errors():
     (lambda t: t.replace('role = "snapshot"', 'role = "judge"'), "valid roles"),
     (lambda t: t.replace("epochs = 2\nbatch_size = 20", "epochs = 2\nbatch_size = 20\nlearning_rate = 1"), "learning_rate"),
     (lambda t: t.replace('baseline = "kd"', 'baseline = "kdd"'), "no arm 'kdd'"),
-    (lambda t: t.replace('baseline = "kd"', 'baseline = "kd"\nicc_tau = 0'), "icc_tau must be > 0, got 0.0"),
+    (lambda t: t.replace('baseline = "kd"', 'baseline = "kd"\nicc_tau = 0'), "icc_tau must be finite and > 0, got 0.0"),
     (lambda t: t.replace('seeds = [0, 1]', 'seeds = []'), "seeds must be a non-empty list of whole numbers >= 0, got []"),
     (lambda t: t.replace('name = "alone"', 'name = "alone"\nseeds = [0, 1, 2]').replace('name = "kd"\nrole = "student"', 'name = "kd"\nseeds = [0, 5]\nrole = "student"'),
      "arm 'kd' runs on seeds [0, 5], its teacher 'teacher_ce' on [0, 1]"),
