@@ -1,4 +1,4 @@
-"""ICC matrices and expressiveness measures of a model over a whole split (METHOD.md 1 and 4).
+"""ICC matrices and expressiveness measures of a model over a whole split (docs/method.md §1 and §4).
 
 Everything is accumulated as sums and counts and divided once, so the numbers do not depend
 on the batch size and stay right when processes all-reduce their sums before dividing.

@@ -36,6 +36,11 @@ def _new_figure(figsize: tuple[float, float], ncols: int = 1):
     return fig, axes
 
 
+def _figure_for(ax, figsize: tuple[float, float]):
+    """(figure, axes) to draw on: `ax` and its figure, or a new figure of `figsize` when ax is None."""
+    return _new_figure(figsize) if ax is None else (ax.figure, ax)
+
+
 def _frame(m: MatrixLike, secondary: bool) -> pd.DataFrame:
     return m.to_frame(secondary=secondary) if isinstance(m, ICCReport) else m
 
@@ -80,11 +85,8 @@ def plot_icc(
     if cluster:
         order = cluster_order(frame)
         frame = frame.loc[order, order]
-    if ax is None:
-        size = float(np.clip(0.45 * len(frame) + 2, 4.0, DISPLAY_WIDTH - 1))
-        fig, ax = _new_figure((size + 1, size))
-    else:
-        fig = ax.figure
+    size = float(np.clip(0.45 * len(frame) + 2, 4.0, DISPLAY_WIDTH - 1))
+    fig, ax = _figure_for(ax, (size + 1, size))
     _heatmap(ax, frame, secondary=secondary, cmap=cmap, center=center)
     ax.set_title(title or ("secondary ICC" if secondary else "ICC"))
     fig.tight_layout()
@@ -167,10 +169,7 @@ def plot_error_curves(runs: Mapping[str, "pd.DataFrame | object"], *, metric: st
     `error_ylim`), where runs settle and differ: the near-chance first epochs, and a training
     error near 0, run off the frame instead of squeezing that band. zoom=False shows every value.
     """
-    if ax is None:
-        fig, ax = _new_figure((7, 4.5))
-    else:
-        fig = ax.figure
+    fig, ax = _figure_for(ax, (7, 4.5))
     styles = ["-", "--", ":"]
     framed = []
     for i, (label, run) in enumerate(runs.items()):
@@ -228,10 +227,7 @@ def plot_error_vs_sigma2(runs: pd.DataFrame, summary: pd.DataFrame | None = None
         students = students[students["arm"].isin(arms)]
     if students.empty:
         raise ValueError("no student run with a teacher in the table: run a grid with student arms first")
-    if ax is None:
-        fig, ax = _new_figure((7, 4.5))
-    else:
-        fig = ax.figure
+    fig, ax = _figure_for(ax, (7, 4.5))
     means = students.groupby(["arm", "variant"], sort=False)[["teacher_sigma2", "test_top1_err"]].mean()
     for i, (arm, group) in enumerate(students.groupby("arm", sort=False)):
         color = f"C{i % 10}"

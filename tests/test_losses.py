@@ -1,7 +1,7 @@
 """Loss functions and terms of kdviz.losses against values worked out independently.
 
 Every expected value here comes either from arithmetic written out in a comment, or from plain
-numpy/python loops written from the formulas of METHOD.md (sections 1-3, "Scale conventions"),
+numpy/python loops written from the formulas of docs/method.md (§1-3, "Scale convention"),
 never from the library's own helpers.
 """
 import math
@@ -32,7 +32,7 @@ from kdviz.losses import (
 LN2 = math.log(2.0)
 
 
-# ---------------------------------------------------------------- numpy references (from METHOD.md)
+# ---------------------------------------------------------------- numpy references (from docs/method.md)
 def np_softmax(z):
     z = np.asarray(z, dtype=np.float64)
     e = np.exp(z - z.max(axis=-1, keepdims=True))
@@ -70,7 +70,7 @@ def np_gram(p):
 
 
 def np_target_rows(logits, targets, tau, power, c):
-    """T of METHOD.md section 2 from the correctly classified samples only, by loops."""
+    """T of docs/method.md §2 from the correctly classified samples only, by loops."""
     logits, targets = np.asarray(logits, dtype=np.float64), np.asarray(targets)
     p = np_softmax(logits / tau)
     rows = np.zeros((c, c))

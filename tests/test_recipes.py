@@ -13,7 +13,7 @@ from kdviz.experiments import ExperimentError, experiment_names, load_experiment
 from kdviz.experiments.spec import ROLES
 
 CPU = ["--no-progress", "--device", "cpu"]
-# The CRD benchmark's recipe, as METHOD.md quotes it.
+# The CRD benchmark's recipe, as docs/method.md §7 quotes it.
 CRD = {"epochs": 240, "batch_size": 64, "momentum": 0.9, "weight_decay": 5e-4, "schedule": "multistep",
        "milestones": [150, 180, 210], "gamma": 0.1, "nesterov": False}  # CRD: plain SGD momentum
 KD = {"ce": {"weight": 0.1}, "kd": {"weight": 0.9, "tau": 4.0}}

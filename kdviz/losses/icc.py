@@ -1,4 +1,4 @@
-"""Inter-class correlation (ICC) matrices and the teacher's ICC regulariser (METHOD.md 1-2).
+"""Inter-class correlation (ICC) matrices and the teacher's ICC regulariser (docs/method.md §1-2).
 
 Notation: B samples, C classes, P = softmax(z / tau) row-wise, Y one-hot labels, n = Y^T 1.
 """
@@ -101,7 +101,7 @@ def nontarget_log_probs(logits: torch.Tensor, targets: torch.Tensor, tau: float)
 def teacher_icc_regularizer(
     logits: torch.Tensor, targets: torch.Tensor, target_rows: torch.Tensor, tau: float = 4.0
 ) -> torch.Tensor:
-    """tau^2 * mean_i KL(T[y_i] || q_i), the expressive-teacher term of METHOD.md section 2.
+    """tau^2 * mean_i KL(T[y_i] || q_i), the expressive-teacher term of docs/method.md §2.
 
     logits [B, C], targets [B], target_rows T [C, C] (rows sum to 1, zero diagonal, detached)
     -> scalar. q_i is the softmax over sample i's non-target logits at temperature tau.

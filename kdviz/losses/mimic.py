@@ -1,7 +1,7 @@
-"""Student-side ICC mimic terms (METHOD.md section 3) and DIST.
+"""Student-side ICC mimic terms (docs/method.md §3) and DIST.
 
 All terms are label-free unless they say otherwise, detach the teacher, and are invariant to
-repeating the batch: each matrix is normalised before it is compared (METHOD.md, "Scale
+repeating the batch: each matrix is normalised before it is compared (docs/method.md §3, "Scale
 conventions").
 """
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
     Objective({"ce": 0.1, "kd": 0.9, "icc_mimic": {"weight": 0.1, "tau": 4}})
     Objective.parse("ce=0.1,kd=0.9,icc_mimic=0.1")     # the CLI's form
-    Objective.preset("kd+icc_mimic")                   # a named recipe of METHOD.md
+    Objective.preset("kd+icc_mimic")                   # a named objective of docs/method.md
     Objective.coerce(x)                                # any of the three, or an Objective
     Objective.preset("kd").with_params({"kd": {"tau": 2.0}})
 """
@@ -17,7 +17,7 @@ from torch import nn
 from ..registry import did_you_mean, unknown_name
 from .terms import LOSS_TERMS, LossTerm, StepOutputs
 
-# Defaults from METHOD.md: alpha = 0.9, tau = 4, beta = 0.1, lambda_T = 0.1, p = 1.
+# Defaults from docs/method.md: alpha = 0.9, tau = 4, beta = 0.1, lambda_T = 0.1, p = 1.
 PRESETS: dict[str, dict] = {
     "ce": {"ce": 1.0},
     "label_smoothing": {"label_smoothing": {"weight": 1.0, "eps": 0.1}},

@@ -239,7 +239,7 @@ class _ConsensusTerm(LossTerm):
 
 @_register_class("icc_teacher")
 class TeacherICCTerm(_ConsensusTerm):
-    """The expressive-teacher regulariser, tau^2 * mean_i KL(T[y_i] || q_i) (METHOD.md section 2).
+    """The expressive-teacher regulariser, tau^2 * mean_i KL(T[y_i] || q_i) (docs/method.md §2).
 
     T is last epoch's secondary ICC over correctly classified training samples, sharpened by
     `power` and optionally smoothed across epochs by `ema`. It is 0 until the first epoch ends.

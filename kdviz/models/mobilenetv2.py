@@ -13,7 +13,7 @@ from torch import nn
 
 from .registry import MODELS
 from .resnet_cifar import init_conv_bn
-from .stages import CONV_STAGES, model_outputs
+from .stages import CONV_STAGES, run_stages
 
 # (expansion t, channels c, repeats n, first stride s); t=None means "the model's expansion ratio".
 _SETTING = ((1, 16, 1, 1), (None, 24, 2, 1), (None, 32, 3, 2), (None, 64, 4, 2), (None, 96, 3, 1),
@@ -74,14 +74,7 @@ class MobileNetV2(nn.Module):
     def forward(self, x: torch.Tensor, return_features: bool = False, return_stages: bool = False):
         """x [B, C_in, H, W] -> logits [B, num_classes] (and pooled features [B, 1280], or all the named
         stages, if asked)."""
-        stages = {}
-        x = self.stem(x)
-        for i, block in enumerate(self.blocks):
-            x = block(x)
-            if i in self._stage_after:
-                stages[self._stage_after[i]] = x
-        features = stages["pool"] = self.pool(self.head(x))
-        return model_outputs(self.classifier(features), stages, return_features, return_stages)
+        return run_stages(self, x, return_features, return_stages)
 
 
 @MODELS.register("mobilenetv2")

@@ -20,20 +20,7 @@ from torch import nn
 
 from .registry import MODELS
 from .resnet_cifar import init_conv_bn
-from .stages import CONV_STAGES, model_outputs
-
-
-def _run_stages(model: nn.Module, x: torch.Tensor, return_features: bool, return_stages: bool):
-    """Both ShuffleNets' forward: stem, blocks (recording the last block of each of the three stages),
-    head, pooling, classifier."""
-    stages = {}
-    x = model.stem(x)
-    for i, block in enumerate(model.blocks):
-        x = block(x)
-        if i in model._stage_after:
-            stages[model._stage_after[i]] = x
-    features = stages["pool"] = model.pool(model.head(x))
-    return model_outputs(model.classifier(features), stages, return_features, return_stages)
+from .stages import CONV_STAGES, run_stages
 
 
 def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
@@ -96,7 +83,7 @@ class ShuffleNetV1(nn.Module):
     def forward(self, x: torch.Tensor, return_features: bool = False, return_stages: bool = False):
         """x [B, C_in, H, W] -> logits [B, num_classes] (and pooled features [B, 960], or all the named
         stages, if asked)."""
-        return _run_stages(self, x, return_features, return_stages)
+        return run_stages(self, x, return_features, return_stages)
 
 
 @MODELS.register("shufflenetv1")
@@ -176,7 +163,7 @@ class ShuffleNetV2(nn.Module):
     def forward(self, x: torch.Tensor, return_features: bool = False, return_stages: bool = False):
         """x [B, C_in, H, W] -> logits [B, num_classes] (and pooled features [B, 1024 or 2048], or all the
         named stages, if asked)."""
-        return _run_stages(self, x, return_features, return_stages)
+        return run_stages(self, x, return_features, return_stages)
 
 
 def _register_v2(size: str) -> None:

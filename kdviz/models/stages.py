@@ -27,6 +27,20 @@ def model_outputs(logits: torch.Tensor, stages: dict[str, torch.Tensor], return_
     return (logits, stages["pool"]) if return_features else logits
 
 
+def run_stages(model: nn.Module, x: torch.Tensor, return_features: bool, return_stages: bool):
+    """The forward of a model built as stem, blocks, head, pool and classifier, whose
+    `_stage_after` maps a block's index to the stage name it ends (the ShuffleNets, MobileNetV2):
+    the blocks are run in turn, recording the named stages, then the head, pooling and classifier."""
+    stages = {}
+    x = model.stem(x)
+    for i, block in enumerate(model.blocks):
+        x = block(x)
+        if i in model._stage_after:
+            stages[model._stage_after[i]] = x
+    features = stages["pool"] = model.pool(model.head(x))
+    return model_outputs(model.classifier(features), stages, return_features, return_stages)
+
+
 @torch.no_grad()
 def stage_shapes(model: nn.Module, image_shape: tuple[int, int, int]) -> dict[str, tuple[int, ...]]:
     """{stage name: shape without the batch dimension} of `model` on [2, *image_shape] inputs.

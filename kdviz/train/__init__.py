@@ -9,7 +9,7 @@ from .teacher import TeacherLike
 
 
 def train_teacher(data, model: str = "cnn", objective="icc_teacher", **kwargs) -> TrainResult:
-    """Train a teacher; the default objective is CE + the ICC regulariser (METHOD.md section 2)."""
+    """Train a teacher; the default objective is CE + the ICC regulariser (docs/method.md §2)."""
     return train(data, model, objective, **kwargs)
 
 
