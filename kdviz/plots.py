@@ -259,10 +259,7 @@ def plot_arms(summary: pd.DataFrame, column: str = "diff_vs_baseline", *, ax: ma
     if column not in summary:
         raise ValueError(f"the summary has no {column!r} column: summarize(runs, baseline) with a baseline arm gives it")
     rows = summary[(summary["role"] == "student") & summary[column].notna()].sort_values(column, ascending=False)
-    if ax is None:
-        fig, ax = _new_figure((7, 1.2 + 0.35 * len(rows)))
-    else:
-        fig = ax.figure
+    fig, ax = _figure_for(ax, (7, 1.2 + 0.35 * len(rows)))
     ax.errorbar(rows[column], np.arange(len(rows)), xerr=rows[se[column]].fillna(0), fmt="o", color="C0", capsize=3)
     ax.set_yticks(np.arange(len(rows)), [f"{arm} ({int(n)} seeds)" for arm, n in rows["seeds"].items()])
     if column == "diff_vs_baseline":
@@ -286,10 +283,7 @@ def plot_sweep(runs: pd.DataFrame, x: str, *, arms: list[str] | None = None, ax:
         rows = rows[rows["arm"].isin(arms)]
     if rows.empty:
         raise ValueError(f"no run has a value of {x!r}: add it as a column of the runs table (see kdviz.experiments.swept)")
-    if ax is None:
-        fig, ax = _new_figure((7, 4.5))
-    else:
-        fig = ax.figure
+    fig, ax = _figure_for(ax, (7, 4.5))
     for i, (arm, group) in enumerate(rows.groupby("arm", sort=False)):
         stats = (100 * group[["val_top1_err", "test_top1_err"]]).groupby(group[x]).agg(["mean", "sem", "count"])
         test = stats["test_top1_err"]
