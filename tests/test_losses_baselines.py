@@ -569,11 +569,12 @@ def test_readme_lists_every_method_for_every_crd_pair_and_each_row_parses():
 
 
 def test_crd_recipe_distills_with_a_feature_term_from_the_command_line(tmp_path):
-    from test_recipes import CPU, config, make_cifar100
+    from test_recipes import CPU, config
 
     from kdviz.cli import main
+    from kdviz.data.sample_files import write_cifar100
 
-    make_cifar100(tmp_path / "cifar-100-python")
+    write_cifar100(tmp_path / "cifar-100-python")
     teacher, student = tmp_path / "teacher", tmp_path / "student"
     common = ["--recipe", "crd-cifar100", "--data-root", str(tmp_path), "--n-train", "6", "--epochs", "1", *CPU]
     assert main(["train-teacher", *common, "--model", "resnet8", "--out", str(teacher)]) == 0
