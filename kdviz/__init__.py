@@ -6,6 +6,8 @@
     student = kd.distill(data, teacher, "mlp", "kd+icc_mimic", epochs=40)
     kd.plot_icc_comparison(kd.extract_icc(teacher.model, data), kd.extract_icc(student.model, data))
 """
+import importlib
+
 from ._version import __version__
 from . import threads as _threads
 
@@ -21,26 +23,23 @@ from .train import TrainConfig, TrainResult, distill, load_model, train, train_t
 
 _threads.remember_torch_threads()
 
-_PLOTS = ("plot_icc", "plot_icc_comparison", "plot_error_curves", "plot_error_vs_sigma2", "plot_arms", "plot_sweep",
-          "plot_training", "plot_soft_targets")
-_WIDGETS = ("icc_explorer", "curves_explorer", "run_explorer", "study_explorer")
+# name -> the module that defines it
+_LAZY = {
+    **dict.fromkeys(("plot_icc", "plot_icc_comparison", "plot_error_curves", "plot_training", "plot_soft_targets"), "plots"),
+    **dict.fromkeys(("plot_error_vs_sigma2", "plot_arms", "plot_sweep"), "experiment_plots"),
+    **dict.fromkeys(("icc_explorer", "curves_explorer", "run_explorer", "study_explorer"), "widgets"),
+}
 
 
 def __getattr__(name):
     # matplotlib, seaborn and ipywidgets load only when a figure is asked for, to keep `import kdviz` fast.
-    if name in _PLOTS:
-        from . import plots
-
-        return getattr(plots, name)
-    if name in _WIDGETS:
-        from . import widgets
-
-        return getattr(widgets, name)
+    if name in _LAZY:
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
     raise AttributeError(f"module 'kdviz' has no attribute {name!r}")
 
 
 __all__ = [
     "DATASETS", "ICCReport", "LOSS_TERMS", "LiveCurves", "MODELS", "Objective", "PRESETS", "TrainConfig", "TrainResult",
     "build_model", "distill", "extract_icc", "icc_distance", "icc_of_logits", "load_dataset", "load_model",
-    "resolve_device", "train", "train_teacher", *_PLOTS, *_WIDGETS,
+    "resolve_device", "train", "train_teacher", *_LAZY,
 ]

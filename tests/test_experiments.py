@@ -12,7 +12,7 @@ from kdviz.cli import main
 from kdviz.data.sample_files import write_cifar100
 from kdviz.experiments import Arm, ExperimentError, add_arms, collect, experiment_names, load_experiment, plan, run_sweep, select_variants, summarize, swept, verdict
 from kdviz.experiments import grid as grid_module
-from kdviz.plots import plot_error_vs_sigma2
+from kdviz.experiment_plots import plot_error_vs_sigma2
 
 TINY = """
 name = "tiny"

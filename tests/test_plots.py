@@ -7,8 +7,8 @@ from matplotlib.figure import Figure
 
 from kdviz.correlation import icc_of_logits
 from kdviz.data.base import DatasetInfo
-from kdviz.plots import (DISPLAY_WIDTH, MIN_FONT, cluster_order, error_ylim, plot_arms, plot_error_curves, plot_icc, plot_icc_comparison,
-                          plot_sweep)
+from kdviz.experiment_plots import plot_arms, plot_sweep
+from kdviz.plots import DISPLAY_WIDTH, MIN_FONT, cluster_order, error_ylim, plot_error_curves, plot_icc, plot_icc_comparison
 
 
 def _report(info, seed):

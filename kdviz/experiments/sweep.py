@@ -128,7 +128,7 @@ def _run_on_ray(tasks: list[list], bar, address: str | None, device) -> None:
 def write_results(experiment: Experiment, runs: pd.DataFrame, out: Path) -> pd.DataFrame:
     """Write runs.csv (the tidy table), summary.csv, verdict.txt (with a baseline) and
     error_vs_sigma2.png (with students that learn from a teacher); return the summary."""
-    from ..plots import plot_error_vs_sigma2
+    from ..experiment_plots import plot_error_vs_sigma2
 
     summary = summarize(runs, experiment.baseline)
     atomic_write(out / "runs.csv", runs.to_csv(index=False))

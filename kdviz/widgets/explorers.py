@@ -6,7 +6,8 @@ from typing import Mapping
 import pandas as pd
 
 from ..correlation import ICCReport
-from ..plots import plot_error_curves, plot_error_vs_sigma2, plot_icc, plot_icc_comparison
+from ..experiment_plots import plot_error_vs_sigma2
+from ..plots import plot_error_curves, plot_icc, plot_icc_comparison
 from .view import FigureView, w
 
 
