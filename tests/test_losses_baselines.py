@@ -168,7 +168,7 @@ def _example(student, teacher, b=2):
 
 
 def _setup(term, student, teacher, n_train=10):
-    term.setup(_example(student, teacher), n_train)
+    term.setup(_example(student, teacher), torch.arange(n_train) % 3)  # training labels of 3 classes
     return term
 
 
@@ -254,18 +254,37 @@ def np_nce(h, n_data):
     return -total / len(h)
 
 
+def _nce(h, n_data):
+    """nce_loss on the scores h [B, 1 + K]: column 0 the positive, each other column a negative drawn once."""
+    x = torch.tensor(np.log(h)) - math.log((h.shape[1] - 1) / n_data)
+    counts = torch.ones_like(x)
+    counts[:, 0] = 0
+    return nce_loss(x, x[:, 0], counts).item()
+
+
 def test_nce_loss_matches_the_formula_and_is_batch_invariant():
     h = np.array([[2.0, 0.1, 0.3], [0.5, 1.0, 0.2]])
-    assert nce_loss(torch.tensor(np.log(h)), 50).item() == pytest.approx(np_nce(h, 50), rel=1e-12)
-    twice = nce_loss(torch.tensor(np.log(np.concatenate([h, h]))), 50).item()
-    assert twice == pytest.approx(np_nce(h, 50), rel=1e-12)
+    assert _nce(h, 50) == pytest.approx(np_nce(h, 50), rel=1e-12)
+    assert _nce(np.concatenate([h, h]), 50) == pytest.approx(np_nce(h, 50), rel=1e-12)
+    # A negative drawn twice counts twice: the counts stand for the K draws.
+    x = torch.tensor([[0.3, -1.2, 0.7]], dtype=torch.float64)
+    twice = nce_loss(x, torch.tensor([0.5], dtype=torch.float64), torch.tensor([[0.0, 2.0, 1.0]], dtype=torch.float64))
+    assert twice.item() == pytest.approx(math.log1p(math.exp(-0.5)) + 2 * math.log1p(math.exp(-1.2)) + math.log1p(math.exp(0.7)))
     # Scores far beyond exp's range stay finite in the log form.
-    assert math.isfinite(nce_loss(torch.tensor([[900.0, -900.0, 5.0]]), 50).item())
+    assert math.isfinite(nce_loss(torch.tensor([[-900.0, 5.0]]), torch.tensor([900.0]), torch.ones(1, 2)).item())
 
 
 def _fixed_negatives(memory, k):
-    # Negatives decided by the sample alone, so the test can repeat them: (i + 1 .. i + k) mod N.
-    memory.draw_negatives = lambda idx: (idx[:, None] + torch.arange(1, k + 1)) % memory.n_data
+    # Negatives decided by the sample alone, so the test can repeat them: (i + 1 .. i + k) mod N,
+    # counted in the bank's class order (sample memory.order[p] in column p).
+    column = torch.argsort(memory.order)
+
+    def counts(idx, dtype):
+        drawn = column[(idx[:, None] + torch.arange(1, k + 1, device=idx.device)) % memory.n_data]
+        return torch.zeros(len(idx), memory.n_data, dtype=dtype, device=idx.device).scatter_add_(
+            1, drawn, torch.ones(drawn.shape, dtype=dtype, device=idx.device))
+
+    memory.negative_counts = counts
 
 
 def test_crd_term_matches_the_formula_and_moves_the_bank():
@@ -423,7 +442,7 @@ torch.save({"terms": terms, "model": weights}, f"{sys.argv[1]}/run{rank}.pt")
 def bank_update(mine):
     """CRD's bank (N = 7, d = 3) after one step on samples `mine` of a fixed batch of 5."""
     torch.manual_seed(0)
-    memory = ContrastMemory(n_data=7, dim=3, negatives=2, temperature=0.5, momentum=0.5)
+    memory = ContrastMemory(torch.tensor([0, 1, 0, 1, 0, 1, 1]), dim=3, negatives=2, temperature=0.5, momentum=0.5)
     g = torch.Generator().manual_seed(1)
     s, t = torch.nn.functional.normalize(torch.randn(5, 3, generator=g), dim=1), torch.nn.functional.normalize(torch.randn(5, 3, generator=g), dim=1)
     idx = torch.tensor([6, 0, 3, 2, 5])
@@ -474,7 +493,7 @@ CRD_PAIRS = [  # the CRD benchmark's pairs that kdviz's zoo has (its ResNet50 is
 def test_default_stages_fit_every_crd_pair(teacher_name, student_name):
     teacher, student = (build_model(n, 100, (3, 32, 32)) for n in (teacher_name, student_name))
     objective = Objective({"fitnet": 1, "at": 1, "crd": {"negatives": 8}})
-    objective.setup(_example(stage_shapes(student, (3, 32, 32)), stage_shapes(teacher, (3, 32, 32))), n_train=16)
+    objective.setup(_example(stage_shapes(student, (3, 32, 32)), stage_shapes(teacher, (3, 32, 32))), torch.arange(16) % 4)
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         t_logits, t_stages = teacher.eval()(x, return_stages=True)
