@@ -320,6 +320,48 @@ def test_crd_term_matches_the_formula_and_moves_the_bank():
     assert memory.z_ready
 
 
+def _drawn(memory, idx):
+    """The counts of idx's negatives [B, N], by training-set index (the memory keeps them in class order)."""
+    counts = memory.negative_counts(idx, torch.float64)
+    by_sample = torch.empty_like(counts)
+    by_sample[:, memory.order] = counts
+    return by_sample
+
+
+# Classes of sizes 3, 3 and 4, shuffled: other-class counts M_c of 7, 7 and 6.
+LABELS = torch.tensor([2, 0, 1, 0, 2, 1, 1, 0, 2, 2])
+
+
+@pytest.mark.parametrize("k", [3, 6, 7, 20])  # K <= M_c for every class (3, 6); for some (7); for none (20)
+def test_crd_negatives_come_from_the_other_classes_without_repeats_when_they_can(k):
+    torch.manual_seed(0)
+    memory = ContrastMemory(LABELS, dim=3, negatives=k, temperature=0.5, momentum=0.5)
+    idx = torch.arange(10).repeat(20)  # every sample, 20 times
+    drawn = _drawn(memory, idx)
+    same_class = LABELS[idx][:, None] == LABELS[None, :]
+    assert (drawn[same_class] == 0).all()  # never the sample's own class (so never the positive)
+    assert (drawn.sum(1) == k).all()  # K negatives per sample
+    distinct = k <= 10 - torch.bincount(LABELS)[LABELS[idx]]  # the rows that CRD draws without replacement
+    assert (drawn[distinct] <= 1).all()
+    if k == 20:
+        assert drawn.max() > 1  # with replacement, some negative repeats (20 draws among 6 or 7)
+
+
+@pytest.mark.parametrize("k", [4, 40])  # without and with replacement
+def test_crd_negatives_are_uniform_over_the_other_classes(k):
+    torch.manual_seed(1)
+    memory = ContrastMemory(LABELS, dim=3, negatives=k, temperature=0.5, momentum=0.5)
+    rows = 3000
+    totals = _drawn(memory, torch.full((rows,), 4)).sum(0)  # sample 4 is of class 2; its M_c = 6 others
+    others = LABELS != 2
+    assert (totals[~others] == 0).all()
+    expected = rows * k / 6
+    chi2 = ((totals[others] - expected) ** 2 / expected).sum().item()
+    # 5 degrees of freedom: chi2 has mean <= 5 and exceeds 25 with probability < 1e-4 (less still
+    # without replacement, whose counts vary less). A skew of 10 % in one index would give ~ 0.01 * expected.
+    assert chi2 < 25, (totals, expected)
+
+
 def test_crd_refuses_feature_maps_and_missing_indices():
     with pytest.raises(ValueError, match=r"vectors.*\[8, 4, 4\]"):
         _setup(LOSS_TERMS.get("crd")(), {"pool": (8, 4, 4)}, {"pool": (8,)})
@@ -388,6 +430,18 @@ def test_no_feature_term_syncs_with_the_host_in_a_step(name):
     term = _setup(LOSS_TERMS.get(name)(**({"negatives": 3} if name == "crd" else {})), STUDENT, TEACHER, n_train=12).to("meta")
     with no_host_sync():
         for _ in range(2):  # the second step also applies the first one's bank update
+            term(_to_meta(_feature_step(6))).backward()
+
+
+def test_crd_draws_sync_nothing_when_some_classes_draw_with_replacement():
+    # Classes of 8, 2 and 2 samples with K = 6: class 0's rows draw with replacement, the others without.
+    torch.manual_seed(0)
+    term = LOSS_TERMS.get("crd")(negatives=6)
+    term.setup(_example(STUDENT, TEACHER), torch.tensor([0] * 8 + [1, 1, 2, 2]))
+    assert term.memory.draws == (True, True)
+    term.to("meta")
+    with no_host_sync():
+        for _ in range(2):
             term(_to_meta(_feature_step(6))).backward()
 
 
