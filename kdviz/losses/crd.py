@@ -85,8 +85,8 @@ class ContrastMemory(nn.Module):
         self.register_buffer("log_z", torch.zeros(2))  # log Z_s, log Z_t; set by the first batch
         # Derived from the labels (not saved): the class order, and per sample its class block's end there and M_c.
         self.register_buffer("order", torch.argsort(labels, stable=True), persistent=False)
-        self.register_buffer("block_end", sizes.cumsum(0)[labels], persistent=False)
-        self.register_buffer("n_other", (n_data - sizes[labels]).int(), persistent=False)  # int32: a cheaper modulo
+        self.register_buffer("block_end", sizes.cumsum(0)[labels].int(), persistent=False)  # int32: cheaper
+        self.register_buffer("n_other", (n_data - sizes[labels]).int(), persistent=False)  # arithmetic on [B, K]
         self.n_data, self.negatives, self.temperature, self.momentum = n_data, negatives, temperature, momentum
         self.max_other = int(others.max())
         self.draws = (bool((negatives > others).any()), bool((negatives <= others).any()))  # (with, without replacement)
@@ -100,22 +100,24 @@ class ContrastMemory(nn.Module):
         """idx [B] -> C [B, N] in class order: how often each sample is drawn as a negative of idx_i.
 
         q_ik, the k-th negative's place among the M_c other-class samples, is uniform on [0, M_c):
-        without replacement (the K smallest of M_c uniform keys) when K <= M_c, else a 31-bit
-        draw modulo M_c (as torch.randint draws; its bias is below M_c / 2^31). Its column is
+        without replacement (the K smallest of M_c uniform keys) when K <= M_c, else a 32-bit
+        draw modulo M_c (its bias is below M_c / 2^31, as torch.randint's). Its column is
         (end of i's class block + q_ik) mod N; the counts are gathered over 2N columns, then folded.
         """
-        b, k, n = idx.shape[0], self.negatives, self.n_data
-        m = self.n_other[idx][:, None]
+        b, k, n, device = idx.shape[0], self.negatives, self.n_data, idx.device
+        m, end = self.n_other[idx][:, None], self.block_end[idx][:, None]
         with_replacement, without = self.draws
         if with_replacement:
-            q = torch.randint(2**31 - 1, (b, k), dtype=torch.int32, device=idx.device) % m
+            # Two 32-bit draws from each 64-bit one: half the generator's calls of drawing int32s.
+            bits = torch.empty(b, (k + 1) // 2, dtype=torch.int64, device=device).random_().view(torch.int32)[:, :k]
+            columns = (bits % m + end).long()  # int32 arithmetic: a mixed-type add costs a conversion pass
         if without:
-            keys = torch.rand(b, self.max_other, device=idx.device)
-            keys.masked_fill_(torch.arange(self.max_other, device=idx.device) >= m, 2.0)  # places beyond M_c: never
-            distinct = keys.topk(k, dim=1, largest=False, sorted=False).indices
-            q = torch.where(k > m, q, distinct) if with_replacement else distinct
-        columns = q + self.block_end[idx][:, None]  # in [0, 2N)
-        twice = torch.zeros(b, 2 * n, dtype=dtype, device=idx.device).scatter_add_(1, columns, torch.ones((), dtype=dtype, device=idx.device).expand(b, k))
+            keys = torch.rand(b, self.max_other, device=device)
+            keys.masked_fill_(torch.arange(self.max_other, device=device) >= m, 2.0)  # places beyond M_c: never
+            distinct = keys.topk(k, dim=1, largest=False, sorted=False).indices + end
+            columns = torch.where(k > m, columns, distinct) if with_replacement else distinct
+        ones = torch.ones((), dtype=dtype, device=device).expand(b, k)
+        twice = torch.zeros(b, 2 * n, dtype=dtype, device=device).scatter_add_(1, columns, ones)
         return twice[:, :n] + twice[:, n:]
 
     def scores(self, s: torch.Tensor, t: torch.Tensor, idx: torch.Tensor):
