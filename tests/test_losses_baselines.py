@@ -370,6 +370,13 @@ def test_crd_refuses_feature_maps_and_missing_indices():
         term(StepOutputs(None, None, features=torch.randn(2, 4), teacher_features=torch.randn(2, 4)))
 
 
+def test_crd_needs_the_training_labels():
+    with pytest.raises(ValueError, match=r"labels, int64 \[N\].*shape \(\)"):
+        _setup(LOSS_TERMS.get("crd")(), {"pool": (4,)}, {"pool": (4,)}).setup(_example({"pool": (4,)}, {"pool": (4,)}), 10)
+    with pytest.raises(ValueError, match="two classes"):
+        ContrastMemory(torch.zeros(5, dtype=torch.long), dim=3, negatives=2, temperature=0.5, momentum=0.5)
+
+
 def test_feature_term_used_before_it_is_built_says_so():
     with pytest.raises(RuntimeError, match="set it up"):
         LOSS_TERMS.get("at")()(StepOutputs(None, None, stages={}, teacher_stages={}))

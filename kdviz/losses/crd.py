@@ -15,8 +15,9 @@ uniformly from the samples of the other classes, without replacement when K is a
 number M_c = N - n_c, with replacement otherwise. Both sides use the same draws. A negative drawn
 c times counts c times, so the loss needs only the counts C [B, N] of the draws: with
 x_ij = log h(i, j) - log(K P_n), the sum over the K draws is sum_j C_ij softplus(x_ij), computed
-from the scores against the whole bank (one [B, d] x [d, N] product per side, which costs less
-than gathering K > N/2 columns), never from a [B, K] tensor of scores.
+from the scores against the whole bank (the [B, d] x [d, N] product that a gather of K columns
+needs too). No [B, K] tensor of scores, its gather or its backward scatter exists: for K > N/2
+(CRD's K = 16384 on a bank of thousands) that is fewer passes over memory; the estimator is the same.
 
 The bank then moves towards the new embeddings, S_i <- normalise(m S_i + (1 - m) s_i) (m = 0.5;
 likewise T_i), and starts uniform in [-1/sqrt(d/3), 1/sqrt(d/3)]. Defaults: K = 16384, T = 0.07,
@@ -73,7 +74,9 @@ class ContrastMemory(nn.Module):
 
     def __init__(self, labels: torch.Tensor, dim: int, negatives: int, temperature: float, momentum: float):
         super().__init__()
-        labels = torch.as_tensor(labels).long().flatten().cpu()
+        labels = torch.as_tensor(labels).long().cpu()
+        if labels.dim() != 1:
+            raise ValueError(f"CRD needs the training split's labels, int64 [N], to draw its negatives; got shape {tuple(labels.shape)}")
         n_data, sizes = len(labels), torch.bincount(labels)
         others = n_data - sizes[sizes > 0]  # M_c of every class present
         if len(others) < 2:
