@@ -76,17 +76,19 @@ class ContrastMemory(nn.Module):
         super().__init__()
         labels = torch.as_tensor(labels).long().cpu()
         if labels.dim() != 1:
-            raise ValueError(f"CRD needs the training split's labels, int64 [N], to draw its negatives; got shape {tuple(labels.shape)}")
+            raise ValueError(f"CRD needs the training split's labels, int64 [N], to draw its negatives; "
+                             f"got shape {tuple(labels.shape)}")
         n_data, sizes = len(labels), torch.bincount(labels)
         others = n_data - sizes[sizes > 0]  # M_c of every class present
         if len(others) < 2:
-            raise ValueError(f"CRD draws negatives from the other classes: its {n_data} training labels need two classes or more")
+            raise ValueError(f"CRD draws negatives from the other classes: its {n_data} training labels "
+                             "need two classes or more")
         stdv = 1.0 / math.sqrt(dim / 3)
         # One spare row, N, receives the padding rows of an all-gather; negatives never reach it.
         self.register_buffer("student_bank", torch.rand(n_data + 1, dim).mul_(2 * stdv).add_(-stdv))
         self.register_buffer("teacher_bank", torch.rand(n_data + 1, dim).mul_(2 * stdv).add_(-stdv))
         self.register_buffer("log_z", torch.zeros(2))  # log Z_s, log Z_t; set by the first batch
-        # Derived from the labels (not saved): the class order, and per sample its class block's end there and M_c.
+        # Derived from the labels (not saved): the class order; per sample, its class block's end there and M_c.
         self.register_buffer("order", torch.argsort(labels, stable=True), persistent=False)
         self.register_buffer("block_end", sizes.cumsum(0)[labels].int(), persistent=False)  # int32: cheaper
         self.register_buffer("n_other", (n_data - sizes[labels]).int(), persistent=False)  # arithmetic on [B, K]
@@ -103,8 +105,8 @@ class ContrastMemory(nn.Module):
         """idx [B] -> C [B, N] in class order: how often each sample is drawn as a negative of idx_i.
 
         q_ik, the k-th negative's place among the M_c other-class samples, is uniform on [0, M_c):
-        without replacement (the K smallest of M_c uniform keys) when K <= M_c, else a 32-bit
-        draw modulo M_c (its bias is below M_c / 2^31, as torch.randint's). Its column is
+        without replacement (the K smallest of M_c uniform keys) when K <= M_c, else a 31- or
+        32-bit draw modulo M_c (bias below M_c / 2^31, the order of torch.randint's own). Its column is
         (end of i's class block + q_ik) mod N; the counts are gathered over 2N columns, then folded.
         """
         b, k, n, device = idx.shape[0], self.negatives, self.n_data, idx.device
