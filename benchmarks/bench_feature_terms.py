@@ -49,7 +49,7 @@ def measure(args) -> dict:
         objective = Objective(spec)
         if objective.trainable:  # as train() does: the terms' parts fit the models, and train with the student
             with torch.no_grad():
-                objective.setup(step_outputs(student.eval(), teacher, objective.inputs, x, y, idx), n_train=len(data.train))
+                objective.setup(step_outputs(student.eval(), teacher, objective.inputs, x, y, idx), data.train.labels)
             student.train()
         opt = torch.optim.SGD([*student.parameters(), *objective.parameters()], lr=0.05, momentum=0.9, nesterov=True,
                               weight_decay=5e-4)

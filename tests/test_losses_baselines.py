@@ -168,7 +168,7 @@ def _example(student, teacher, b=2):
 
 
 def _setup(term, student, teacher, n_train=10):
-    term.setup(_example(student, teacher), n_train)
+    term.setup(_example(student, teacher), torch.arange(n_train) % 3)  # training labels of 3 classes
     return term
 
 
@@ -254,18 +254,37 @@ def np_nce(h, n_data):
     return -total / len(h)
 
 
+def _nce(h, n_data):
+    """nce_loss on the scores h [B, 1 + K]: column 0 the positive, each other column a negative drawn once."""
+    x = torch.tensor(np.log(h)) - math.log((h.shape[1] - 1) / n_data)
+    counts = torch.ones_like(x)
+    counts[:, 0] = 0
+    return nce_loss(x, x[:, 0], counts).item()
+
+
 def test_nce_loss_matches_the_formula_and_is_batch_invariant():
     h = np.array([[2.0, 0.1, 0.3], [0.5, 1.0, 0.2]])
-    assert nce_loss(torch.tensor(np.log(h)), 50).item() == pytest.approx(np_nce(h, 50), rel=1e-12)
-    twice = nce_loss(torch.tensor(np.log(np.concatenate([h, h]))), 50).item()
-    assert twice == pytest.approx(np_nce(h, 50), rel=1e-12)
+    assert _nce(h, 50) == pytest.approx(np_nce(h, 50), rel=1e-12)
+    assert _nce(np.concatenate([h, h]), 50) == pytest.approx(np_nce(h, 50), rel=1e-12)
+    # A negative drawn twice counts twice: the counts stand for the K draws.
+    x = torch.tensor([[0.3, -1.2, 0.7]], dtype=torch.float64)
+    twice = nce_loss(x, torch.tensor([0.5], dtype=torch.float64), torch.tensor([[0.0, 2.0, 1.0]], dtype=torch.float64))
+    assert twice.item() == pytest.approx(math.log1p(math.exp(-0.5)) + 2 * math.log1p(math.exp(-1.2)) + math.log1p(math.exp(0.7)))
     # Scores far beyond exp's range stay finite in the log form.
-    assert math.isfinite(nce_loss(torch.tensor([[900.0, -900.0, 5.0]]), 50).item())
+    assert math.isfinite(nce_loss(torch.tensor([[-900.0, 5.0]]), torch.tensor([900.0]), torch.ones(1, 2)).item())
 
 
 def _fixed_negatives(memory, k):
-    # Negatives decided by the sample alone, so the test can repeat them: (i + 1 .. i + k) mod N.
-    memory.draw_negatives = lambda idx: (idx[:, None] + torch.arange(1, k + 1)) % memory.n_data
+    # Negatives decided by the sample alone, so the test can repeat them: (i + 1 .. i + k) mod N,
+    # counted in the bank's class order (sample memory.order[p] in column p).
+    column = torch.argsort(memory.order)
+
+    def counts(idx, dtype):
+        drawn = column[(idx[:, None] + torch.arange(1, k + 1, device=idx.device)) % memory.n_data]
+        return torch.zeros(len(idx), memory.n_data, dtype=dtype, device=idx.device).scatter_add_(
+            1, drawn, torch.ones(drawn.shape, dtype=dtype, device=idx.device))
+
+    memory.negative_counts = counts
 
 
 def test_crd_term_matches_the_formula_and_moves_the_bank():
@@ -301,12 +320,61 @@ def test_crd_term_matches_the_formula_and_moves_the_bank():
     assert memory.z_ready
 
 
+def _drawn(memory, idx):
+    """The counts of idx's negatives [B, N], by training-set index (the memory keeps them in class order)."""
+    counts = memory.negative_counts(idx, torch.float64)
+    by_sample = torch.empty_like(counts)
+    by_sample[:, memory.order] = counts
+    return by_sample
+
+
+# Classes of sizes 3, 3 and 4, shuffled: other-class counts M_c of 7, 7 and 6.
+LABELS = torch.tensor([2, 0, 1, 0, 2, 1, 1, 0, 2, 2])
+
+
+@pytest.mark.parametrize("k", [3, 6, 7, 20])  # K <= M_c for every class (3, 6); for some (7); for none (20)
+def test_crd_negatives_come_from_the_other_classes_without_repeats_when_they_can(k):
+    torch.manual_seed(0)
+    memory = ContrastMemory(LABELS, dim=3, negatives=k, temperature=0.5, momentum=0.5)
+    idx = torch.arange(10).repeat(20)  # every sample, 20 times
+    drawn = _drawn(memory, idx)
+    same_class = LABELS[idx][:, None] == LABELS[None, :]
+    assert (drawn[same_class] == 0).all()  # never the sample's own class (so never the positive)
+    assert (drawn.sum(1) == k).all()  # K negatives per sample
+    distinct = k <= 10 - torch.bincount(LABELS)[LABELS[idx]]  # the rows that CRD draws without replacement
+    assert (drawn[distinct] <= 1).all()
+    if k == 20:
+        assert drawn.max() > 1  # with replacement, some negative repeats (20 draws among 6 or 7)
+
+
+@pytest.mark.parametrize("k", [4, 40])  # without and with replacement
+def test_crd_negatives_are_uniform_over_the_other_classes(k):
+    torch.manual_seed(1)
+    memory = ContrastMemory(LABELS, dim=3, negatives=k, temperature=0.5, momentum=0.5)
+    rows = 3000
+    totals = _drawn(memory, torch.full((rows,), 4)).sum(0)  # sample 4 is of class 2; its M_c = 6 others
+    others = LABELS != 2
+    assert (totals[~others] == 0).all()
+    expected = rows * k / 6
+    chi2 = ((totals[others] - expected) ** 2 / expected).sum().item()
+    # 5 degrees of freedom: chi2 has mean <= 5 and exceeds 25 with probability < 1e-4 (less still
+    # without replacement, whose counts vary less). A skew of 10 % in one index would give ~ 0.01 * expected.
+    assert chi2 < 25, (totals, expected)
+
+
 def test_crd_refuses_feature_maps_and_missing_indices():
     with pytest.raises(ValueError, match=r"vectors.*\[8, 4, 4\]"):
         _setup(LOSS_TERMS.get("crd")(), {"pool": (8, 4, 4)}, {"pool": (8,)})
     term = _setup(LOSS_TERMS.get("crd")(negatives=4), {"pool": (4,)}, {"pool": (4,)})
     with pytest.raises(ValueError, match="indices"):
         term(StepOutputs(None, None, features=torch.randn(2, 4), teacher_features=torch.randn(2, 4)))
+
+
+def test_crd_needs_the_training_labels():
+    with pytest.raises(ValueError, match=r"labels, int64 \[N\].*shape \(\)"):
+        _setup(LOSS_TERMS.get("crd")(), {"pool": (4,)}, {"pool": (4,)}).setup(_example({"pool": (4,)}, {"pool": (4,)}), 10)
+    with pytest.raises(ValueError, match="two classes"):
+        ContrastMemory(torch.zeros(5, dtype=torch.long), dim=3, negatives=2, temperature=0.5, momentum=0.5)
 
 
 def test_feature_term_used_before_it_is_built_says_so():
@@ -372,6 +440,18 @@ def test_no_feature_term_syncs_with_the_host_in_a_step(name):
             term(_to_meta(_feature_step(6))).backward()
 
 
+def test_crd_draws_sync_nothing_when_some_classes_draw_with_replacement():
+    # Classes of 8, 2 and 2 samples with K = 6: class 0's rows draw with replacement, the others without.
+    torch.manual_seed(0)
+    term = LOSS_TERMS.get("crd")(negatives=6)
+    term.setup(_example(STUDENT, TEACHER), torch.tensor([0] * 8 + [1, 1, 2, 2]))
+    assert term.memory.draws == (True, True)
+    term.to("meta")
+    with no_host_sync():
+        for _ in range(2):
+            term(_to_meta(_feature_step(6))).backward()
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA's sync debug mode needs a GPU")
 @pytest.mark.parametrize("name", FEATURE_TERMS)
 def test_no_feature_term_syncs_on_cuda(name):
@@ -423,7 +503,7 @@ torch.save({"terms": terms, "model": weights}, f"{sys.argv[1]}/run{rank}.pt")
 def bank_update(mine):
     """CRD's bank (N = 7, d = 3) after one step on samples `mine` of a fixed batch of 5."""
     torch.manual_seed(0)
-    memory = ContrastMemory(n_data=7, dim=3, negatives=2, temperature=0.5, momentum=0.5)
+    memory = ContrastMemory(torch.tensor([0, 1, 0, 1, 0, 1, 1]), dim=3, negatives=2, temperature=0.5, momentum=0.5)
     g = torch.Generator().manual_seed(1)
     s, t = torch.nn.functional.normalize(torch.randn(5, 3, generator=g), dim=1), torch.nn.functional.normalize(torch.randn(5, 3, generator=g), dim=1)
     idx = torch.tensor([6, 0, 3, 2, 5])
@@ -474,7 +554,7 @@ CRD_PAIRS = [  # the CRD benchmark's pairs that kdviz's zoo has (its ResNet50 is
 def test_default_stages_fit_every_crd_pair(teacher_name, student_name):
     teacher, student = (build_model(n, 100, (3, 32, 32)) for n in (teacher_name, student_name))
     objective = Objective({"fitnet": 1, "at": 1, "crd": {"negatives": 8}})
-    objective.setup(_example(stage_shapes(student, (3, 32, 32)), stage_shapes(teacher, (3, 32, 32))), n_train=16)
+    objective.setup(_example(stage_shapes(student, (3, 32, 32)), stage_shapes(teacher, (3, 32, 32))), torch.arange(16) % 4)
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         t_logits, t_stages = teacher.eval()(x, return_stages=True)

@@ -2,20 +2,26 @@
 
 Student and teacher penultimate features (the "pool" stage) are embedded by linear maps and
 L2-normalised: s_i = g_s(f_s,i), t_i = g_t(f_t,i) in R^d (d = 128). A memory bank holds, for every
-training sample j, a running student embedding S_j and teacher embedding T_j. For sample i (its
-index in the training set) and K negatives j_1..j_K drawn uniformly from the bank, the scores
+training sample j, a running student embedding S_j and teacher embedding T_j. The scores
 
     h_t(i, j) = exp(t_i . S_j / T) / Z_t,        h_s(i, j) = exp(s_i . T_j / T) / Z_s
 
-(Z fixed from the first batch: Z = N * mean of the exp(.) scores) enter the NCE loss (`nce_loss`)
-with the positive j = i against the noise distribution P_n = 1 / N, computed from log h:
+(Z fixed from the first batch: Z = N * mean of the exp(.) scores of its drawn pairs) enter the
+NCE loss (`nce_loss`) with the positive j = i against K negatives and the noise distribution
+P_n = 1 / N:  L_CRD = NCE(h_s) + NCE(h_t).
 
-    L_CRD = NCE(h_s) + NCE(h_t)
+Negatives as in CRD's code (its default 'exact' mode): the K negatives of sample i are drawn
+uniformly from the samples of the other classes, without replacement when K is at most their
+number M_c = N - n_c, with replacement otherwise. Both sides use the same draws. A negative drawn
+c times counts c times, so the loss needs only the counts C [B, N] of the draws: with
+x_ij = log h(i, j) - log(K P_n), the sum over the K draws is sum_j C_ij softplus(x_ij), computed
+from the scores against the whole bank (the [B, d] x [d, N] product that a gather of K columns
+needs too). No [B, K] tensor of scores, its gather or its backward scatter exists: for K > N/2
+(CRD's K = 16384 on a bank of thousands) that is fewer passes over memory; the estimator is the same.
 
 The bank then moves towards the new embeddings, S_i <- normalise(m S_i + (1 - m) s_i) (m = 0.5;
 likewise T_i), and starts uniform in [-1/sqrt(d/3), 1/sqrt(d/3)]. Defaults: K = 16384, T = 0.07,
-d = 128; CRD's benchmark weighs the loss by 0.8 beside CE. Unlike CRD's code, whose default
-draws negatives from the other classes, negatives here are uniform over the training set.
+d = 128; CRD's benchmark weighs the loss by 0.8 beside CE.
 """
 from __future__ import annotations
 
@@ -28,18 +34,18 @@ from torch import nn
 
 from .features import at_least_float32
 
-def nce_loss(log_scores: torch.Tensor, n_data: int) -> torch.Tensor:
-    """NCE with the positive in column 0: log_scores = log h [B, 1 + K] -> scalar.
 
-    -mean_i [ log(h_i0 / (h_i0 + K / N)) + sum_{k >= 1} log((K / N) / (h_ik + K / N)) ]
-      = mean_i [ softplus(log(K / N) - log h_i0) + sum_{k >= 1} softplus(log h_ik - log(K / N)) ]
+def nce_loss(x: torch.Tensor, x_positive: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """NCE from x = log h - log(K P_n): x [B, N] over the bank, x_positive [B] of the positives and
+    counts [B, N] (C_ij: how often j was drawn as a negative of i) -> scalar.
+
+    -mean_i [ log(h_i,i / (h_i,i + K P_n)) + sum_j C_ij log(K P_n / (h_ij + K P_n)) ]
+      = mean_i [ softplus(-x_i,i) + sum_j C_ij softplus(x_ij) ]
 
     The softplus form needs no exp of the scores and no eps (CRD's code adds 1e-7 inside its logs).
     """
-    log_noise = math.log((log_scores.shape[1] - 1) / n_data)  # log(K * P_n)
-    positive = F.softplus(log_noise - log_scores[:, 0])
-    negatives = F.softplus(log_scores[:, 1:] - log_noise).sum(1)
-    return (positive + negatives).mean()
+    negatives = torch.dot(F.softplus(x).flatten(), counts.flatten())  # the weighted sum in one pass
+    return F.softplus(-x_positive).mean() + negatives / x.shape[0]
 
 
 class Embed(nn.Module):
@@ -54,55 +60,103 @@ class Embed(nn.Module):
 
 
 class ContrastMemory(nn.Module):
-    """The memory bank of CRD: student and teacher embeddings [N, d] of the N training samples.
+    """The memory bank of CRD: student and teacher embeddings [N, d] of the N training samples
+    with these labels [N], and the draw of each sample's negatives among the other classes.
 
-    `scores` gives both sides' [B, 1 + K] log-scores; the bank's momentum update of a step is applied
-    at the start of the next `scores` call (or by `flush`), after that step's backward pass has
-    used the bank, so that nothing is copied. Under torchrun every rank gathers all ranks' updates,
-    so the banks stay identical. Nothing here waits for the device.
+    `scores` gives both sides' x = log h - log(K P_n) against the whole bank and the counts of the
+    drawn negatives, with columns in class order (sample `order[p]` in column p): each class is a
+    block, and the other classes of a sample are the M_c places that follow its block, read
+    cyclically. The bank's momentum update of a step is applied at the start of the next `scores`
+    call (or by `flush`), after that step's backward pass has used the bank, so that nothing is
+    copied. Under torchrun every rank gathers all ranks' updates, so the banks stay identical.
+    Nothing here waits for the device.
     """
 
-    def __init__(self, n_data: int, dim: int, negatives: int, temperature: float, momentum: float):
+    def __init__(self, labels: torch.Tensor, dim: int, negatives: int, temperature: float, momentum: float):
         super().__init__()
+        labels = torch.as_tensor(labels).long().cpu()
+        if labels.dim() != 1:
+            raise ValueError(f"CRD needs the training split's labels, int64 [N], to draw its negatives; "
+                             f"got shape {tuple(labels.shape)}")
+        n_data, sizes = len(labels), torch.bincount(labels)
+        others = n_data - sizes[sizes > 0]  # M_c of every class present
+        if len(others) < 2:
+            raise ValueError(f"CRD draws negatives from the other classes: its {n_data} training labels "
+                             "need two classes or more")
         stdv = 1.0 / math.sqrt(dim / 3)
         # One spare row, N, receives the padding rows of an all-gather; negatives never reach it.
         self.register_buffer("student_bank", torch.rand(n_data + 1, dim).mul_(2 * stdv).add_(-stdv))
         self.register_buffer("teacher_bank", torch.rand(n_data + 1, dim).mul_(2 * stdv).add_(-stdv))
         self.register_buffer("log_z", torch.zeros(2))  # log Z_s, log Z_t; set by the first batch
+        # Derived from the labels (not saved): the class order; per sample, its class block's end there and M_c.
+        self.register_buffer("order", torch.argsort(labels, stable=True), persistent=False)
+        self.register_buffer("block_end", sizes.cumsum(0)[labels].int(), persistent=False)  # int32: cheaper
+        self.register_buffer("n_other", (n_data - sizes[labels]).int(), persistent=False)  # arithmetic on [B, K]
         self.n_data, self.negatives, self.temperature, self.momentum = n_data, negatives, temperature, momentum
+        self.max_other = int(others.max())
+        self.draws = (bool((negatives > others).any()), bool((negatives <= others).any()))  # (with, without replacement)
         self.capacity: int | None = None  # under torchrun: the most samples a rank holds in a step
         self.z_ready = False
         self._pending: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
         # A bank restored from a checkpoint has its constants: it was saved after at least one step.
         self.register_load_state_dict_post_hook(lambda module, keys: setattr(module, "z_ready", True))
 
-    def scores(self, s: torch.Tensor, t: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """s, t [B, d] unit embeddings, idx [B] their training-set indices -> (log h_s, log h_t), each [B, 1 + K]."""
-        self.flush()
-        columns = torch.cat([idx[:, None], self.draw_negatives(idx)], dim=1)
-        # At least float32, even under bf16 autocast: x / 0.07 and the NCE terms need the precision.
-        u_s = at_least_float32(torch.gather(s @ self.teacher_bank.T, 1, columns)) / self.temperature
-        u_t = at_least_float32(torch.gather(t @ self.student_bank.T, 1, columns)) / self.temperature
-        if not self.z_ready:
-            self._set_constants(u_s.detach(), u_t.detach())
-        self._pending = (idx, s.detach(), t.detach())
-        return u_s - self.log_z[0], u_t - self.log_z[1]
+    def negative_counts(self, idx: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """idx [B] -> C [B, N] in class order: how often each sample is drawn as a negative of idx_i.
 
-    def _set_constants(self, u_s: torch.Tensor, u_t: torch.Tensor) -> None:
-        """CRD's constants log Z = log(N * mean exp(u)) from the first batch (of every rank under
-        torchrun, so that all ranks share them), computed on the device."""
-        local = torch.stack([u_s.flatten().logsumexp(0), u_t.flatten().logsumexp(0),
-                             torch.tensor(math.log(u_s.numel()), device=u_s.device, dtype=u_s.dtype)])
+        q_ik, the k-th negative's place among the M_c other-class samples, is uniform on [0, M_c):
+        without replacement (the K smallest of M_c uniform keys) when K <= M_c, else a 31- or
+        32-bit draw modulo M_c (bias below M_c / 2^31, the order of torch.randint's own). Its column is
+        (end of i's class block + q_ik) mod N; the counts are gathered over 2N columns, then folded.
+        """
+        b, k, n, device = idx.shape[0], self.negatives, self.n_data, idx.device
+        m, end = self.n_other[idx][:, None], self.block_end[idx][:, None]
+        with_replacement, without = self.draws
+        if with_replacement:
+            # Two 32-bit draws from each 64-bit one: half the generator's calls of drawing int32s.
+            bits = torch.empty(b, (k + 1) // 2, dtype=torch.int64, device=device).random_().view(torch.int32)[:, :k]
+            columns = (bits % m + end).long()  # int32 arithmetic: a mixed-type add costs a conversion pass
+        if without:
+            keys = torch.rand(b, self.max_other, device=device)
+            keys.masked_fill_(torch.arange(self.max_other, device=device) >= m, 2.0)  # places beyond M_c: never
+            distinct = keys.topk(k, dim=1, largest=False, sorted=False).indices + end
+            columns = torch.where(k > m, columns, distinct) if with_replacement else distinct
+        ones = torch.ones((), dtype=dtype, device=device).expand(b, k)
+        twice = torch.zeros(b, 2 * n, dtype=dtype, device=device).scatter_add_(1, columns, ones)
+        return twice[:, :n] + twice[:, n:]
+
+    def scores(self, s: torch.Tensor, t: torch.Tensor, idx: torch.Tensor):
+        """s, t [B, d] unit embeddings, idx [B] their training-set indices -> ((x_s, x_s+), (x_t, x_t+), C):
+        x [B, N] against every bank row in class order, x+ [B] against the sample's own row, C [B, N]."""
+        self.flush()
+        sides = []
+        for query, bank in ((s, self.teacher_bank), (t, self.student_bank)):
+            query = at_least_float32(query) / self.temperature
+            # At least float32, even under bf16 autocast: x / 0.07 and the NCE terms need the precision.
+            u = at_least_float32(query @ bank.index_select(0, self.order).T)
+            sides.append((u, (query * bank[idx]).sum(1)))
+        counts = self.negative_counts(idx, sides[0][0].dtype)
+        if not self.z_ready:
+            self._set_constants(sides, counts)
+        self._pending = (idx, s.detach(), t.detach())
+        shift = self.log_z + math.log(self.negatives / self.n_data)  # log Z + log(K P_n), per side
+        (u_s, pos_s), (u_t, pos_t) = sides
+        return (u_s - shift[0], pos_s - shift[0]), (u_t - shift[1], pos_t - shift[1]), counts
+
+    @torch.no_grad()
+    def _set_constants(self, sides, counts: torch.Tensor) -> None:
+        """CRD's constants log Z = log(N * mean exp(u)) over the first batch's B (1 + K) drawn pairs
+        (of every rank under torchrun, so that all ranks share them), computed on the device."""
+        log_counts = counts.log()  # a negative drawn c times weighs c; one never drawn, -inf
+        pairs = [torch.cat([u_pos, (u + log_counts).flatten()]).logsumexp(0) for u, u_pos in sides]
+        local = torch.stack([*pairs, torch.tensor(math.log(counts.shape[0] * (1 + self.negatives)), device=counts.device,
+                                                  dtype=counts.dtype)])
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             every = local.new_empty(dist.get_world_size(), 3)
             dist.all_gather_single(every, local[None])
             local = every.logsumexp(0)  # log of the sums over ranks: of exp(u), and of the counts
         self.log_z.copy_(local[:2] - local[2] + math.log(self.n_data))
         self.z_ready = True
-
-    def draw_negatives(self, idx: torch.Tensor) -> torch.Tensor:
-        """K indices per sample, uniform over the N training samples: idx [B] -> [B, K] (on idx's device)."""
-        return torch.randint(0, self.n_data, (idx.shape[0], self.negatives), device=idx.device)
 
     @torch.no_grad()
     def flush(self) -> None:

@@ -45,7 +45,7 @@ class FitNetTerm(_FeatureTerm):
     def __init__(self, student_stage: str = "stage2", teacher_stage: str = "stage2"):
         super().__init__(student_stage=student_stage, teacher_stage=teacher_stage)
 
-    def setup(self, example: StepOutputs, n_train: int) -> None:
+    def setup(self, example: StepOutputs, train_labels: torch.Tensor) -> None:
         s = stage_shape(_shapes(example.stages), self.params["student_stage"], "student")
         t = stage_shape(_shapes(example.teacher_stages), self.params["teacher_stage"], "teacher")
         self.regressor = HintRegressor(s, t)
@@ -79,7 +79,7 @@ class AttentionTerm(_FeatureTerm):
         super().__init__(stages=stages, teacher_stages=teacher_stages, p=p)
         self.sizes: list[tuple[int, int]] = []
 
-    def setup(self, example: StepOutputs, n_train: int) -> None:
+    def setup(self, example: StepOutputs, train_labels: torch.Tensor) -> None:
         student, teacher = _shapes(example.stages), _shapes(example.teacher_stages)
         self.sizes = [
             common_size(stage_shape(student, s, "student"), stage_shape(teacher, t, "teacher"), f"AT (stages {s!r} -> {t!r})")
@@ -101,7 +101,8 @@ class CRDTerm(_FeatureTerm):
     """Contrastive representation distillation, NCE(h_s) + NCE(h_t) on the penultimate features (`crd.py`).
 
     Linear embeddings to `dim`, a memory bank of both sides' embeddings over the training set
-    (kept in the checkpoint), `negatives` uniform negatives, `temperature` and `momentum` as in CRD.
+    (kept in the checkpoint), `negatives` negatives drawn from the other classes, `temperature` and
+    `momentum` as in CRD.
     CRD's benchmark: {"ce": 1, "crd": 0.8}.
     """
 
@@ -114,13 +115,13 @@ class CRDTerm(_FeatureTerm):
             raise ValueError(f"CRD needs temperature > 0 and momentum in [0, 1), got {temperature} and {momentum}")
         super().__init__(dim=dim, negatives=negatives, temperature=temperature, momentum=momentum)
 
-    def setup(self, example: StepOutputs, n_train: int) -> None:
+    def setup(self, example: StepOutputs, train_labels: torch.Tensor) -> None:
         p = self.params
         s, t = tuple(example.features.shape[1:]), tuple(example.teacher_features.shape[1:])
         if len(s) != 1 or len(t) != 1:
             raise ValueError(f"CRD embeds feature vectors [D]; got student {list(s)} and teacher {list(t)}")
         self.student_embed, self.teacher_embed = Embed(s[0], p["dim"]), Embed(t[0], p["dim"])
-        self.memory = ContrastMemory(n_train, p["dim"], p["negatives"], p["temperature"], p["momentum"])
+        self.memory = ContrastMemory(train_labels, p["dim"], p["negatives"], p["temperature"], p["momentum"])
         self._ready = True
 
     def forward(self, out: StepOutputs) -> torch.Tensor:
@@ -129,8 +130,8 @@ class CRDTerm(_FeatureTerm):
             raise ValueError("loss term 'crd' needs the batch's training-set indices (StepOutputs.indices)")
         s = self.student_embed(out.features)
         t = self.teacher_embed(out.teacher_features.detach())
-        log_h_s, log_h_t = self.memory.scores(s, t, out.indices)
-        return nce_loss(log_h_s, self.memory.n_data) + nce_loss(log_h_t, self.memory.n_data)
+        (x_s, positive_s), (x_t, positive_t), counts = self.memory.scores(s, t, out.indices)
+        return nce_loss(x_s, positive_s, counts) + nce_loss(x_t, positive_t, counts)
 
     def end_epoch(self) -> None:
         """Applies the epoch's last bank update, so that the checkpoint written next holds it."""

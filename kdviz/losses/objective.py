@@ -114,13 +114,13 @@ class Objective:
         """Whether a term has parameters of its own (a ModuleTerm)."""
         return any(isinstance(t, nn.Module) for t in self.terms.values())
 
-    def setup(self, example: StepOutputs, n_train: int) -> None:
-        """Build the trainable terms' layers for the shapes in `example` and a training split of
-        n_train samples (ModuleTerm.setup) and move them to its device; the trainer calls it once,
+    def setup(self, example: StepOutputs, train_labels: torch.Tensor) -> None:
+        """Build the trainable terms' layers for the shapes in `example` and a training split with
+        these labels, int64 [N] (ModuleTerm.setup) and move them to its device; the trainer calls it once,
         before making the optimizer."""
         for term in self.terms.values():
             if isinstance(term, nn.Module):
-                term.setup(example, n_train)
+                term.setup(example, train_labels)
                 term.to(example.logits.device)
 
     def parameters(self) -> Iterator[nn.Parameter]:

@@ -82,8 +82,9 @@ class ModuleTerm(nn.Module, LossTerm):
 
     Its layers usually depend on the models' feature sizes, so a subclass builds them in `setup`,
     which the trainer calls once, before the optimizer is made, with the StepOutputs of one batch
-    (eval mode, no gradient) and the number of training samples (for per-sample memories such as
-    CRD's bank); it then moves the term to the training device. `forward(out)` returns
+    (eval mode, no gradient) and the training split's labels, int64 [N] (their number sizes
+    per-sample memories such as CRD's bank, which also draws its negatives from the other classes);
+    it then moves the term to the training device. `forward(out)` returns
     the scalar loss.
     """
 
@@ -91,7 +92,7 @@ class ModuleTerm(nn.Module, LossTerm):
         nn.Module.__init__(self)
         self.params = params
 
-    def setup(self, example: StepOutputs, n_train: int) -> None:
+    def setup(self, example: StepOutputs, train_labels: torch.Tensor) -> None:
         """Build the layers that depend on the shapes in `example` (default: none)."""
 
     def forward(self, out: StepOutputs) -> torch.Tensor:

@@ -78,7 +78,7 @@ def train(
     _seed_everything(cfg.seed)
     core = _build_model(spec, cfg, dev)
     if objective.trainable:  # its terms' layers fit the models' feature sizes, and join the optimizer
-        objective.setup(example_outputs(core, teacher, objective, data, dev), n_train=len(data.train))
+        objective.setup(example_outputs(core, teacher, objective, data, dev), data.train.labels)
     opt, sched = make_optimizer([*core.parameters(), *objective.parameters()], cfg)
     run = Run(
         model=core, net=core, spec=spec, objective=objective, teacher=teacher, data=data, cfg=cfg, device=dev, ctx=ctx,
