@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 
 import numpy as np
 import torch
@@ -23,6 +24,9 @@ from ..losses import Objective, StepOutputs
 from .distributed import all_reduce
 from .run import Run
 from .teacher import Teacher
+
+
+TEST_COLUMNS = ("test_loss", "test_top1_err", "test_top5_err")
 
 
 def train_epoch(run: Run, epoch: int) -> dict:
@@ -173,8 +177,9 @@ def evaluate(run: Run, with_test: bool) -> tuple[dict, ICCReport]:
     row["val_sigma2"] = report.sigma2
     if report.group_mass is not None:
         row["val_group_mass"] = report.group_mass
-    if with_test:
-        row.update(split_scores(run, data.test, "test")[0])
+    # Empty test columns when the test split is not evaluated: every row has the same columns, and
+    # `train` fills in the chosen epoch's at the end.
+    row.update(split_scores(run, data.test, "test")[0] if with_test else dict.fromkeys(TEST_COLUMNS, math.nan))
     return row, report
 
 
