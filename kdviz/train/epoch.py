@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import math
 
 import numpy as np
 import torch
@@ -177,9 +176,9 @@ def evaluate(run: Run, with_test: bool) -> tuple[dict, ICCReport]:
     row["val_sigma2"] = report.sigma2
     if report.group_mass is not None:
         row["val_group_mass"] = report.group_mass
-    # Empty test columns when the test split is not evaluated: every row has the same columns, and
-    # `train` fills in the chosen epoch's at the end.
-    row.update(split_scores(run, data.test, "test")[0] if with_test else dict.fromkeys(TEST_COLUMNS, math.nan))
+    # Empty (None; NaN in a DataFrame) test columns when the test split is not evaluated: every row
+    # has the same columns, and `train` fills in the chosen epoch's at the end.
+    row.update(split_scores(run, data.test, "test")[0] if with_test else dict.fromkeys(TEST_COLUMNS))
     return row, report
 
 

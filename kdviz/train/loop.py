@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import math
 import random
 import time
 from pathlib import Path
@@ -146,7 +145,7 @@ def _test_chosen_epoch(run: Run) -> None:
     """The test scores of the weights chosen on validation (which the model holds now), evaluated
     once and written into their history row (and metrics.csv), unless that epoch had them."""
     row = next(r for r in run.progress.history if r["epoch"] == run.progress.best_epoch)
-    if not math.isnan(row.get("test_top1_err", math.nan)):
+    if row.get("test_top1_err") is not None:
         return
     row.update(split_scores(run, run.data.test, "test")[0])
     if run.writes:
