@@ -166,3 +166,14 @@ def test_experiment_settings_decided_by_kdviz_take_true_or_false(tmp_path, value
     else:
         with pytest.raises(ExperimentError, match="channels_last must be true or false, got"):
             load_experiment(path)
+
+
+def test_error_curves_show_a_test_split_evaluated_once_as_its_point(tiny_data):
+    from kdviz.plots import plot_error_curves
+
+    result = train(tiny_data, "cnn", "ce", **SETTINGS)
+    test_line, train_line = plot_error_curves({"run": result}, splits=("test", "train")).axes[0].get_lines()[:2]
+    ys = test_line.get_ydata()
+    assert test_line.get_marker() == "o" and train_line.get_marker() in ("None", None, "")
+    assert [e for e, y in zip(test_line.get_xdata(), ys) if y == y] == [result.best_epoch]  # the one finite point
+    assert ys[result.best_epoch] == pytest.approx(100 * result.best["test_top1_err"])
