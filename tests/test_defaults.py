@@ -177,3 +177,15 @@ def test_error_curves_show_a_test_split_evaluated_once_as_its_point(tiny_data):
     assert test_line.get_marker() == "o" and train_line.get_marker() in ("None", None, "")
     assert [e for e, y in zip(test_line.get_xdata(), ys) if y == y] == [result.best_epoch]  # the one finite point
     assert ys[result.best_epoch] == pytest.approx(100 * result.best["test_top1_err"])
+
+
+def test_a_run_of_an_older_kdviz_resumes_with_the_new_settings_at_their_defaults(tiny_data, tmp_path, monkeypatch):
+    with _interrupted_in_epoch(monkeypatch, 1), pytest.raises(KeyboardInterrupt):
+        train(tiny_data, "cnn", "ce", out_dir=tmp_path / "run", **SETTINGS)
+    path = tmp_path / "run" / "config.json"
+    older = {k: v for k, v in json.loads(path.read_text()).items() if k not in ("eval_test", "val_subset")}
+    path.write_text(json.dumps(older))  # as a kdviz without these settings wrote it
+    with pytest.raises(ValueError, match=r"different settings \(val_subset\)"):
+        train(tiny_data, "cnn", "ce", out_dir=tmp_path / "run", resume=True, val_subset=5, **SETTINGS)
+    resumed = train(tiny_data, "cnn", "ce", out_dir=tmp_path / "run", resume=True, **SETTINGS)
+    assert len(resumed.history) == SETTINGS["epochs"]

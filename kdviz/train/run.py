@@ -87,7 +87,9 @@ def check_run_dir(run: Run, resume: bool, config: dict) -> None:
     if resume and last.exists() and config_path.exists():
         ignored = ("kdviz_version", "torch_version", "teacher")
         saved = {k: v for k, v in json.loads(config_path.read_text()).items() if k not in ignored}
-        new = {k: v for k, v in config.items() if k not in ignored}
+        # A setting that the run's older kdviz did not have, left at its default now, is no change.
+        defaults = TrainConfig().to_dict()
+        new = {k: v for k, v in config.items() if k not in ignored and (k in saved or k not in defaults or v != defaults[k])}
         changed = sorted(k for k in set(saved) | set(new) if saved.get(k) != new.get(k))
         if changed:
             raise ValueError(f"cannot resume {run.run_dir}: it was started with different settings ({', '.join(changed)}); "
