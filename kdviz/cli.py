@@ -11,7 +11,7 @@ from .train.lock import RunLockedError
 
 # The flags that set a TrainConfig field of the same name; teacher_cache exists on distill only.
 _SETTING_FLAGS = ("epochs", "batch_size", "lr", "seed", "schedule", "milestones", "amp", "channels_last", "sync_bn",
-                  "teacher_cache")
+                  "eval_test", "teacher_cache")
 _ROLE_OF_COMMAND = {"train-teacher": "teacher", "distill": "student"}
 
 
@@ -99,7 +99,9 @@ def _add_training(p: argparse.ArgumentParser, role: str) -> None:
     p.add_argument("--milestones", type=_int_list, help=f"epochs at which multistep multiplies the lr by gamma, e.g. 150,180,210 {dflt('none')}")
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, help=f"bf16 autocast, on CUDA only {dflt('off')}")
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction,
-                   help=f"NHWC memory layout for convolutions, faster on CUDA and on CPUs {dflt('off')}")
+                   help=f"NHWC memory layout for convolutions {dflt('on for convolutional models on CPUs, where it measured faster; off elsewhere')}")
+    p.add_argument("--eval-test", action=argparse.BooleanOptionalAction,
+                   help=f"evaluate the test split every epoch, for test curves {dflt('off: once, on the epoch chosen on validation')}")
     p.add_argument("--sync-bn", action=argparse.BooleanOptionalAction,
                    help=f"under torchrun, BatchNorm statistics of the global batch, not of each process's slice {dflt('off')}")
     p.add_argument("--out", required=True, help="run directory: checkpoints, metrics.csv, config.json")
@@ -124,12 +126,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_training(t, "teacher")
     t.set_defaults(run=_cmd_train)
 
+    from .train.config import DISK_CACHE_IMAGES
+
     d = sub.add_parser("distill", help="train a student from a teacher checkpoint")
     _add_training(d, "student")
     d.add_argument("--teacher", required=True, help="teacher checkpoint (a best.pt written by train-teacher)")
     d.add_argument("--teacher-cache", action=argparse.BooleanOptionalAction,
-                   help="compute the teacher's logits once and keep them on disk (default: the recipe's; without --recipe off)")
-    d.add_argument("--cache-dir", default=None, help="where --teacher-cache keeps logits (default: $KDVIZ_CACHE or ~/.cache/kdviz/teacher_logits)")
+                   help="compute the teacher's logits once instead of running the teacher every step (default: the recipe's; "
+                        "without --recipe on exactly where the cache is exact: no training augmentation and no term that reads "
+                        "the teacher's features); --teacher-cache with augmentation caches K fixed views per image, which "
+                        "changes the training")
+    d.add_argument("--cache-dir", default=None, help="also keep the teacher's logits on disk there, for the next student of that "
+                                                     f"teacher (default: in memory below {DISK_CACHE_IMAGES:,} training images, else "
+                                                     "$KDVIZ_CACHE or ~/.cache/kdviz/teacher_logits)")
     d.set_defaults(run=lambda args: _cmd_train(args, teacher=args.teacher))
 
     c = sub.add_parser("correlations", help="ICC matrix of a checkpoint: CSV and heatmap PNG")

@@ -163,7 +163,8 @@ def plot_error_curves(runs: Mapping[str, "pd.DataFrame | object"], *, metric: st
                       title: str | None = None, mark_epoch: int | None = None, zoom: bool = True) -> Figure:
     """Error per epoch of several runs on one axis. `runs` maps a label to a TrainResult or its
     history DataFrame. Solid lines: the first split; dashed: the second; a dot marks the epoch
-    selected on validation; a dotted vertical line marks `mark_epoch`.
+    selected on validation; a dotted vertical line marks `mark_epoch`. A split evaluated on some
+    epochs only (the test split of a run without eval_test: the chosen epoch) shows as points.
 
     zoom=True frames the y-axis on the first split's curves over the second half of each run (see
     `error_ylim`), where runs settle and differ: the near-chance first epochs, and a training
@@ -179,7 +180,10 @@ def plot_error_curves(runs: Mapping[str, "pd.DataFrame | object"], *, metric: st
             column = f"{split}_{metric}"
             if column not in history:
                 raise KeyError(f"history of {label!r} has no column {column!r}; columns: {list(history.columns)}")
-            ax.plot(history["epoch"], 100 * history[column], style, color=color, label=f"{label} ({split})")
+            values = history[column].astype(float)
+            # A split evaluated on some epochs only (the test split without eval_test): its points.
+            marker = "o" if values.isna().any() else None
+            ax.plot(history["epoch"], 100 * values, style, marker=marker, color=color, label=f"{label} ({split})")
         framed.append(100 * history[f"{splits[0]}_{metric}"].to_numpy(dtype=float))
         best = getattr(run, "best_epoch", None)
         if best is not None and best >= 0:

@@ -28,6 +28,17 @@ def test_bench_distill_quick_writes_every_arm_and_target(tmp_path):
     assert report["quick"] is True and set(report["cache_build_seconds"]) == {"exact", "2 views"}
 
 
+def test_bench_distill_defaults_suite_measures_kdviz_with_nothing_set(tmp_path):
+    out = tmp_path / "defaults.json"
+    assert load_script().main(["--suite", "defaults", "--quick", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert [a["arm"] for a in report["arms"]] == ["reference_kd", "kd_defaults", "student_alone"]
+    assert [(t["numerator"], t["denominator"]) for t in report["targets"]] == [("kd_defaults", "reference_kd"), ("kd_defaults", "student_alone")]
+    # What kdviz chose by itself for 28x28 images without augmentation, on a CPU: the exact cache, NHWC.
+    assert report["kdviz_choices"]["kd_defaults"] == {"teacher_cache": True, "channels_last": True, "eval_test": False, "val_subset": 0}
+    assert report["kdviz_choices"]["student_alone"]["teacher_cache"] is False
+
+
 def load_profile_script():
     spec = importlib.util.spec_from_file_location("profile_step", SCRIPT.parent / "profile_step.py")
     module = importlib.util.module_from_spec(spec)

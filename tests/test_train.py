@@ -170,7 +170,7 @@ def test_channels_last_acts_on_the_cpu_and_trains_like_nchw(tiny_data):
     results equal to NCHW's up to the convolution algorithms' rounding. amp stays CUDA-only."""
     settings = dict(model_kwargs={"width": 4}, epochs=3, progress=False, seed=1, device="cpu")
     nhwc = train(tiny_data, "cnn", "ce", channels_last=True, amp=True, **settings)
-    nchw = train(tiny_data, "cnn", "ce", **settings)
+    nchw = train(tiny_data, "cnn", "ce", channels_last=False, **settings)
     convs = [m.weight for m in nhwc.model.modules() if isinstance(m, torch.nn.Conv2d) and m.in_channels > 1]
     assert convs and all(w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous() for w in convs)
     assert all(w.dtype == torch.float32 for w in convs)

@@ -175,7 +175,7 @@ def _seeds(value, what: str) -> tuple[int, ...]:
 def _fits(value, default) -> bool:
     """Whether a TOML value has the type of a TrainConfig field with this default (TOML's types are
     strict, so `lr = "0.05"` is a mistake worth naming, not a string to convert)."""
-    if isinstance(default, bool):
+    if isinstance(default, bool) or default is None:  # None: a true/false setting kdviz decides when unset
         return isinstance(value, bool)
     if isinstance(default, float):
         return isinstance(value, (int, float)) and not isinstance(value, bool)
@@ -194,7 +194,8 @@ def _settings(where: str, table: dict, base: dict, extra_keys: tuple[str, ...] =
     settings = {k: v for k, v in table.items() if k not in extra_keys}
     for key, value in settings.items():
         if not _fits(value, defaults[key]):
-            raise TypeError(f"{where} {key} must be like {defaults[key]!r} ({type(defaults[key]).__name__}), got {value!r}")
+            like = "true or false" if defaults[key] is None else f"like {defaults[key]!r} ({type(defaults[key]).__name__})"
+            raise TypeError(f"{where} {key} must be {like}, got {value!r}")
     TrainConfig(**{**base, **settings})  # its range checks
     return settings
 

@@ -2,13 +2,17 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 
 import torch
 
+from ..data.base import DatasetInfo
 from ..registry import Registry, check_keywords
 
 SCHEDULES: Registry = Registry("schedule")
+# Training splits of fewer images keep their teacher cache in memory only (their teacher pass takes
+# seconds), unless train() is given a cache_dir; larger ones also store it on disk.
+DISK_CACHE_IMAGES = 10_000
 
 
 @dataclass
@@ -29,19 +33,30 @@ class TrainConfig:
     icc_tau: float = 4.0  # temperature of the per-epoch ICC snapshot and sigma2 in the history
     augment: bool = True  # the dataset's training augmentation (crop + flip for CIFAR-like data), if it has one
     # amp and compile act on CUDA only (elsewhere they are ignored, so CPU results never depend on
-    # them). channels_last acts on every device: NHWC convolutions are faster on CPUs too (oneDNN),
-    # with float results that differ from NCHW's in the last digits, so it is off by default.
+    # them). channels_last (NHWC memory) acts on every device; None (the default) turns it on for
+    # convolutional models on CPUs, where oneDNN's NHWC convolutions measured faster for every model
+    # measured (NHWC/NCHW step 0.70-0.94: benchmarks/bench_channels_last.py), and off elsewhere.
+    # Its float results differ from NCHW's in the last digits only.
     amp: bool = False  # bf16 autocast of forward passes and losses
-    channels_last: bool = False  # NHWC memory layout for convolutions
+    channels_last: bool | None = None  # NHWC memory layout for convolutions
     compile: bool = False  # torch.compile the trained model
     # Under torchrun, BatchNorm statistics of the global batch instead of each process's slice
     # (kdviz.train.distributed.SyncBatchNorm): for BatchNorm models with small per-process batches.
     sync_bn: bool = False
-    # Teacher logits computed once and stored on disk (see kdviz.train.teacher_cache): exact when
-    # training augmentation is off, else `cache_views` fixed augmented views per image.
-    teacher_cache: bool = False
+    # Teacher logits computed once (kdviz.train.teacher_cache) instead of a teacher forward pass
+    # every step. None (the default) caches exactly when the cache is exact: the training images
+    # are not augmented and no term reads the teacher's features. True with augmentation caches
+    # `cache_views` fixed augmented views per image (a different training: see the README); False
+    # never caches. The logits stay in memory, and are also stored on disk for the next student of
+    # the teacher when train() is given a cache_dir or the split has DISK_CACHE_IMAGES images or more.
+    teacher_cache: bool | None = None
     cache_views: int = 8
     cache_topk: int = 0  # keep only the top-k teacher logits per image (0: all C), for large C
+    # Evaluation, most of a small run's time. Validation every epoch (it chooses the epoch), on a
+    # fixed random subset of val_subset images when > 0 (drawn from the seed); the test split every
+    # epoch only with eval_test (test curves), else once, on the weights chosen on validation.
+    eval_test: bool = False
+    val_subset: int = 0
 
     def __post_init__(self):
         self.milestones = tuple(int(m) for m in self.milestones)
@@ -56,6 +71,7 @@ class TrainConfig:
             (0 < self.gamma <= 1, f"gamma must be in (0, 1], got {self.gamma}"),
             (self.cache_views >= 1, f"cache_views must be >= 1, got {self.cache_views}"),
             (self.cache_topk >= 0, f"cache_topk must be >= 0 (0 keeps all logits), got {self.cache_topk}"),
+            (self.val_subset >= 0, f"val_subset must be >= 0 (0 evaluates every validation image), got {self.val_subset}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -69,6 +85,26 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def augmented(self, info: DatasetInfo) -> bool:
+        """Whether the training images are augmented: augment on and the dataset has an augmentation."""
+        return self.augment and info.augment == "crop_flip"
+
+    def resolved(self, info: DatasetInfo, objective, model: torch.nn.Module, device: torch.device) -> "TrainConfig":
+        """A copy with the settings left to kdviz (None) decided for training `model` with `objective`
+        (an Objective) on `device`, as config.json records them: channels_last on for a convolutional
+        model on a CPU; the teacher cache on when the objective distills from logits only and the
+        training images are not augmented (a term that reads the teacher's features needs the
+        online teacher; with teacher_cache=True such an objective is refused when the cache is built)."""
+        channels_last = self.channels_last
+        if channels_last is None:
+            convolutional = any(isinstance(m, torch.nn.Conv2d) for m in model.modules())
+            channels_last = device.type == "cpu" and convolutional
+        teacher_cache = self.teacher_cache
+        if teacher_cache is None:
+            features = bool(objective.inputs & {"teacher_features", "teacher_stages"})
+            teacher_cache = objective.needs_teacher and not features and not self.augmented(info)
+        return replace(self, channels_last=channels_last, teacher_cache=teacher_cache)
 
 
 @SCHEDULES.register("cosine")

@@ -16,13 +16,16 @@ from torch import nn
 
 from ..correlation import ICCAccumulator, ICCReport
 from ..data.augment import random_crop_flip
-from ..data.base import DatasetSplits
+from ..data.base import DatasetSplits, Split
 from ..data.loader import iterate_batches
 from ..inference import predict_logits, topk_errors
 from ..losses import Objective, StepOutputs
 from .distributed import all_reduce
 from .run import Run
 from .teacher import Teacher
+
+
+TEST_COLUMNS = ("test_loss", "test_top1_err", "test_top5_err")
 
 
 def train_epoch(run: Run, epoch: int) -> dict:
@@ -161,23 +164,39 @@ def _kept(run: Run, epoch: int) -> str:
     return f"No checkpoint exists yet: it stopped in the run's first epoch, before {run.run_dir / 'last.pt'} was written."
 
 
-def evaluate(run: Run) -> tuple[dict, ICCReport]:
-    """Loss and top-1/top-5 error of the model on the validation and test splits, with the ICC of
-    its validation predictions and their sigma2 (and group mass, where the dataset has groups)."""
+def evaluate(run: Run, with_test: bool) -> tuple[dict, ICCReport]:
+    """Loss and top-1/top-5 error of the model on the validation split (its fixed subset of
+    cfg.val_subset images, when set) and, when `with_test`, on the test split, with the ICC of its
+    validation predictions and their sigma2 (and group mass, where the dataset has groups)."""
     data, dev = run.data, run.device
-    row, report = {}, None
-    for split in ("val", "test"):
-        part = data.split(split)
-        logits = predict_logits(run.model, part, data.info, dev)
-        labels = part.labels.to(dev)
-        errs = topk_errors(logits, labels)
-        row[f"{split}_loss"] = float(F.cross_entropy(logits, labels))
-        row[f"{split}_top1_err"], row[f"{split}_top5_err"] = float(errs[1]), float(errs[5])
-        if split == "val":
-            acc = ICCAccumulator(data.info, run.cfg.icc_tau, device=dev)
-            acc.update(logits, labels)
-            report = acc.report()
-            row["val_sigma2"] = report.sigma2
-            if report.group_mass is not None:
-                row["val_group_mass"] = report.group_mass
+    row, logits, labels = split_scores(run, validation_part(data, run.cfg), "val")
+    acc = ICCAccumulator(data.info, run.cfg.icc_tau, device=dev)
+    acc.update(logits, labels)
+    report = acc.report()
+    row["val_sigma2"] = report.sigma2
+    if report.group_mass is not None:
+        row["val_group_mass"] = report.group_mass
+    # Empty (None; NaN in a DataFrame) test columns when the test split is not evaluated: every row
+    # has the same columns, and `train` fills in the chosen epoch's at the end.
+    row.update(split_scores(run, data.test, "test")[0] if with_test else dict.fromkeys(TEST_COLUMNS))
     return row, report
+
+
+def validation_part(data: DatasetSplits, cfg) -> Split:
+    """The validation images a run evaluates: all, or cfg.val_subset of them drawn from cfg.seed
+    (the same images every epoch, and on resume)."""
+    if 0 < cfg.val_subset < len(data.val):
+        chosen = torch.randperm(len(data.val), generator=torch.Generator().manual_seed(cfg.seed))[:cfg.val_subset]
+        return data.val.subset(chosen)
+    return data.val
+
+
+def split_scores(run: Run, part: Split, split: str) -> tuple[dict, torch.Tensor, torch.Tensor]:
+    """{split}_loss, {split}_top1_err and {split}_top5_err of the model on the images of `part`,
+    with its logits [N, C] and the labels [N] (on the run's device)."""
+    logits = predict_logits(run.model, part, run.data.info, run.device)
+    labels = part.labels.to(run.device)
+    errs = topk_errors(logits, labels)
+    scores = {f"{split}_loss": float(F.cross_entropy(logits, labels)),
+              f"{split}_top1_err": float(errs[1]), f"{split}_top5_err": float(errs[5])}
+    return scores, logits, labels

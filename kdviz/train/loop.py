@@ -1,7 +1,8 @@
 """One training loop for teachers and students.
 
 `train(data, model, objective, teacher=...)` runs epochs of SGD on a weighted dict of loss terms,
-evaluates every epoch, keeps the epoch with the lowest validation error (never the test error),
+evaluates the validation split every epoch, keeps the epoch with the lowest validation error
+(never the test error) and evaluates the test split on it (every epoch with eval_test=True),
 and writes, when given a run directory, a checkpoint every epoch so an interrupted run resumes.
 It reads top to bottom: set up the run, then for each epoch train, evaluate and save; the
 teacher (kdviz.train.teacher), the epoch (kdviz.train.epoch) and the run's state on disk
@@ -10,6 +11,7 @@ teacher (kdviz.train.teacher), the epoch (kdviz.train.epoch) and the run's state
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import random
 import time
 from pathlib import Path
@@ -26,12 +28,12 @@ from ..device import resolve_device
 from ..losses import Objective
 from ..models import build_model
 from ..threads import training_threads
-from .config import TrainConfig, make_optimizer
+from .config import DISK_CACHE_IMAGES, TrainConfig, make_optimizer
 from .distributed import setup_distributed, wrap_model
-from .epoch import evaluate, example_outputs, train_epoch
+from .epoch import evaluate, example_outputs, split_scores, train_epoch
 from .lock import RunLock
 from .result import TrainResult
-from .run import Run, check_run_dir, restore, run_config, save_run, write_config
+from .run import Run, check_run_dir, recorded_choices, restore, run_config, save_run, write_config, write_metrics
 from .teacher import TeacherLike, load_teacher
 
 
@@ -61,8 +63,8 @@ def train(
     settings: TrainConfig fields (epochs=, lr=, batch_size=, seed=, ...), overriding `config`.
     keep_epochs: epochs (0-based) whose weights are also written to out_dir/epoch_<e>.pt, e.g. to
     distill from an intermediate checkpoint of a teacher.
-    cache_dir: where teacher_cache=True stores teacher logits (default: $KDVIZ_CACHE or
-    ~/.cache/kdviz/teacher_logits).
+    cache_dir: where the teacher cache is also stored on disk, for the next student of that teacher
+    (default: $KDVIZ_CACHE or ~/.cache/kdviz/teacher_logits, used from DISK_CACHE_IMAGES training images).
     on_epoch: called on the main process after each epoch as on_epoch(history, snapshot, epochs):
     the history so far (a DataFrame, one row per epoch), that epoch's validation ICCReport and the
     run's number of epochs; e.g. kdviz.LiveCurves() redraws curves in a notebook while it trains.
@@ -72,11 +74,17 @@ def train(
     objective = Objective.coerce(objective)
     ctx, dev = setup_distributed(resolve_device(device))
     cfg.batch_size = fit_batch_size(cfg.batch_size, len(data.train), ctx.world_size)
-    teacher = load_teacher(teacher, objective, data, dev, channels_last=cfg.channels_last)
+    teacher = load_teacher(teacher, objective, data, dev)
     spec = {"name": model, "kwargs": dict(model_kwargs or {}), "num_classes": data.num_classes, "image_shape": list(data.info.image_shape)}
     name = name or f"{model}:{objective.describe()}"
     _seed_everything(cfg.seed)
-    core = _build_model(spec, cfg, dev)
+    core = build_model(spec["name"], spec["num_classes"], tuple(spec["image_shape"]), **spec["kwargs"]).to(dev)
+    # What kdviz decides for this run (the layout, the teacher cache), as config.json records it.
+    cfg = _resolve(cfg, objective, data, core, dev, Path(out_dir) if out_dir is not None and resume else None)
+    if cfg.channels_last:  # in place: the teacher runs on the student's NHWC batches
+        core = core.to(memory_format=torch.channels_last)
+        if teacher is not None:
+            teacher.module.to(memory_format=torch.channels_last)
     if objective.trainable:  # its terms' layers fit the models' feature sizes, and join the optimizer
         objective.setup(example_outputs(core, teacher, objective, data, dev), data.train.labels)
     opt, sched = make_optimizer([*core.parameters(), *objective.parameters()], cfg)
@@ -102,7 +110,7 @@ def train(
             lr = run.opt.param_groups[0]["lr"]
             run.sched.step()
             objective.end_epoch()
-            scores, snapshot = evaluate(run)
+            scores, snapshot = evaluate(run, with_test=cfg.eval_test or epoch in keep_epochs)
             row = {"epoch": epoch, "lr": lr, **train_stats, **scores, "train_seconds": train_seconds, "seconds": time.perf_counter() - start}
             improved = run.progress.record(row, snapshot, run.model)
             if run.writes:
@@ -115,6 +123,8 @@ def train(
 
     run.model.load_state_dict(run.progress.best_weights)
     run.model.eval()
+    if not cfg.eval_test:
+        _test_chosen_epoch(run)
     return TrainResult(
         name=name, model=run.model, history=pd.DataFrame(run.progress.history), best_epoch=run.progress.best_epoch, config=cfg,
         objective=objective.describe(), model_spec=run.spec, info=data.info, icc_snapshots=run.progress.snapshots,
@@ -122,9 +132,24 @@ def train(
     )
 
 
-def _build_model(spec: dict, cfg: TrainConfig, dev: torch.device) -> torch.nn.Module:
-    core = build_model(spec["name"], spec["num_classes"], tuple(spec["image_shape"]), **spec["kwargs"]).to(dev)
-    return core.to(memory_format=torch.channels_last) if cfg.channels_last else core
+def _resolve(cfg: TrainConfig, objective: Objective, data: DatasetSplits, core: torch.nn.Module, dev: torch.device,
+             resumed: Path | None) -> TrainConfig:
+    """cfg with its None settings decided (TrainConfig.resolved); a resumed run (in `resumed`) keeps
+    the choices it recorded, so that it goes on as it started, even on another device."""
+    left = tuple(k for k in ("channels_last", "teacher_cache") if getattr(cfg, k) is None)
+    kept = recorded_choices(resumed, left) if resumed is not None and left else {}
+    return dataclasses.replace(cfg, **kept).resolved(data.info, objective, core, dev)
+
+
+def _test_chosen_epoch(run: Run) -> None:
+    """The test scores of the weights chosen on validation (which the model holds now), evaluated
+    once and written into their history row (and metrics.csv), unless that epoch had them."""
+    row = next(r for r in run.progress.history if r["epoch"] == run.progress.best_epoch)
+    if row.get("test_top1_err") is not None:
+        return
+    row.update(split_scores(run, run.data.test, "test")[0])
+    if run.writes:
+        write_metrics(run)
 
 
 def _open(run: Run, name: str, resume: bool, cache_dir, progress: bool) -> None:
@@ -139,8 +164,10 @@ def _open(run: Run, name: str, resume: bool, cache_dir, progress: bool) -> None:
         write_config(run, config)
     # Built once the run directory is known to be usable: it can take minutes.
     if run.teacher is not None and run.cfg.teacher_cache:
-        run.teacher = run.teacher.cached(run.data, run.cfg, run.objective, run.device, cache_dir=cache_dir, write=run.ctx.is_main,
-                                         progress=progress and run.ctx.is_main)
+        # A small split's teacher pass takes seconds: its logits stay in memory unless a folder is given.
+        on_disk = cache_dir is not None or len(run.data.train) >= DISK_CACHE_IMAGES
+        run.teacher = run.teacher.cached(run.data, run.cfg, run.objective, run.device, cache_dir=cache_dir,
+                                         write=run.ctx.is_main and on_disk, progress=progress and run.ctx.is_main)
     run.net = wrap_model(run.model, run.ctx, run.device, run.cfg.sync_bn)  # after restoring, so every rank starts from the same weights
     if run.cfg.compile and run.device.type == "cuda":
         run.net = torch.compile(run.net)

@@ -87,7 +87,9 @@ def check_run_dir(run: Run, resume: bool, config: dict) -> None:
     if resume and last.exists() and config_path.exists():
         ignored = ("kdviz_version", "torch_version", "teacher")
         saved = {k: v for k, v in json.loads(config_path.read_text()).items() if k not in ignored}
-        new = {k: v for k, v in config.items() if k not in ignored}
+        # A setting that the run's older kdviz did not have, left at its default now, is no change.
+        defaults = TrainConfig().to_dict()
+        new = {k: v for k, v in config.items() if k not in ignored and (k in saved or k not in defaults or v != defaults[k])}
         changed = sorted(k for k in set(saved) | set(new) if saved.get(k) != new.get(k))
         if changed:
             raise ValueError(f"cannot resume {run.run_dir}: it was started with different settings ({', '.join(changed)}); "
@@ -112,7 +114,7 @@ def save_run(run: Run, improved: bool, keep: bool) -> None:
     p, name = run.progress, run.data.info.name
     # The epoch's validation ICC on its own, for explorers reading the run as it trains.
     atomic_save(p.snapshots[-1].to_dict(), snapshot_path(run.run_dir, p.next_epoch - 1))
-    atomic_write(run.run_dir / "metrics.csv", pd.DataFrame(p.history).to_csv(index=False))
+    write_metrics(run)
     if improved:  # the model holds the best weights right now
         atomic_save(model_checkpoint(run.model, run.spec, name, epoch=p.best_epoch, val_top1_err=p.best_val[0]), run.run_dir / "best.pt")
     atomic_save(
@@ -130,6 +132,19 @@ def save_run(run: Run, improved: bool, keep: bool) -> None:
         row = p.history[-1]
         atomic_save(model_checkpoint(run.model, run.spec, name, epoch=row["epoch"], val_top1_err=row["val_top1_err"]),
                     run.run_dir / f"epoch_{row['epoch']}.pt")
+
+
+def write_metrics(run: Run) -> None:
+    """metrics.csv: the history, one row per epoch (test columns empty where the test split was not evaluated)."""
+    atomic_write(run.run_dir / "metrics.csv", pd.DataFrame(run.progress.history).to_csv(index=False))
+
+
+def recorded_choices(run_dir: Path, names: tuple[str, ...]) -> dict:
+    """The settings among `names` that the run in `run_dir` recorded in its config.json as true or
+    false ({} when it has none): a resumed run keeps the choices it started with."""
+    path = run_dir / "config.json"
+    saved = json.loads(path.read_text()) if path.is_file() else {}
+    return {k: saved[k] for k in names if isinstance(saved.get(k), bool)}
 
 
 def restore(run: Run, path: Path) -> Progress:

@@ -7,7 +7,7 @@ and a SHA-256 of its weights, which config.json and last.pt record so that a res
 teacher is refused. The step then asks it, batch by batch, for the teacher's outputs:
 
 - `Teacher` runs the module on the very batch the student sees (online);
-- `CachedTeacher` (teacher_cache=True) looks the logits up in a cache computed once
+- `CachedTeacher` (teacher_cache, by default where it is exact) looks the logits up in a cache computed once
   (kdviz.train.teacher_cache). When training augmentation is on, it also chooses each image's
   view for the epoch (`chooses_views`), so that the student sees the images the logits are of.
 """
@@ -104,8 +104,7 @@ class CachedTeacher(Teacher):
         return self.cache.logits(idx, self._views[idx]), None
 
 
-def load_teacher(teacher: TeacherLike, objective: Objective, data: DatasetSplits, device: torch.device, *,
-                 channels_last: bool = False) -> Teacher | None:
+def load_teacher(teacher: TeacherLike, objective: Objective, data: DatasetSplits, device: torch.device) -> Teacher | None:
     """The online Teacher of `teacher` for training on `data` with `objective`, checked; None when the
     objective does not distill (a teacher is then refused, as it would go unused)."""
     if not objective.needs_teacher:
@@ -124,8 +123,6 @@ def load_teacher(teacher: TeacherLike, objective: Objective, data: DatasetSplits
         c = module(x).shape[1]
     if c != data.num_classes:
         raise ValueError(f"the teacher predicts {c} classes but {data.info.name} has {data.num_classes}; use a teacher trained on this dataset")
-    if channels_last:
-        module = module.to(memory_format=torch.channels_last)
     return Teacher(module, checkpoint, label)
 
 

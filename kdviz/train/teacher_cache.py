@@ -1,8 +1,9 @@
-"""Teacher logits computed once, stored on disk, and reused by every student of that teacher.
+"""Teacher logits computed once, and stored on disk for every later student of that teacher.
 
 A distillation step pays for a teacher forward pass on top of the student's step. Tutorials and
 ablation grids train many students from one teacher, so kdviz can run the teacher once per
-(teacher weights, images, labels, normalisation, views) and store its logits:
+(teacher weights, images, labels, normalisation, views) and keep its logits (train() keeps a
+small split's in memory only: TrainConfig.teacher_cache, DISK_CACHE_IMAGES):
 
 - exact, when training augmentation is off: one view, the plain image; a student then sees the
   very logits the online teacher would give it.

@@ -34,7 +34,8 @@ def icc_explorer(reports: Mapping[str, ICCReport], teacher_of: Mapping[str, str]
 
 
 def curves_explorer(runs: Mapping[str, object]) -> FigureView:
-    """Pick runs (TrainResults or history DataFrames) and a split; see their error curves."""
+    """Pick runs (TrainResults or history DataFrames) and a split; see their error curves (the test
+    split as a curve for runs trained with eval_test=True, else as the chosen epoch's point)."""
     names = list(runs)
 
     def show(selected, split):
