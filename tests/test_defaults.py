@@ -23,6 +23,14 @@ SETTINGS = dict(model_kwargs={"width": 4}, epochs=3, seed=1, progress=False, bat
 CPU = torch.device("cpu")
 
 
+@pytest.fixture(autouse=True)
+def chosen_threads(monkeypatch):
+    """The thread count set as a user would set it: otherwise kdviz's own choice runs the online
+    teacher on one probe image to count its FLOPs (kdviz.threads.forward_flops), and these tests
+    count the images the teacher sees."""
+    monkeypatch.setenv("OMP_NUM_THREADS", str(torch.get_num_threads()))
+
+
 class CountingTeacher(torch.nn.Module):
     """A fixed cnn that counts the images it is run on."""
 
