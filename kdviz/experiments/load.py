@@ -27,7 +27,7 @@ is loaded, so a typo fails before a long run starts, naming the file and the val
 from __future__ import annotations
 
 import tomllib
-from dataclasses import fields, replace
+from dataclasses import replace
 from importlib import resources
 from pathlib import Path
 
@@ -36,6 +36,7 @@ from ..losses import Objective
 from ..models import MODELS
 from ..registry import UnknownNameError, check_keywords, unknown_name
 from ..train import TrainConfig
+from . import values
 from .spec import ARM_ROLES, ROLES, Arm, Experiment, Role
 
 TOP_KEYS = ["name", "description", "extends", "dataset", "seeds", "baseline", "icc_tau", "train", "lr_by_model", *ROLES, "arms"]
@@ -111,116 +112,49 @@ def _read(path: Path, seen: tuple[Path, ...] = ()) -> dict:
 
 def _parse(raw: dict, name: str, source: str) -> Experiment:
     check_keywords("the top level", raw, TOP_KEYS)
-    dataset = _required(raw, "the top level", "dataset")
+    dataset = values.required(raw, "the top level", "dataset")
     DATASETS.get(dataset)
     description = raw.get("description", "")
     if not isinstance(description, str):
         raise TypeError(f"description must be a string, got {description!r}")
-    train = _settings("[train]", _table(raw, "train"), {})
-    lr_by_model = _lr_by_model(_table(raw, "lr_by_model"), train)
-    teacher, student = (_role(_table(raw, role, required=True), role, train) for role in ROLES)
+    train = values.train_settings("[train]", values.table(raw, "train"), {})
+    lr_by_model = _lr_by_model(values.table(raw, "lr_by_model"), train)
+    teacher, student = (_role(values.table(raw, role, required=True), role, train) for role in ROLES)
     raw_arms = raw.get("arms")
     roles = {"teacher": teacher, "student": student}
-    arms = _default_arms(teacher, student) if raw_arms is None else tuple(_arm(entry, roles) for entry in _list_of_tables(raw_arms))
-    icc_tau = _number(raw.get("icc_tau", 4.0), "icc_tau")
+    arms = _default_arms(teacher, student) if raw_arms is None else tuple(_arm(entry, roles) for entry in values.list_of_tables(raw_arms))
+    icc_tau = values.number(raw.get("icc_tau", 4.0), "icc_tau")
     TrainConfig(icc_tau=icc_tau)  # its range check
     experiment = Experiment(
         name=raw.get("name", name), source=source, description=description, dataset=dataset,
-        seeds=_seeds(raw.get("seeds", [0]), "seeds"), teacher=teacher, student=student, arms=arms,
+        seeds=values.seed_list(raw.get("seeds", [0]), "seeds"), teacher=teacher, student=student, arms=arms,
         baseline=raw.get("baseline"), icc_tau=icc_tau, train=train, lr_by_model=lr_by_model,
     )
     _check_arms(experiment)
     return experiment
 
 
-def _table(raw: dict, key: str, required: bool = False, name: str | None = None) -> dict:
-    """raw[key], a TOML table; `name` is its dotted name in the file, for messages."""
-    name = name or key
-    if key not in raw and not required:
-        return {}
-    value = raw.get(key)
-    if not isinstance(value, dict):
-        raise ValueError(f"needs a table [{name}]" if value is None else f"{name} must be a table, got {value!r}")
-    return value
-
-
-def _list_of_tables(value) -> list[dict]:
-    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
-        raise ValueError(f"arms must be a list of [[arms]] tables, got {value!r}")
-    return value
-
-
-def _required(table: dict, where: str, key: str):
-    if key not in table:
-        raise ValueError(f"{where} needs {key!r}")
-    return table[key]
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _number(value, what: str) -> float:
-    if not (isinstance(value, (int, float)) and not isinstance(value, bool)):
-        raise TypeError(f"{what} must be a number, got {value!r}")
-    return float(value)
-
-
-def _seeds(value, what: str) -> tuple[int, ...]:
-    if not (isinstance(value, list) and value and all(_is_int(s) and s >= 0 for s in value)):
-        raise ValueError(f"{what} must be a non-empty list of whole numbers >= 0, got {value!r}")
-    return tuple(value)
-
-
-def _fits(value, default) -> bool:
-    """Whether a TOML value has the type of a TrainConfig field with this default (TOML's types are
-    strict, so `lr = "0.05"` is a mistake worth naming, not a string to convert)."""
-    if isinstance(default, bool) or default is None:  # None: a true/false setting kdviz decides when unset
-        return isinstance(value, bool)
-    if isinstance(default, float):
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if isinstance(default, int):
-        return _is_int(value)
-    if isinstance(default, tuple):
-        return isinstance(value, list) and all(_is_int(v) for v in value)
-    return isinstance(value, type(default))
-
-
-def _settings(where: str, table: dict, base: dict, extra_keys: tuple[str, ...] = ()) -> dict:
-    """The TrainConfig fields of `table` (keys in `extra_keys` left out), checked for names,
-    types and, on top of `base`, TrainConfig's own ranges."""
-    defaults = {f.name: f.default for f in fields(TrainConfig)}
-    check_keywords(where, table, [*extra_keys, *defaults])
-    settings = {k: v for k, v in table.items() if k not in extra_keys}
-    for key, value in settings.items():
-        if not _fits(value, defaults[key]):
-            like = "true or false" if defaults[key] is None else f"like {defaults[key]!r} ({type(defaults[key]).__name__})"
-            raise TypeError(f"{where} {key} must be {like}, got {value!r}")
-    TrainConfig(**{**base, **settings})  # its range checks
-    return settings
-
-
 def _lr_by_model(table: dict, train: dict) -> dict[str, float]:
     for prefix, lr in table.items():
         if not any(name.startswith(prefix) for name in MODELS.names()):
             raise ValueError(f"[lr_by_model] {prefix!r} is the start of no model name; models: {', '.join(MODELS.names())}")
-        if not _fits(lr, 0.0):
+        if not values.fits(lr, 0.0):
             raise TypeError(f"[lr_by_model] {prefix} must be a number, got {lr!r}")
         TrainConfig(**{**train, "lr": lr})
     return dict(table)
 
 
 def _role(table: dict, role: str, train: dict) -> Role:
-    settings = _settings(f"[{role}]", table, train, tuple(ROLE_KEYS))
-    model = _required(table, f"[{role}]", "model")
+    settings = values.train_settings(f"[{role}]", table, train, tuple(ROLE_KEYS))
+    model = values.required(table, f"[{role}]", "model")
     MODELS.get(model)
     n_train = table.get("n_train")
-    if n_train is not None and not (_is_int(n_train) and n_train >= 1):
+    if n_train is not None and not (values.is_int(n_train) and n_train >= 1):
         raise ValueError(f"[{role}] n_train must be a whole number >= 1, got {n_train!r}")
     objective = table.get("objective")
     if objective is not None:
         Objective.coerce(objective)
-    return Role(model, _table(table, "model_kwargs", name=f"{role}.model_kwargs"), n_train, objective, settings)
+    return Role(model, values.table(table, "model_kwargs", name=f"{role}.model_kwargs"), n_train, objective, settings)
 
 
 def _default_arms(teacher: Role, student: Role) -> tuple[Arm, ...]:
@@ -234,11 +168,11 @@ def _default_arms(teacher: Role, student: Role) -> tuple[Arm, ...]:
 def _arm(entry: dict, roles: dict[str, Role]) -> Arm:
     """One [[arms]] table; without an objective, its role's (else "ce")."""
     check_keywords(f"arm {entry.get('name', '(no name)')!r}", entry, ARM_KEYS)
-    name = _required(entry, "an arm", "name")
-    role = _required(entry, f"arm {name!r}", "role")
+    name = values.required(entry, "an arm", "name")
+    role = values.required(entry, f"arm {name!r}", "role")
     seeds = entry.get("seeds")
     default = roles["student" if role == "student" else "teacher"].objective or "ce"
-    return Arm(**{"objective": default, **entry, "seeds": None if seeds is None else _seeds(seeds, f"arm {name!r} seeds")})
+    return Arm(**{"objective": default, **entry, "seeds": None if seeds is None else values.seed_list(seeds, f"arm {name!r} seeds")})
 
 
 def _check_arms(experiment: Experiment) -> None:
@@ -260,9 +194,9 @@ def _check_arms(experiment: Experiment) -> None:
             raise ValueError(f"arm {arm.name!r} names teacher {arm.teacher!r}, a student arm; name a teacher or snapshot arm")
         if arm.teacher is not None:
             _check_teacher_seeds(experiment, arm, seen[arm.teacher])
-        for key, values in arm.sweep.items():
-            if not isinstance(values, list) or not values:
-                raise ValueError(f"arm {arm.name!r} sweeps {key!r} over {values!r}; give a non-empty list")
+        for key, points in arm.sweep.items():
+            if not isinstance(points, list) or not points:
+                raise ValueError(f"arm {arm.name!r} sweeps {key!r} over {points!r}; give a non-empty list")
         if arm.role == "snapshot":
             _check_snapshot(experiment, arm, seen[arm.teacher])
         else:
@@ -283,7 +217,7 @@ def _check_teacher_seeds(experiment: Experiment, arm: Arm, teacher: Arm) -> None
 def _check_snapshot(experiment: Experiment, arm: Arm, source: Arm) -> None:
     epochs = TrainConfig.from_kwargs(**{**experiment.settings("teacher"), **source.settings}).epochs
     wanted = arm.sweep.get("epoch", [arm.epoch])
-    if not all(_is_int(e) and 0 <= e < epochs for e in wanted):
+    if not all(values.is_int(e) and 0 <= e < epochs for e in wanted):
         raise ValueError(f"snapshot arm {arm.name!r} needs epoch = N (or sweep = {{epoch = [...]}}) with every N in "
                          f"[0, {epochs}) (its teacher trains {epochs} epochs), got {wanted}")
 
