@@ -12,6 +12,7 @@ and `--epochs` timed epochs; an arm's time is the median of its timed epochs ove
 kdviz's epoch time is its history's `train_seconds` (training only, no evaluation); the reference
 loop's is the wall time of one pass over its DataLoader. See benchmarks/README.md.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,8 +27,8 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 from unittest import mock
 
 import numpy as np
@@ -70,13 +71,34 @@ SUITES = {
 }
 TARGETS = [  # (target, numerator arm, denominator arm, threshold, op, compared quantity)
     ("cached KD epoch <= 1.10x student alone", "kd_cached", "student_alone", 1.10, "<=", "epoch seconds"),
-    ("cached KD (K views, augmented) epoch <= 1.10x student alone (augmented)", "kd_cached_kview_aug", "student_alone_aug", 1.10, "<=", "epoch seconds"),
+    (
+        "cached KD (K views, augmented) epoch <= 1.10x student alone (augmented)",
+        "kd_cached_kview_aug",
+        "student_alone_aug",
+        1.10,
+        "<=",
+        "epoch seconds",
+    ),
     ("kdviz cached >= 4x reference loop", "kd_cached", "reference_kd", 4.0, ">=", "images/s"),
-    ("kdviz cached (K views, augmented) >= 4x reference loop (augmented)", "kd_cached_kview_aug", "reference_kd_aug", 4.0, ">=", "images/s"),
+    (
+        "kdviz cached (K views, augmented) >= 4x reference loop (augmented)",
+        "kd_cached_kview_aug",
+        "reference_kd_aug",
+        4.0,
+        ">=",
+        "images/s",
+    ),
 ]
 DEFAULTS_TARGETS = [  # issue #15: the speed a user gets without asking for it
     ("kd.distill, defaults >= 5x reference loop", "kd_defaults", "reference_kd", 5.0, ">=", "images/s"),
-    ("kd.distill, defaults: epoch <= 1.05x student alone (defaults)", "kd_defaults", "student_alone", 1.05, "<=", "epoch seconds"),
+    (
+        "kd.distill, defaults: epoch <= 1.05x student alone (defaults)",
+        "kd_defaults",
+        "student_alone",
+        1.05,
+        "<=",
+        "epoch seconds",
+    ),
 ]
 # The two 5 % targets are about a step's cost; epochs of a shared 2-core VM vary by 10-30 %, so
 # these are measured as steps of the two objectives alternated on one batch (see paired_step_ratio).
@@ -88,15 +110,23 @@ STEP_TARGETS = [  # (target, objective, baseline objective, model role, threshol
 
 # ---------------------------------------------------------------------------------------------- data
 
+
 def load_cpu_data(n_train: int, n_eval: int, seed: int) -> tuple[DatasetSplits, str]:
     """Fashion-MNIST if installed (n_train training images; n_eval val and test images, since
     evaluation is not timed), else random 28x28 data of the same sizes."""
     try:
         data = load_dataset("fashion_mnist", n_train=n_train, seed=seed)
     except MissingDataError:
-        info = DatasetInfo(name="random28", class_names=tuple(str(k) for k in range(10)), image_shape=(1, 28, 28),
-                           mean=(0.5,), std=(0.25,))
-        return random_data(info, n_train, n_eval, seed), "random uint8 1x28x28, 10 classes (Fashion-MNIST not installed)"
+        info = DatasetInfo(
+            name="random28",
+            class_names=tuple(str(k) for k in range(10)),
+            image_shape=(1, 28, 28),
+            mean=(0.5,),
+            std=(0.25,),
+        )
+        return random_data(
+            info, n_train, n_eval, seed
+        ), "random uint8 1x28x28, 10 classes (Fashion-MNIST not installed)"
     g = torch.Generator().manual_seed(seed)
     val = data.val.subset(torch.randperm(len(data.val), generator=g)[:n_eval])
     test = data.test.subset(torch.randperm(len(data.test), generator=g)[:n_eval])
@@ -105,8 +135,15 @@ def load_cpu_data(n_train: int, n_eval: int, seed: int) -> tuple[DatasetSplits, 
 
 def load_gpu_data(n_train: int, n_eval: int, seed: int) -> tuple[DatasetSplits, str]:
     """CIFAR-100-sized random data: 3x32x32 uint8, 100 classes, trained with crop (padding 4) + flip."""
-    info = DatasetInfo(name="random_cifar100", class_names=tuple(f"c{k}" for k in range(100)), image_shape=(3, 32, 32),
-                       mean=(0.507, 0.487, 0.441), std=(0.267, 0.256, 0.276), augment="crop_flip", augment_padding=4)
+    info = DatasetInfo(
+        name="random_cifar100",
+        class_names=tuple(f"c{k}" for k in range(100)),
+        image_shape=(3, 32, 32),
+        mean=(0.507, 0.487, 0.441),
+        std=(0.267, 0.256, 0.276),
+        augment="crop_flip",
+        augment_padding=4,
+    )
     return random_data(info, n_train, n_eval, seed), "random uint8 3x32x32, 100 classes (CIFAR-100 sized)"
 
 
@@ -132,6 +169,7 @@ def augment_label(info: DatasetInfo) -> str:
 
 # ---------------------------------------------------------------------------------- reference loop
 
+
 class TutorialDataset(Dataset):
     """What torchvision's MNIST / CIFAR datasets do: a PIL image per __getitem__, then per-sample transforms."""
 
@@ -145,14 +183,19 @@ class TutorialDataset(Dataset):
 
     def __getitem__(self, i: int):
         array = self.images[i]
-        image = Image.fromarray(array[0], mode="L") if array.shape[0] == 1 else Image.fromarray(array.transpose(1, 2, 0))
+        image = (
+            Image.fromarray(array[0], mode="L") if array.shape[0] == 1 else Image.fromarray(array.transpose(1, 2, 0))
+        )
         return self.transform(image), self.labels[i]
 
 
 def tutorial_transform(info: DatasetInfo) -> transforms.Compose:
     steps = []
     if info.augment == "crop_flip":
-        steps += [transforms.RandomCrop(info.image_shape[1], padding=info.augment_padding), transforms.RandomHorizontalFlip()]
+        steps += [
+            transforms.RandomCrop(info.image_shape[1], padding=info.augment_padding),
+            transforms.RandomHorizontalFlip(),
+        ]
     return transforms.Compose(steps + [transforms.ToTensor(), transforms.Normalize(info.mean, info.std)])
 
 
@@ -166,7 +209,9 @@ def reference_kd_epoch(loader, student, teacher, optimizer, device) -> float:
         with torch.no_grad():
             teacher_logits = teacher(x)
         logits = student(x)
-        soft = F.kl_div(F.log_softmax(logits / TAU, dim=1), F.softmax(teacher_logits / TAU, dim=1), reduction="batchmean")
+        soft = F.kl_div(
+            F.log_softmax(logits / TAU, dim=1), F.softmax(teacher_logits / TAU, dim=1), reduction="batchmean"
+        )
         loss = (1 - ALPHA) * F.cross_entropy(logits, y) + ALPHA * TAU**2 * soft
         optimizer.zero_grad()
         loss.backward()
@@ -181,9 +226,14 @@ def run_reference(data, teacher, student_name, student_kwargs, args, device) -> 
     student = build_model(student_name, data.num_classes, data.info.image_shape, **student_kwargs).to(device)
     teacher = copy.deepcopy(teacher).to(device, memory_format=torch.contiguous_format)  # as a tutorial has it
     optimizer = torch.optim.SGD(student.parameters(), lr=args.lr, momentum=0.9, weight_decay=5e-4, nesterov=True)
-    loader = DataLoader(TutorialDataset(data.train, tutorial_transform(data.info)), batch_size=args.batch_size, shuffle=True,
-                        num_workers=args.workers, pin_memory=device.type == "cuda",
-                        generator=torch.Generator().manual_seed(args.seed))
+    loader = DataLoader(
+        TutorialDataset(data.train, tutorial_transform(data.info)),
+        batch_size=args.batch_size,
+        shuffle=True,
+        num_workers=args.workers,
+        pin_memory=device.type == "cuda",
+        generator=torch.Generator().manual_seed(args.seed),
+    )
     seconds = []
     for _ in range(1 + args.epochs):
         start = time.perf_counter()
@@ -195,18 +245,38 @@ def run_reference(data, teacher, student_name, student_kwargs, args, device) -> 
 
 # ------------------------------------------------------------------------------------------- kdviz
 
+
 def run_kdviz(data, model_name, model_kwargs, objective, args, device, teacher=None, keep=None, **settings) -> dict:
     """Seconds of each epoch (warm-up first) of kdviz's train(); `keep` (a dict) receives the TrainResult."""
-    result = train(data, model_name, objective, teacher=teacher, model_kwargs=model_kwargs, epochs=1 + args.epochs,
-                   batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=device, progress=False,
-                   schedule="constant", **speed_settings(args), **settings)
+    result = train(
+        data,
+        model_name,
+        objective,
+        teacher=teacher,
+        model_kwargs=model_kwargs,
+        epochs=1 + args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        device=device,
+        progress=False,
+        schedule="constant",
+        **speed_settings(args),
+        **settings,
+    )
     if keep is not None:
         keep.setdefault("result", result)  # the first run's, so that every round distills from one teacher
     history = result.history
-    return {"seconds": history["train_seconds"].tolist(), "with_eval": history["seconds"].tolist(), "column": "train_seconds"}
+    return {
+        "seconds": history["train_seconds"].tolist(),
+        "with_eval": history["seconds"].tolist(),
+        "column": "train_seconds",
+    }
 
 
-def paired_step_ratio(data, model_name, model_kwargs, objective, baseline, args, device, teacher=None, pairs=60) -> dict:
+def paired_step_ratio(
+    data, model_name, model_kwargs, objective, baseline, args, device, teacher=None, pairs=60
+) -> dict:
     """Median seconds of an SGD step on `objective` over one on `baseline`, the two alternated on
     the same batch and model, so that load changes hit both alike. Stateful terms (the ICC
     regulariser) get their target first, as they have from the second epoch on; a teacher's
@@ -245,8 +315,13 @@ def paired_step_ratio(data, model_name, model_kwargs, objective, baseline, args,
         for name in objectives:
             times[name].append(step(name))
     medians = {name: statistics.median(v) for name, v in times.items()}
-    return {"objective": objective, "baseline": baseline, "pairs": pairs, "median_step_seconds": medians,
-            "ratio": medians[objective] / medians[baseline]}
+    return {
+        "objective": objective,
+        "baseline": baseline,
+        "pairs": pairs,
+        "median_step_seconds": medians,
+        "ratio": medians[objective] / medians[baseline],
+    }
 
 
 def evaluate_step_targets(data, pair, teacher, args, device) -> list[dict]:
@@ -257,10 +332,19 @@ def evaluate_step_targets(data, pair, teacher, args, device) -> list[dict]:
             measured = paired_step_ratio(data, s_name, s_kwargs, objective, baseline, args, device, teacher=teacher)
         else:
             measured = paired_step_ratio(data, t_name, t_kwargs, objective, baseline, args, device)
-        rows.append({"target": target, "ratio": measured["ratio"], "threshold": threshold, "op": "<=",
-                     "basis": f"step seconds, {measured['pairs']} alternated pairs on one batch (median)",
-                     "numerator": objective, "denominator": baseline, "median_step_seconds": measured["median_step_seconds"],
-                     "pass": bool(measured["ratio"] <= threshold)})
+        rows.append(
+            {
+                "target": target,
+                "ratio": measured["ratio"],
+                "threshold": threshold,
+                "op": "<=",
+                "basis": f"step seconds, {measured['pairs']} alternated pairs on one batch (median)",
+                "numerator": objective,
+                "denominator": baseline,
+                "median_step_seconds": measured["median_step_seconds"],
+                "pass": bool(measured["ratio"] <= threshold),
+            }
+        )
     return rows
 
 
@@ -278,13 +362,24 @@ def build_teacher_cache(data, teacher, args, device, cache_dir: Path) -> float:
         teacher = teacher.to(memory_format=torch.channels_last)  # as train() does
     synchronize(device)
     start = time.perf_counter()
-    load_or_build_teacher_cache(teacher, data.train, data.info, device, cache_dir=cache_dir, progress=False,
-                                **view_options(data.info, True, args.cache_views), seed=args.seed, topk=0, tau=TAU)
+    load_or_build_teacher_cache(
+        teacher,
+        data.train,
+        data.info,
+        device,
+        cache_dir=cache_dir,
+        progress=False,
+        **view_options(data.info, True, args.cache_views),
+        seed=args.seed,
+        topk=0,
+        tau=TAU,
+    )
     synchronize(device)
     return time.perf_counter() - start
 
 
 # -------------------------------------------------------------------------------------------- arms
+
 
 @dataclasses.dataclass
 class Arm:
@@ -313,27 +408,54 @@ class Arm:
         self.round_medians.append(statistics.median(out["seconds"][1:]))
         self.eval_seconds += [w - t for w, t in zip(out["with_eval"] or [], out["seconds"])][1:]
         self.column = out["column"]
-        print(f"  {self.pair or ''} {self.name:<22} {self.n_images / statistics.median(out['seconds'][1:]):9.0f} images/s "
-              f" (epochs: {', '.join(f'{s:.3f}' for s in out['seconds'])} s; the first is warm-up)", flush=True)
+        print(
+            f"  {self.pair or ''} {self.name:<22} {self.n_images / statistics.median(out['seconds'][1:]):9.0f} images/s "
+            f" (epochs: {', '.join(f'{s:.3f}' for s in out['seconds'])} s; the first is warm-up)",
+            flush=True,
+        )
 
     def record(self) -> dict:
         median = statistics.median(self.timed)
         fields = {k: v for k, v in vars(self).items() if k not in ("name", "run")}
-        return {"arm": self.name, **fields, "median_seconds": median, "images_per_s": self.n_images / median,
-                "spread": (max(self.timed) - min(self.timed)) / median,
-                "median_eval_seconds": statistics.median(self.eval_seconds) if self.eval_seconds else None,
-                "measured": True}
+        return {
+            "arm": self.name,
+            **fields,
+            "median_seconds": median,
+            "images_per_s": self.n_images / median,
+            "spread": (max(self.timed) - min(self.timed)) / median,
+            "median_eval_seconds": statistics.median(self.eval_seconds) if self.eval_seconds else None,
+            "measured": True,
+        }
 
 
 def teacher_arms(data, t_name, t_kwargs, args, device, keep: dict | None = None, with_icc: bool = True) -> list[Arm]:
     """The teacher trained with CE and (with_icc) with CE + the ICC regulariser; `keep` receives the CE teacher."""
-    common = dict(kind="kdviz", augment=augment_label(data.info), teacher="-", model=describe_model(t_name, t_kwargs),
-                  n_images=len(data.train))
-    arms = [Arm("teacher_ce", "teacher, CE", objective="ce", **common,
-                run=lambda: run_kdviz(data, t_name, t_kwargs, "ce", args, device, keep=keep))]
+    common = dict(
+        kind="kdviz",
+        augment=augment_label(data.info),
+        teacher="-",
+        model=describe_model(t_name, t_kwargs),
+        n_images=len(data.train),
+    )
+    arms = [
+        Arm(
+            "teacher_ce",
+            "teacher, CE",
+            objective="ce",
+            **common,
+            run=lambda: run_kdviz(data, t_name, t_kwargs, "ce", args, device, keep=keep),
+        )
+    ]
     if with_icc:
-        arms.append(Arm("teacher_icc", "teacher, CE + ICC regulariser", objective="icc_teacher", **common,
-                        run=lambda: run_kdviz(data, t_name, t_kwargs, "icc_teacher", args, device)))
+        arms.append(
+            Arm(
+                "teacher_icc",
+                "teacher, CE + ICC regulariser",
+                objective="icc_teacher",
+                **common,
+                run=lambda: run_kdviz(data, t_name, t_kwargs, "icc_teacher", args, device),
+            )
+        )
     return arms
 
 
@@ -350,21 +472,64 @@ def distillation_arms(data, s_name, s_kwargs, teacher, args, device, cache_dir: 
             if teacher_cache is None:  # the student alone
                 return run_kdviz(data, s_name, s_kwargs, objective, args, device)
             extra = {"cache_dir": cache_dir, "cache_views": args.cache_views} if teacher_cache else {}
-            return run_kdviz(data, s_name, s_kwargs, objective, args, device, teacher=teacher, teacher_cache=teacher_cache, **extra)
+            return run_kdviz(
+                data, s_name, s_kwargs, objective, args, device, teacher=teacher, teacher_cache=teacher_cache, **extra
+            )
+
         return run
 
     arms = [
-        Arm("reference_kd" + suffix, "reference loop (tutorial)", "reference", teacher="online", objective="kd", **common,
-            run=lambda: run_reference(data, teacher, s_name, s_kwargs, args, device)),
-        Arm("kd_online" + suffix, "kdviz KD", "kdviz", teacher="online", objective="kd", **common, run=kdviz_run("kd", False)),
-        Arm("kd_cached" + ("_kview" + suffix if suffix else ""), "kdviz KD", "kdviz", teacher=cached, objective="kd",
-            **common, run=kdviz_run("kd", True)),
+        Arm(
+            "reference_kd" + suffix,
+            "reference loop (tutorial)",
+            "reference",
+            teacher="online",
+            objective="kd",
+            **common,
+            run=lambda: run_reference(data, teacher, s_name, s_kwargs, args, device),
+        ),
+        Arm(
+            "kd_online" + suffix,
+            "kdviz KD",
+            "kdviz",
+            teacher="online",
+            objective="kd",
+            **common,
+            run=kdviz_run("kd", False),
+        ),
+        Arm(
+            "kd_cached" + ("_kview" + suffix if suffix else ""),
+            "kdviz KD",
+            "kdviz",
+            teacher=cached,
+            objective="kd",
+            **common,
+            run=kdviz_run("kd", True),
+        ),
     ]
     if with_mimic:
-        arms.append(Arm("kd_icc_mimic_cached" + suffix, "kdviz KD + ICC mimic", "kdviz", teacher=cached,
-                        objective="kd+icc_mimic", **common, run=kdviz_run("kd+icc_mimic", True)))
-    arms.append(Arm("student_alone" + suffix, "kdviz student alone", "kdviz", teacher="none", objective="ce", **common,
-                    run=kdviz_run("ce")))
+        arms.append(
+            Arm(
+                "kd_icc_mimic_cached" + suffix,
+                "kdviz KD + ICC mimic",
+                "kdviz",
+                teacher=cached,
+                objective="kd+icc_mimic",
+                **common,
+                run=kdviz_run("kd+icc_mimic", True),
+            )
+        )
+    arms.append(
+        Arm(
+            "student_alone" + suffix,
+            "kdviz student alone",
+            "kdviz",
+            teacher="none",
+            objective="ce",
+            **common,
+            run=kdviz_run("ce"),
+        )
+    )
     return arms
 
 
@@ -378,10 +543,11 @@ def run_rounds(arms: list[Arm], rounds: int) -> None:
 
 # ------------------------------------------------------------------------------------------ suites
 
+
 def run_cpu_suite(args, device, cache_root: Path) -> dict:
     data, source = load_cpu_data(args.n_train, args.n_eval, args.seed)
     aug_data = with_augment(data, padding=2)  # 28x28 Fashion-MNIST has no augmentation of its own
-    (t_name, t_kwargs, s_name, s_kwargs), = args.pairs
+    ((t_name, t_kwargs, s_name, s_kwargs),) = args.pairs
     print(f"data: {source}; {data.summary()}", flush=True)
     keep, builds = {}, {}
     teachers = teacher_arms(data, t_name, t_kwargs, args, device, keep)
@@ -391,15 +557,21 @@ def run_cpu_suite(args, device, cache_root: Path) -> dict:
     builds["exact"] = build_teacher_cache(data, teacher, args, device, cache_root / "exact")
     builds[f"{args.cache_views} views"] = build_teacher_cache(aug_data, teacher, args, device, cache_root / "kview")
     print(f"teacher cache built: {', '.join(f'{k} {v:.2f} s' for k, v in builds.items())}", flush=True)
-    students = (distillation_arms(data, s_name, s_kwargs, teacher, args, device, cache_root / "exact", with_mimic=True)
-                + distillation_arms(aug_data, s_name, s_kwargs, teacher, args, device, cache_root / "kview", with_mimic=False))
+    students = distillation_arms(
+        data, s_name, s_kwargs, teacher, args, device, cache_root / "exact", with_mimic=True
+    ) + distillation_arms(aug_data, s_name, s_kwargs, teacher, args, device, cache_root / "kview", with_mimic=False)
     run_rounds(students, args.rounds)
     check_cache_reused(cache_root)
     arms = teachers + students
     records = [a.record() for a in arms]
-    return {"data": describe_data(data, source), "pairs": [describe_pair(args.pairs[0], data)], "arms": records,
-            "cache_build_seconds": builds,
-            "targets": evaluate_targets(records, TARGETS) + evaluate_step_targets(data, args.pairs[0], teacher, args, device)}
+    return {
+        "data": describe_data(data, source),
+        "pairs": [describe_pair(args.pairs[0], data)],
+        "arms": records,
+        "cache_build_seconds": builds,
+        "targets": evaluate_targets(records, TARGETS)
+        + evaluate_step_targets(data, args.pairs[0], teacher, args, device),
+    }
 
 
 def run_defaults_suite(args, device, cache_root: Path) -> dict:
@@ -409,7 +581,7 @@ def run_defaults_suite(args, device, cache_root: Path) -> dict:
     teacher is trained once beforehand, untimed. The teacher cache is built before the first epoch
     (in no epoch time); from DISK_CACHE_IMAGES training images it is kept on disk, here in cache_root."""
     data, source = load_cpu_data(args.n_train, args.n_eval, args.seed)
-    (t_name, t_kwargs, s_name, s_kwargs), = args.pairs
+    ((t_name, t_kwargs, s_name, s_kwargs),) = args.pairs
     print(f"data: {source}; {data.summary()}", flush=True)
     keep, chosen = {}, {}
     run_kdviz(data, t_name, t_kwargs, "ce", args, device, keep=keep)
@@ -417,29 +589,72 @@ def run_defaults_suite(args, device, cache_root: Path) -> dict:
 
     def defaults(arm, objective):  # distill gets the TrainResult, as a notebook passes it
         def run():
-            common = dict(model_kwargs=s_kwargs, epochs=1 + args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                          device=device, progress=False)
-            result = (kdviz.distill(data, keep["result"], s_name, objective, **common) if objective != "ce"
-                      else kdviz.train(data, s_name, objective, **common))
-            chosen[arm] = {k: getattr(result.config, k) for k in ("teacher_cache", "channels_last", "eval_test", "val_subset")}
-            return {"seconds": result.history["train_seconds"].tolist(), "with_eval": result.history["seconds"].tolist(),
-                    "column": "train_seconds"}
+            common = dict(
+                model_kwargs=s_kwargs,
+                epochs=1 + args.epochs,
+                batch_size=args.batch_size,
+                lr=args.lr,
+                seed=args.seed,
+                device=device,
+                progress=False,
+            )
+            result = (
+                kdviz.distill(data, keep["result"], s_name, objective, **common)
+                if objective != "ce"
+                else kdviz.train(data, s_name, objective, **common)
+            )
+            chosen[arm] = {
+                k: getattr(result.config, k) for k in ("teacher_cache", "channels_last", "eval_test", "val_subset")
+            }
+            return {
+                "seconds": result.history["train_seconds"].tolist(),
+                "with_eval": result.history["seconds"].tolist(),
+                "column": "train_seconds",
+            }
+
         return run
 
     common = dict(augment=augment_label(data.info), model=describe_model(s_name, s_kwargs), n_images=len(data.train))
     arms = [
-        Arm("reference_kd", "reference loop (tutorial)", "reference", teacher="online", objective="kd", **common,
-            run=lambda: run_reference(data, teacher, s_name, s_kwargs, args, device)),
-        Arm("kd_defaults", "kd.distill, defaults", "kdviz", teacher="kdviz's default", objective="kd", **common,
-            run=defaults("kd_defaults", "kd")),
-        Arm("student_alone", "kdviz student alone, defaults", "kdviz", teacher="none", objective="ce", **common,
-            run=defaults("student_alone", "ce")),
+        Arm(
+            "reference_kd",
+            "reference loop (tutorial)",
+            "reference",
+            teacher="online",
+            objective="kd",
+            **common,
+            run=lambda: run_reference(data, teacher, s_name, s_kwargs, args, device),
+        ),
+        Arm(
+            "kd_defaults",
+            "kd.distill, defaults",
+            "kdviz",
+            teacher="kdviz's default",
+            objective="kd",
+            **common,
+            run=defaults("kd_defaults", "kd"),
+        ),
+        Arm(
+            "student_alone",
+            "kdviz student alone, defaults",
+            "kdviz",
+            teacher="none",
+            objective="ce",
+            **common,
+            run=defaults("student_alone", "ce"),
+        ),
     ]
     with mock.patch.dict(os.environ, {"KDVIZ_CACHE": str(cache_root / "default")}):  # never the user's cache folder
         run_rounds(arms, args.rounds)
     records = [a.record() for a in arms]
-    return {"data": describe_data(data, source), "pairs": [describe_pair(args.pairs[0], data)], "arms": records,
-            "cache_build_seconds": {}, "kdviz_choices": chosen, "targets": evaluate_targets(records, DEFAULTS_TARGETS)}
+    return {
+        "data": describe_data(data, source),
+        "pairs": [describe_pair(args.pairs[0], data)],
+        "arms": records,
+        "cache_build_seconds": {},
+        "kdviz_choices": chosen,
+        "targets": evaluate_targets(records, DEFAULTS_TARGETS),
+    }
 
 
 def run_gpu_suite(args, device, cache_root: Path) -> dict:
@@ -449,21 +664,30 @@ def run_gpu_suite(args, device, cache_root: Path) -> dict:
     for t_name, t_kwargs, s_name, s_kwargs in args.pairs:
         tag = f"{t_name}->{s_name}"
         torch.manual_seed(args.seed)
-        teacher = build_model(t_name, data.num_classes, data.info.image_shape, **t_kwargs).eval()  # untrained: speed only
+        teacher = build_model(
+            t_name, data.num_classes, data.info.image_shape, **t_kwargs
+        ).eval()  # untrained: speed only
         folder = cache_root / tag.replace("->", "_")
         builds[tag] = {f"{args.cache_views} views": build_teacher_cache(data, teacher, args, device, folder)}
         print(f"  {tag}: teacher cache built in {builds[tag][f'{args.cache_views} views']:.2f} s", flush=True)
         # The teacher's own training epoch too: the CRD recipe trains it first, on the same schedule.
-        for arm in (teacher_arms(data, t_name, t_kwargs, args, device, with_icc=False)
-                    + distillation_arms(data, s_name, s_kwargs, teacher, args, device, folder, with_mimic=False)):
+        for arm in teacher_arms(data, t_name, t_kwargs, args, device, with_icc=False) + distillation_arms(
+            data, s_name, s_kwargs, teacher, args, device, folder, with_mimic=False
+        ):
             arm.pair = tag
             arms.append(arm)
     run_rounds(arms, args.rounds)
     check_cache_reused(cache_root)
     records = [a.record() for a in arms]
     projected = {tag: project_recipe([r for r in records if r["pair"] == tag], builds[tag], args) for tag in builds}
-    return {"data": describe_data(data, source), "pairs": [describe_pair(p, data) for p in args.pairs], "arms": records,
-            "cache_build_seconds": builds, "targets": [], "projected": projected}
+    return {
+        "data": describe_data(data, source),
+        "pairs": [describe_pair(p, data) for p in args.pairs],
+        "arms": records,
+        "cache_build_seconds": builds,
+        "targets": [],
+        "projected": projected,
+    }
 
 
 def check_cache_reused(cache_root: Path) -> None:
@@ -471,7 +695,9 @@ def check_cache_reused(cache_root: Path) -> None:
     for folder in cache_root.iterdir():
         files = list(folder.glob("*.pt"))
         if len(files) != 1:
-            raise RuntimeError(f"{len(files)} teacher caches in {folder}, expected 1: train() did not reuse the prebuilt cache")
+            raise RuntimeError(
+                f"{len(files)} teacher caches in {folder}, expected 1: train() did not reuse the prebuilt cache"
+            )
 
 
 def project_recipe(records: list[dict], builds: dict, args) -> dict:
@@ -487,16 +713,20 @@ def project_recipe(records: list[dict], builds: dict, args) -> dict:
         train_s = (RECIPE_EPOCHS * r["median_seconds"] + extra) * train_scale
         eval_s = RECIPE_EPOCHS * (r["median_eval_seconds"] or 0.0) * eval_scale
         out[r["arm"]] = {
-            "seconds": train_s + eval_s, "training_seconds": train_s, "evaluation_seconds": eval_s, "measured": False,
+            "seconds": train_s + eval_s,
+            "training_seconds": train_s,
+            "evaluation_seconds": eval_s,
+            "measured": False,
             "how": f"{RECIPE_EPOCHS} x (train epoch x {train_scale:g}"
-                   + (f" + evaluation x {eval_scale:g})" if r["median_eval_seconds"] is not None else ", no evaluation)")
-                   + (f" + cache build x {train_scale:g}" if extra else ""),
+            + (f" + evaluation x {eval_scale:g})" if r["median_eval_seconds"] is not None else ", no evaluation)")
+            + (f" + cache build x {train_scale:g}" if extra else ""),
         }
     out["goal"] = "resnet32x4->resnet8x4 distillation (kd_cached_kview_aug) in under 900 s on one H100"
     return out
 
 
 # -------------------------------------------------------------------------------------- ratios, report
+
 
 def add_ratios(records: list[dict]) -> None:
     """Each arm's epoch time over its baseline's (the student alone for students, the CE teacher for
@@ -521,16 +751,37 @@ def evaluate_targets(records: list[dict], targets: list[tuple]) -> list[dict]:
         # The same ratio within each round (its two arms ran seconds to minutes apart): how much the load moves it.
         per_round = [a / b for a, b in zip(by[num]["round_medians"], by[den]["round_medians"])]
         per_round = [1 / r for r in per_round] if basis == "images/s" else per_round
-        rows.append({"target": target, "ratio": ratio, "threshold": threshold, "op": op, "basis": basis,
-                     "numerator": num, "denominator": den, "ratio_per_round": per_round,
-                     "pass": bool(ratio <= threshold if op == "<=" else ratio >= threshold)})
+        rows.append(
+            {
+                "target": target,
+                "ratio": ratio,
+                "threshold": threshold,
+                "op": op,
+                "basis": basis,
+                "numerator": num,
+                "denominator": den,
+                "ratio_per_round": per_round,
+                "pass": bool(ratio <= threshold if op == "<=" else ratio >= threshold),
+            }
+        )
     return rows
 
 
 def results_table(records: list[dict]) -> pd.DataFrame:
-    columns = {"pair": "pair", "label": "arm", "model": "model", "augment": "augment", "teacher": "teacher",
-               "objective": "objective", "images_per_s": "images/s", "median_seconds": "s/epoch", "spread": "spread",
-               "time_vs_baseline": "time / baseline", "baseline": "baseline", "speedup_vs_reference": "img/s / reference"}
+    columns = {
+        "pair": "pair",
+        "label": "arm",
+        "model": "model",
+        "augment": "augment",
+        "teacher": "teacher",
+        "objective": "objective",
+        "images_per_s": "images/s",
+        "median_seconds": "s/epoch",
+        "spread": "spread",
+        "time_vs_baseline": "time / baseline",
+        "baseline": "baseline",
+        "speedup_vs_reference": "img/s / reference",
+    }
     df = pd.DataFrame(records).reindex(columns=list(columns)).rename(columns=columns)
     if df["pair"].isna().all():
         df = df.drop(columns="pair")
@@ -541,8 +792,16 @@ def results_table(records: list[dict]) -> pd.DataFrame:
 def targets_table(targets: list[dict]) -> pd.DataFrame:
     t = pd.DataFrame(targets)
     rounds = t["ratio_per_round"].map(lambda r: f"{min(r):.2f}-{max(r):.2f}" if isinstance(r, list) and r else "-")
-    return pd.DataFrame({"result": np.where(t["pass"], "PASS", "FAIL"), "ratio": t["ratio"].round(3),
-                         "rounds' range": rounds, "needed": t["op"] + " " + t["threshold"].map("{:g}".format), "of": t["basis"], "target": t["target"]})
+    return pd.DataFrame(
+        {
+            "result": np.where(t["pass"], "PASS", "FAIL"),
+            "ratio": t["ratio"].round(3),
+            "rounds' range": rounds,
+            "needed": t["op"] + " " + t["threshold"].map("{:g}".format),
+            "of": t["basis"],
+            "target": t["target"],
+        }
+    )
 
 
 def print_report(report: dict) -> None:
@@ -557,22 +816,37 @@ def print_report(report: dict) -> None:
                 if isinstance(p, dict):
                     print(f"  {arm:<22} {p['seconds'] / 60:8.1f} min   {p['how']}")
         load = report["machine"]["load"]
-        print(f"\nother processes used {100 * load['other_cpu_share']:.0f} % of the CPUs during the run "
-              f"(load average {load['loadavg_before']} before, {load['loadavg_after']} after)")
+        print(
+            f"\nother processes used {100 * load['other_cpu_share']:.0f} % of the CPUs during the run "
+            f"(load average {load['loadavg_before']} before, {load['loadavg_after']} after)"
+        )
 
 
 # ---------------------------------------------------------------------------------------- machine
 
+
 def machine_info(device: torch.device) -> dict:
     cpu = platform.processor() or platform.machine()
     try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
+        cpu = next(
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        )
     except (OSError, StopIteration):
         pass
-    info = {"cpu": cpu, "logical_cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "platform": platform.platform(),
-            "python": platform.python_version(), "torch": torch.__version__, "torchvision": torchvision.__version__,
-            "kdviz": kdviz.__version__, "device": str(device), "device_name": cpu}
+    info = {
+        "cpu": cpu,
+        "logical_cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "kdviz": kdviz.__version__,
+        "device": str(device),
+        "device_name": cpu,
+    }
     if device.type == "cuda":
         info.update(device_name=torch.cuda.get_device_name(device), cuda=torch.version.cuda)
     return info
@@ -590,8 +864,11 @@ class LoadMonitor:
         hz = os.sysconf("SC_CLK_TCK")
         busy_s = (self._busy_jiffies() - busy) / hz if busy is not None else float("nan")
         elapsed = (time.monotonic() - wall) * (os.cpu_count() or 1)
-        self.result = {"loadavg_before": self.before[3], "loadavg_after": self._loadavg(),
-                       "other_cpu_share": max(busy_s - (self._own_seconds() - own), 0.0) / elapsed}
+        self.result = {
+            "loadavg_before": self.before[3],
+            "loadavg_after": self._loadavg(),
+            "other_cpu_share": max(busy_s - (self._own_seconds() - own), 0.0) / elapsed,
+        }
 
     @staticmethod
     def _busy_jiffies():
@@ -619,15 +896,26 @@ def describe_model(name: str, kwargs: dict) -> str:
 
 
 def describe_data(data: DatasetSplits, source: str) -> dict:
-    return {"source": source, "name": data.info.name, "image_shape": list(data.info.image_shape), "classes": data.num_classes,
-            "n_train": len(data.train), "n_val": len(data.val), "n_test": len(data.test)}
+    return {
+        "source": source,
+        "name": data.info.name,
+        "image_shape": list(data.info.image_shape),
+        "classes": data.num_classes,
+        "n_train": len(data.train),
+        "n_val": len(data.val),
+        "n_test": len(data.test),
+    }
 
 
 def describe_pair(pair, data) -> dict:
     t_name, t_kwargs, s_name, s_kwargs = pair
     shape, c = data.info.image_shape, data.num_classes
-    return {"teacher": describe_model(t_name, t_kwargs), "teacher_params": count_parameters(build_model(t_name, c, shape, **t_kwargs)),
-            "student": describe_model(s_name, s_kwargs), "student_params": count_parameters(build_model(s_name, c, shape, **s_kwargs))}
+    return {
+        "teacher": describe_model(t_name, t_kwargs),
+        "teacher_params": count_parameters(build_model(t_name, c, shape, **t_kwargs)),
+        "student": describe_model(s_name, s_kwargs),
+        "student_params": count_parameters(build_model(s_name, c, shape, **s_kwargs)),
+    }
 
 
 def synchronize(device: torch.device) -> None:
@@ -637,8 +925,9 @@ def synchronize(device: torch.device) -> None:
 
 # ------------------------------------------------------------------------------------------- main
 
+
 def parse_model(text: str) -> tuple[str, dict]:
-    """"cnn(width=32)" -> ("cnn", {"width": 32})."""
+    """ "cnn(width=32)" -> ("cnn", {"width": 32})."""
     name, _, rest = text.strip().partition("(")
     kwargs = {}
     for item in filter(None, rest.rstrip(")").split(",")):
@@ -648,27 +937,53 @@ def parse_model(text: str) -> tuple[str, dict]:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--suite", choices=SUITES, default="cpu",
-                   help="cpu: 28x28 data, small CNNs; defaults: kdviz with nothing set, issue 15's pair; gpu: CRD pairs at 32 px")
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    p.add_argument(
+        "--suite",
+        choices=SUITES,
+        default="cpu",
+        help="cpu: 28x28 data, small CNNs; defaults: kdviz with nothing set, issue 15's pair; gpu: CRD pairs at 32 px",
+    )
     p.add_argument("--quick", action="store_true", help="tiny sizes, to check the code path (not a measurement)")
     p.add_argument("--device", default=None, help="default: cpu for the cpu suite, else cuda > mps > cpu")
     p.add_argument("--n-train", type=int, help="training images per epoch (default: the suite's)")
     p.add_argument("--n-eval", type=int, help="validation and test images (evaluation is not timed)")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--epochs", type=int, help="timed epochs per arm and round, after one warm-up epoch")
-    p.add_argument("--rounds", type=int, help="rounds over all arms; an arm's time is the median of its rounds' timed epochs")
+    p.add_argument(
+        "--rounds", type=int, help="rounds over all arms; an arm's time is the median of its rounds' timed epochs"
+    )
     p.add_argument("--cache-views", type=int, help="K: augmented views per image in the cached teacher")
     p.add_argument("--lr", type=float, default=0.05)
     p.add_argument("--workers", type=int, default=0, help="DataLoader workers of the reference loop")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
-    p.add_argument("--pairs", default=None, help="teacher:student,... e.g. 'resnet32x4:resnet8x4' or 'cnn(width=32):cnn(width=8)'")
-    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None, help="bf16 autocast, CUDA only (default: on in the gpu suite)")
-    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True,
-                   help="NHWC memory layout in kdviz's arms, on any device (the reference loop never uses it)")
-    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False, help="torch.compile the student, CUDA only")
+    p.add_argument(
+        "--pairs", default=None, help="teacher:student,... e.g. 'resnet32x4:resnet8x4' or 'cnn(width=32):cnn(width=8)'"
+    )
+    p.add_argument(
+        "--amp",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="bf16 autocast, CUDA only (default: on in the gpu suite)",
+    )
+    p.add_argument(
+        "--channels-last",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="NHWC memory layout in kdviz's arms, on any device (the reference loop never uses it)",
+    )
+    p.add_argument(
+        "--compile", action=argparse.BooleanOptionalAction, default=False, help="torch.compile the student, CUDA only"
+    )
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", type=Path, default=None, help="JSON path (default: benchmarks/results/bench_distill_<suite>_<device>[_quick].json)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="JSON path (default: benchmarks/results/bench_distill_<suite>_<device>[_quick].json)",
+    )
     args = p.parse_args(argv)
     for key, value in SUITES[args.suite]["quick" if args.quick else "full"].items():
         if getattr(args, key) is None:
@@ -677,8 +992,10 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error("--epochs, --rounds, --cache-views and --batch-size must be >= 1")
     gpu = args.suite == "gpu"
     args.amp = gpu if args.amp is None else args.amp
-    args.pairs = [(*parse_model(t), *parse_model(s)) for t, s in
-                  (item.split(":") for item in (args.pairs or SUITES[args.suite]["pairs"]).split(","))]
+    args.pairs = [
+        (*parse_model(t), *parse_model(s))
+        for t, s in (item.split(":") for item in (args.pairs or SUITES[args.suite]["pairs"]).split(","))
+    ]
     if args.suite != "gpu" and len(args.pairs) != 1:
         p.error(f"the {args.suite} suite takes one teacher:student pair")
     return args
@@ -690,21 +1007,34 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     device = kdviz.resolve_device(args.device or ("cpu" if args.suite != "gpu" else None))
     machine = machine_info(device)
-    print(f"bench_distill --suite {args.suite}{' --quick' if args.quick else ''}: {machine['device_name']}, "
-          f"{machine['logical_cores']} cores, {machine['torch_threads']} threads, torch {machine['torch']}", flush=True)
+    print(
+        f"bench_distill --suite {args.suite}{' --quick' if args.quick else ''}: {machine['device_name']}, "
+        f"{machine['logical_cores']} cores, {machine['torch_threads']} threads, torch {machine['torch']}",
+        flush=True,
+    )
     start = time.perf_counter()
     with LoadMonitor() as load, tempfile.TemporaryDirectory(prefix="kdviz_bench_cache_") as cache_root:
         run_suite = {"cpu": run_cpu_suite, "defaults": run_defaults_suite, "gpu": run_gpu_suite}[args.suite]
         suite = run_suite(args, device, Path(cache_root))
     machine["load"] = load.result
     add_ratios(suite["arms"])
-    settings = {**{k: v for k, v in vars(args).items() if k != "out"}, "tau": TAU, "alpha": ALPHA,
-                "optimizer": "SGD, momentum 0.9, Nesterov, weight decay 5e-4, constant lr (kdviz and the reference loop)",
-                "warmup_epochs_excluded_per_round": 1, "statistic": "median of the timed epochs of all rounds"}
+    settings = {
+        **{k: v for k, v in vars(args).items() if k != "out"},
+        "tau": TAU,
+        "alpha": ALPHA,
+        "optimizer": "SGD, momentum 0.9, Nesterov, weight decay 5e-4, constant lr (kdviz and the reference loop)",
+        "warmup_epochs_excluded_per_round": 1,
+        "statistic": "median of the timed epochs of all rounds",
+    }
     report = {
-        "benchmark": "bench_distill", "suite": args.suite, "quick": args.quick,
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "machine": machine, "settings": settings,
-        **suite, "wall_seconds": time.perf_counter() - start,
+        "benchmark": "bench_distill",
+        "suite": args.suite,
+        "quick": args.quick,
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "machine": machine,
+        "settings": settings,
+        **suite,
+        "wall_seconds": time.perf_counter() - start,
         "notes": [
             "measured: each arm's warmup / timed seconds, median_seconds, images_per_s, the ratios and targets computed from "
             "them, and cache_build_seconds; projected (not measured): everything under 'projected' (measured: false).",

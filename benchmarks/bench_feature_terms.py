@@ -12,6 +12,7 @@ logits only; the feature arms read both models' stages (`model(x, return_stages=
 term's parts first (FitNet's regressor, CRD's embeddings and bank) and train them with the student.
 The JSON records the machine and the share of the CPUs that other processes used meanwhile.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,8 +23,8 @@ import time
 from pathlib import Path
 
 import torch
-
 from bench_distill import RESULTS, LoadMonitor, load_cpu_data, load_gpu_data, machine_info
+
 from kdviz.data.loader import iterate_batches
 from kdviz.losses import Objective
 from kdviz.models import build_model
@@ -36,10 +37,24 @@ GOAL = 1.10  # a feature term adds at most 10 % to a KD step
 # suite -> (teacher, student, data loader, device, sizes of a full and a quick run). The gpu suite is
 # CRD's own pair with CIFAR-100's training-set size, so that CRD's bank has its real N.
 SUITES = {
-    "cpu": ("cnn", {"width": 32}, "cnn", {"width": 8}, load_cpu_data, "cpu",
-            {"full": dict(n_train=8_000, batch_size=128, pairs=60), "quick": dict(n_train=256, batch_size=32, pairs=3)}),
-    "gpu": ("resnet32x4", {}, "resnet8x4", {}, load_gpu_data, "cuda",
-            {"full": dict(n_train=50_000, batch_size=64, pairs=100), "quick": dict(n_train=512, batch_size=32, pairs=3)}),
+    "cpu": (
+        "cnn",
+        {"width": 32},
+        "cnn",
+        {"width": 8},
+        load_cpu_data,
+        "cpu",
+        {"full": dict(n_train=8_000, batch_size=128, pairs=60), "quick": dict(n_train=256, batch_size=32, pairs=3)},
+    ),
+    "gpu": (
+        "resnet32x4",
+        {},
+        "resnet8x4",
+        {},
+        load_gpu_data,
+        "cuda",
+        {"full": dict(n_train=50_000, batch_size=64, pairs=100), "quick": dict(n_train=512, batch_size=32, pairs=3)},
+    ),
 }
 
 
@@ -60,8 +75,9 @@ def measure(args) -> dict:
             with torch.no_grad():
                 objective.setup(step_outputs(student.eval(), teacher, objective.inputs, x, y, idx), data.train.labels)
             student.train()
-        opt = torch.optim.SGD([*student.parameters(), *objective.parameters()], lr=0.05, momentum=0.9, nesterov=True,
-                              weight_decay=5e-4)
+        opt = torch.optim.SGD(
+            [*student.parameters(), *objective.parameters()], lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4
+        )
         steps[name] = _step_fn(student, teacher, objective, opt, x, y, idx)
     times = {name: [] for name in ARMS}
     for _ in range(3):  # warm-up
@@ -74,12 +90,19 @@ def measure(args) -> dict:
     medians = {name: statistics.median(v) for name, v in times.items()}
     return {
         "what": "median seconds of one student SGD step with the online teacher, arms alternated on one batch",
-        "pair": f"{t_name}{t_kwargs or ''} -> {s_name}{s_kwargs or ''}", "data": source, "n_train": len(data.train), "batch_size": sizes["batch_size"],
-        "pairs": sizes["pairs"], "objectives": ARMS, "median_step_seconds": medians,
+        "pair": f"{t_name}{t_kwargs or ''} -> {s_name}{s_kwargs or ''}",
+        "data": source,
+        "n_train": len(data.train),
+        "batch_size": sizes["batch_size"],
+        "pairs": sizes["pairs"],
+        "objectives": ARMS,
+        "median_step_seconds": medians,
         "ratio_to_kd": {name: medians[name] / medians["kd"] for name in ARMS},
-        "goal": f"<= {GOAL}x the KD step", "quick": args.quick,
+        "goal": f"<= {GOAL}x the KD step",
+        "quick": args.quick,
         "machine": {**machine_info(device), "load": load.result},
-        "command": f"python benchmarks/bench_feature_terms.py --suite {args.suite}" + (" --quick" if args.quick else ""),
+        "command": f"python benchmarks/bench_feature_terms.py --suite {args.suite}"
+        + (" --quick" if args.quick else ""),
     }
 
 
@@ -103,10 +126,20 @@ def _step_fn(student, teacher, objective, opt, x, y, idx):
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--suite", choices=SUITES, default="cpu", help="cpu: the CPU benchmark's cnn pair; gpu: CRD's resnet32x4 -> resnet8x4 on CUDA")
+    p.add_argument(
+        "--suite",
+        choices=SUITES,
+        default="cpu",
+        help="cpu: the CPU benchmark's cnn pair; gpu: CRD's resnet32x4 -> resnet8x4 on CUDA",
+    )
     p.add_argument("--quick", action="store_true", help="tiny sizes, to check the code path")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", type=Path, default=None, help="JSON path (default: benchmarks/results/bench_feature_terms_<suite>.json)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="JSON path (default: benchmarks/results/bench_feature_terms_<suite>.json)",
+    )
     args = p.parse_args(argv)
     report = measure(args)
     out = args.out or RESULTS / f"bench_feature_terms_{args.suite}.json"
@@ -114,8 +147,10 @@ def main(argv=None) -> int:
     for name, seconds in report["median_step_seconds"].items():
         print(f"{name:<10} {1000 * seconds:8.2f} ms/step   {report['ratio_to_kd'][name]:.3f}x KD")
     load = report["machine"]["load"]
-    print(f"other processes used {100 * load['other_cpu_share']:.0f} % of the CPUs (load average {load['loadavg_before']} "
-          f"before, {load['loadavg_after']} after); written to {out}")
+    print(
+        f"other processes used {100 * load['other_cpu_share']:.0f} % of the CPUs (load average {load['loadavg_before']} "
+        f"before, {load['loadavg_after']} after); written to {out}"
+    )
     return 0
 
 

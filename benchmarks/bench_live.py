@@ -8,6 +8,7 @@ alternating rounds, in one kernel (so that the display really renders PNGs into 
 reports the wall time of each run, and, more precisely than a difference of two noisy wall
 times, the time spent inside the callback as a share of the run's wall time.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -75,13 +76,21 @@ def main() -> None:
         # Each live run's own share: the kernel's first figure also imports matplotlib and seaborn.
         per_run = [r["callback"] / r["wall"] for r in live]
         median_live = sorted(r["wall"] for r in live)[len(live) // 2]
-        summary[label] = {"epochs": rows[0]["epochs"], "wall_plain_median_s": plain[len(plain) // 2],
-                          "wall_live_median_s": median_live, "callback_share": share, "callback_share_per_live_run": per_run,
-                          "draws_per_run": [r["draws"] for r in live], "rows": rows}
-        print(f"{label}: {rows[0]['epochs']} epochs, wall {plain[len(plain) // 2]:.2f} s plain, {median_live:.2f} s live "
-              f"(medians of {rounds}); callback {100 * share:.1f} % of the live runs' wall time "
-              f"(per live run, in order: {', '.join(f'{100 * x:.1f} %' for x in per_run)}); "
-              f"draws per run {summary[label]['draws_per_run']}")
+        summary[label] = {
+            "epochs": rows[0]["epochs"],
+            "wall_plain_median_s": plain[len(plain) // 2],
+            "wall_live_median_s": median_live,
+            "callback_share": share,
+            "callback_share_per_live_run": per_run,
+            "draws_per_run": [r["draws"] for r in live],
+            "rows": rows,
+        }
+        print(
+            f"{label}: {rows[0]['epochs']} epochs, wall {plain[len(plain) // 2]:.2f} s plain, {median_live:.2f} s live "
+            f"(medians of {rounds}); callback {100 * share:.1f} % of the live runs' wall time "
+            f"(per live run, in order: {', '.join(f'{100 * x:.1f} %' for x in per_run)}); "
+            f"draws per run {summary[label]['draws_per_run']}"
+        )
     if not args.quick:
         args.out.write_text(json.dumps(summary, indent=2))
         print(f"wrote {args.out}")

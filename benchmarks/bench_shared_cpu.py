@@ -11,6 +11,7 @@ user's other notebook or experiment would. Arms run interleaved in rounds (every
 round, in the same order), and an arm's time is the median over rounds. The machine's load
 average and the top of `top` are recorded before and after, since other work may share the CPU.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,13 +29,36 @@ TIMEOUT_S = 900  # a workload slower than this is recorded as timed out (its tim
 
 # name -> (what it trains, full size, quick size); sizes are keyword arguments of run_workload.
 WORKLOADS = {
-    "quickstart": ("kdviz quickstart's runs: 2 cnn(16) teachers + 4 mlp(32) students x 3 seeds on digits 8x8", {}, {"smoke": True}),
-    "kd_epoch": ("one KD epoch, cnn(32) -> cnn(8), 8,000 Fashion-MNIST 28x28 images, batch 128, kdviz defaults",
-                 {"n_train": 8000}, {"n_train": 512}),
-    "mlp_digits": ("mlp(32) on 100 digits images, 20 epochs, batch 32 (a quickstart student)", {"epochs": 20}, {"epochs": 2}),
-    "cnn_digits": ("cnn(16) on 1,617 digits images, 2 epochs, batch 64 (a quickstart teacher)", {"epochs": 2}, {"epochs": 1}),
-    "cnn_fmnist": ("cnn(32) on 1,024 Fashion-MNIST 28x28 images, 1 epoch, batch 128", {"n_train": 1024}, {"n_train": 512}),
-    "resnet8x4_32px": ("resnet8x4 on 256 random 3x32x32 images, 100 classes, 1 epoch, batch 64", {"n_train": 256}, {"n_train": 128}),
+    "quickstart": (
+        "kdviz quickstart's runs: 2 cnn(16) teachers + 4 mlp(32) students x 3 seeds on digits 8x8",
+        {},
+        {"smoke": True},
+    ),
+    "kd_epoch": (
+        "one KD epoch, cnn(32) -> cnn(8), 8,000 Fashion-MNIST 28x28 images, batch 128, kdviz defaults",
+        {"n_train": 8000},
+        {"n_train": 512},
+    ),
+    "mlp_digits": (
+        "mlp(32) on 100 digits images, 20 epochs, batch 32 (a quickstart student)",
+        {"epochs": 20},
+        {"epochs": 2},
+    ),
+    "cnn_digits": (
+        "cnn(16) on 1,617 digits images, 2 epochs, batch 64 (a quickstart teacher)",
+        {"epochs": 2},
+        {"epochs": 1},
+    ),
+    "cnn_fmnist": (
+        "cnn(32) on 1,024 Fashion-MNIST 28x28 images, 1 epoch, batch 128",
+        {"n_train": 1024},
+        {"n_train": 512},
+    ),
+    "resnet8x4_32px": (
+        "resnet8x4 on 256 random 3x32x32 images, 100 classes, 1 epoch, batch 64",
+        {"n_train": 256},
+        {"n_train": 128},
+    ),
 }
 SUITES = {
     "shared": (["quickstart", "kd_epoch"], ["kdviz"]),
@@ -58,11 +82,12 @@ def arm_env(arm: str) -> dict:
 
 # ------------------------------------------------------------------------------------ workloads
 
+
 def run_workload(name: str, smoke: bool = False, epochs: int = 1, n_train: int = 1000) -> dict:
     """Train `name` in this interpreter; the seconds exclude imports and data loading."""
-    import kdviz  # first, as the CLI and the notebooks import it: its thread policy applies here
     import torch
 
+    import kdviz  # first, as the CLI and the notebooks import it: its thread policy applies here
     from kdviz.data import DatasetSplits, Split
     from kdviz.data.base import DatasetInfo
 
@@ -71,6 +96,7 @@ def run_workload(name: str, smoke: bool = False, epochs: int = 1, n_train: int =
         import tempfile
 
         from kdviz.experiments import load_experiment, run_sweep
+
         experiment = load_experiment("quickstart", smoke=smoke)
         with tempfile.TemporaryDirectory() as out:  # a fresh folder: every run trains
             start = time.perf_counter()
@@ -78,9 +104,16 @@ def run_workload(name: str, smoke: bool = False, epochs: int = 1, n_train: int =
             return {"seconds": time.perf_counter() - start, "threads": torch.get_num_threads()}
     if name == "resnet8x4_32px":
         g = torch.Generator().manual_seed(0)
-        info = DatasetInfo(name="random32", class_names=tuple(f"c{k}" for k in range(100)), image_shape=(3, 32, 32),
-                           mean=(0.5,) * 3, std=(0.25,) * 3)
-        split = Split(torch.randint(0, 256, (n_train, 3, 32, 32), generator=g, dtype=torch.uint8), torch.arange(n_train) % 100)
+        info = DatasetInfo(
+            name="random32",
+            class_names=tuple(f"c{k}" for k in range(100)),
+            image_shape=(3, 32, 32),
+            mean=(0.5,) * 3,
+            std=(0.25,) * 3,
+        )
+        split = Split(
+            torch.randint(0, 256, (n_train, 3, 32, 32), generator=g, dtype=torch.uint8), torch.arange(n_train) % 100
+        )
         data = DatasetSplits(info, split, split.subset(torch.arange(64)), split.subset(torch.arange(64)))
         model, kwargs, settings = "resnet8x4", {}, dict(epochs=1, batch_size=64)
     elif name == "mlp_digits":
@@ -96,7 +129,9 @@ def run_workload(name: str, smoke: bool = False, epochs: int = 1, n_train: int =
         model, kwargs, settings = "cnn", {"width": 32}, dict(epochs=1, batch_size=128)
     if name == "kd_epoch":
         teacher = kdviz.build_model("cnn", data.num_classes, data.info.image_shape, width=32)
-        result = kdviz.train(data, "cnn", "kd", teacher=teacher, model_kwargs={"width": 8}, epochs=2, batch_size=128, **fit)
+        result = kdviz.train(
+            data, "cnn", "kd", teacher=teacher, model_kwargs={"width": 8}, epochs=2, batch_size=128, **fit
+        )
         seconds = float(result.history["train_seconds"].iloc[-1])  # the second epoch: the first also warms up
         return {"seconds": seconds, "threads": torch.get_num_threads()}
     start = time.perf_counter()
@@ -110,8 +145,16 @@ def busy_loop() -> None:
     from torch import nn
 
     torch.set_num_threads(2)
-    net = nn.Sequential(nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(),
-                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10))
+    net = nn.Sequential(
+        nn.Conv2d(1, 32, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(64, 10),
+    )
     opt = torch.optim.SGD(net.parameters(), lr=0.01)
     x, y = torch.randn(64, 1, 28, 28), torch.randint(0, 10, (64,))
     while True:
@@ -123,6 +166,7 @@ def busy_loop() -> None:
 
 # ---------------------------------------------------------------------------------------- driver
 
+
 def machine_load() -> dict:
     top = subprocess.run(["top", "-bn1"], capture_output=True, text=True).stdout.splitlines()[:15]
     return {"loadavg": Path("/proc/loadavg").read_text().strip(), "top": top}
@@ -132,8 +176,14 @@ def measure(workload: str, arm: str, quick: bool) -> dict:
     size = WORKLOADS[workload][2 if quick else 1]
     code = f"import json, bench_shared_cpu as b; print(json.dumps(b.run_workload({workload!r}, **{size!r})))"
     try:
-        done = subprocess.run([sys.executable, "-c", code], env=arm_env(arm), cwd=Path(__file__).parent,
-                              capture_output=True, text=True, timeout=TIMEOUT_S)
+        done = subprocess.run(
+            [sys.executable, "-c", code],
+            env=arm_env(arm),
+            cwd=Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT_S,
+        )
     except subprocess.TimeoutExpired:
         return {"seconds": None, "timed_out": True}
     if done.returncode != 0:
@@ -151,17 +201,23 @@ def run_suite(suite: str, rounds: int, quick: bool) -> dict:
             other = None
             if busy:
                 env = {k: v for k, v in os.environ.items() if k not in OMP_VARS}
-                other = subprocess.Popen([sys.executable, "-c", "import bench_shared_cpu as b; b.busy_loop()"],
-                                         cwd=Path(__file__).parent, env=env)
+                other = subprocess.Popen(
+                    [sys.executable, "-c", "import bench_shared_cpu as b; b.busy_loop()"],
+                    cwd=Path(__file__).parent,
+                    env=env,
+                )
                 time.sleep(3)  # let it import torch and start training
             try:
                 for w, a, b in cases:
                     if b == busy:
                         out = measure(w, a, quick)
                         times[f"{w}|{a}|{'busy' if b else 'quiet'}"].append(out)
-                        print(f"round {r} {w:16s} {a:10s} {'busy' if busy else 'quiet':5s} "
-                              f"{out['seconds'] if out['seconds'] is not None else 'timeout':>8} s "
-                              f"threads={out.get('threads')}", flush=True)
+                        print(
+                            f"round {r} {w:16s} {a:10s} {'busy' if busy else 'quiet':5s} "
+                            f"{out['seconds'] if out['seconds'] is not None else 'timeout':>8} s "
+                            f"threads={out.get('threads')}",
+                            flush=True,
+                        )
             finally:
                 if other is not None:
                     other.kill()
@@ -183,8 +239,16 @@ def summarize(suite: str, times: dict) -> list[dict]:
         for a in arms:
             quiet, busy = median_seconds(times[f"{w}|{a}|quiet"]), median_seconds(times[f"{w}|{a}|busy"])
             ratio = None if quiet is None or busy is None else busy / quiet
-            rows.append({"workload": w, "arm": a, "quiet_s": quiet, "busy_s": busy, "busy_over_quiet": ratio,
-                         "threads": times[f"{w}|{a}|quiet"][0].get("threads")})
+            rows.append(
+                {
+                    "workload": w,
+                    "arm": a,
+                    "quiet_s": quiet,
+                    "busy_s": busy,
+                    "busy_over_quiet": ratio,
+                    "threads": times[f"{w}|{a}|quiet"][0].get("threads"),
+                }
+            )
     return rows
 
 
@@ -201,20 +265,34 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{'workload':16s} {'arm':10s} {'threads':>7s} {'quiet s':>8s} {'busy s':>8s} {'busy/quiet':>10s}")
     for row in rows:
         fmt = lambda v, spec: "timeout" if v is None else format(v, spec)  # noqa: E731
-        print(f"{row['workload']:16s} {row['arm']:10s} {row['threads']!s:>7s} {fmt(row['quiet_s'], '8.2f'):>8s} "
-              f"{fmt(row['busy_s'], '8.2f'):>8s} {fmt(row['busy_over_quiet'], '10.2f'):>10s}")
+        print(
+            f"{row['workload']:16s} {row['arm']:10s} {row['threads']!s:>7s} {fmt(row['quiet_s'], '8.2f'):>8s} "
+            f"{fmt(row['busy_s'], '8.2f'):>8s} {fmt(row['busy_over_quiet'], '10.2f'):>10s}"
+        )
     if args.suite == "shared":
         for row in rows:
             ok = row["busy_over_quiet"] is not None and row["busy_over_quiet"] <= 2.0
             print(f"{'PASS' if ok else 'FAIL'}: {row['workload']} beside a busy process <= 2x quiet")
     out = args.out or RESULTS / f"bench_shared_cpu_{args.suite}{'_quick' if args.quick else ''}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({
-        "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
-        "suite": args.suite, "rounds": rounds, "quick": args.quick, "cpus": os.cpu_count(), "python": sys.version.split()[0],
-        "workloads": {w: WORKLOADS[w][0] for w in SUITES[args.suite][0]}, "arms": SUITES[args.suite][1],
-        "timeout_s": TIMEOUT_S, "summary": rows, **measured,
-    }, indent=2))
+    out.write_text(
+        json.dumps(
+            {
+                "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
+                "suite": args.suite,
+                "rounds": rounds,
+                "quick": args.quick,
+                "cpus": os.cpu_count(),
+                "python": sys.version.split()[0],
+                "workloads": {w: WORKLOADS[w][0] for w in SUITES[args.suite][0]},
+                "arms": SUITES[args.suite][1],
+                "timeout_s": TIMEOUT_S,
+                "summary": rows,
+                **measured,
+            },
+            indent=2,
+        )
+    )
     print(f"wrote {out}")
     return 0
 

@@ -1,15 +1,16 @@
 """kdviz: knowledge distillation with an expressive teacher, for notebooks.
 
-    import kdviz as kd
-    data = kd.load_dataset("digits")
-    teacher = kd.train_teacher(data, "cnn", "icc_teacher", epochs=15)
-    student = kd.distill(data, teacher, "mlp", "kd+icc_mimic", epochs=40)
-    kd.plot_icc_comparison(kd.extract_icc(teacher.model, data), kd.extract_icc(student.model, data))
+import kdviz as kd
+data = kd.load_dataset("digits")
+teacher = kd.train_teacher(data, "cnn", "icc_teacher", epochs=15)
+student = kd.distill(data, teacher, "mlp", "kd+icc_mimic", epochs=40)
+kd.plot_icc_comparison(kd.extract_icc(teacher.model, data), kd.extract_icc(student.model, data))
 """
+
 import importlib
 
-from ._version import __version__
 from . import threads as _threads
+from ._version import __version__
 
 _threads.set_wait_policy()  # before torch loads (below): OpenMP reads it once; see kdviz/threads.py
 
@@ -25,7 +26,9 @@ _threads.remember_torch_threads()
 
 # name -> the module that defines it
 _LAZY = {
-    **dict.fromkeys(("plot_icc", "plot_icc_comparison", "plot_error_curves", "plot_training", "plot_soft_targets"), "plots"),
+    **dict.fromkeys(
+        ("plot_icc", "plot_icc_comparison", "plot_error_curves", "plot_training", "plot_soft_targets"), "plots"
+    ),
     **dict.fromkeys(("plot_error_vs_sigma2", "plot_arms", "plot_sweep"), "experiment_plots"),
     **dict.fromkeys(("icc_explorer", "curves_explorer", "run_explorer", "study_explorer"), "widgets"),
 }
@@ -39,7 +42,24 @@ def __getattr__(name):
 
 
 __all__ = [
-    "DATASETS", "ICCReport", "LOSS_TERMS", "LiveCurves", "MODELS", "Objective", "PRESETS", "TrainConfig", "TrainResult",
-    "build_model", "distill", "extract_icc", "icc_distance", "icc_of_logits", "load_dataset", "load_model",
-    "resolve_device", "train", "train_teacher", *_LAZY,
+    "DATASETS",
+    "ICCReport",
+    "LOSS_TERMS",
+    "LiveCurves",
+    "MODELS",
+    "Objective",
+    "PRESETS",
+    "TrainConfig",
+    "TrainResult",
+    "build_model",
+    "distill",
+    "extract_icc",
+    "icc_distance",
+    "icc_of_logits",
+    "load_dataset",
+    "load_model",
+    "resolve_device",
+    "train",
+    "train_teacher",
+    *_LAZY,
 ]

@@ -5,14 +5,16 @@ Every file a run writes (checkpoints, config.json, metrics.csv, result tables) g
 renamed over the target. An interruption or a full disk leaves the old file or the new one,
 never half of one, and no stray temporary file.
 """
+
 from __future__ import annotations
 
 import errno
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import BinaryIO
 
 
 def atomic_write(path: str | os.PathLike, content: str | bytes | Callable[[BinaryIO], None]) -> Path:

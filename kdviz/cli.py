@@ -1,4 +1,5 @@
 """Command line: `kdviz quickstart | sweep | train-teacher | distill | correlations` (also `python -m kdviz`)."""
+
 from __future__ import annotations
 
 import argparse
@@ -10,8 +11,19 @@ from pathlib import Path
 from .train.lock import RunLockedError
 
 # The flags that set a TrainConfig field of the same name; teacher_cache exists on distill only.
-_SETTING_FLAGS = ("epochs", "batch_size", "lr", "seed", "schedule", "milestones", "amp", "channels_last", "sync_bn",
-                  "eval_test", "teacher_cache")
+_SETTING_FLAGS = (
+    "epochs",
+    "batch_size",
+    "lr",
+    "seed",
+    "schedule",
+    "milestones",
+    "amp",
+    "channels_last",
+    "sync_bn",
+    "eval_test",
+    "teacher_cache",
+)
 _ROLE_OF_COMMAND = {"train-teacher": "teacher", "distill": "student"}
 
 
@@ -26,7 +38,9 @@ def _int_list(text: str) -> list[int]:
     except ValueError:
         values = [-1]
     if any(v < 0 for v in values):
-        raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers >= 0 such as 150,180,210, got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated whole numbers >= 0 such as 150,180,210, got {text!r}"
+        )
     return values
 
 
@@ -80,15 +94,21 @@ def _add_training(p: argparse.ArgumentParser, role: str) -> None:
     def dflt(value) -> str:
         return f"(default: the recipe's; without --recipe {value})"
 
-    p.add_argument("--recipe", default=None,
-                   help=f"a named experiment ({', '.join(experiment_names())}) or a .toml file: its [{role}] gives the "
-                        "values of every flag below that is not given (default: the recipe named default)")
+    p.add_argument(
+        "--recipe",
+        default=None,
+        help=f"a named experiment ({', '.join(experiment_names())}) or a .toml file: its [{role}] gives the "
+        "values of every flag below that is not given (default: the recipe named default)",
+    )
     p.add_argument("--dataset", help=f"dataset name {dflt(default.dataset)}")
     p.add_argument("--data-root", default=None, help="where the dataset's files are (default: $KDVIZ_DATA or ./data)")
     p.add_argument("--n-train", type=_COUNT, help=f"train on a stratified subset of this many images {dflt('all')}")
     p.add_argument("--model", help=f"model name {dflt(kw['model'])}")
-    p.add_argument("--model-kwargs", help=f"JSON of the model's arguments {dflt(json.dumps(kw['model_kwargs']))}; "
-                                          "a recipe's apply to its own model only")
+    p.add_argument(
+        "--model-kwargs",
+        help=f"JSON of the model's arguments {dflt(json.dumps(kw['model_kwargs']))}; "
+        "a recipe's apply to its own model only",
+    )
     p.add_argument("--loss", help=f"a preset or name=weight pairs, e.g. 'ce=0.1,kd=0.9' {dflt(kw['objective'])}")
     p.add_argument("--loss-params", default="{}", help='JSON of term parameters, e.g. \'{"kd": {"tau": 2}}\'')
     p.add_argument("--epochs", type=_COUNT, help=f"training epochs {dflt(kw['epochs'])}")
@@ -96,14 +116,27 @@ def _add_training(p: argparse.ArgumentParser, role: str) -> None:
     p.add_argument("--lr", type=_positive_float, help=f"learning rate {dflt(kw['lr'])}")
     p.add_argument("--seed", type=_SEED, help=f"seed of the training subset, weights and shuffles {dflt(kw['seed'])}")
     p.add_argument("--schedule", help=f"cosine, multistep or constant {dflt(kw['schedule'])}")
-    p.add_argument("--milestones", type=_int_list, help=f"epochs at which multistep multiplies the lr by gamma, e.g. 150,180,210 {dflt('none')}")
+    p.add_argument(
+        "--milestones",
+        type=_int_list,
+        help=f"epochs at which multistep multiplies the lr by gamma, e.g. 150,180,210 {dflt('none')}",
+    )
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, help=f"bf16 autocast, on CUDA only {dflt('off')}")
-    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction,
-                   help=f"NHWC memory layout for convolutions {dflt('on for convolutional models on CPUs, where it measured faster; off elsewhere')}")
-    p.add_argument("--eval-test", action=argparse.BooleanOptionalAction,
-                   help=f"evaluate the test split every epoch, for test curves {dflt('off: once, on the epoch chosen on validation')}")
-    p.add_argument("--sync-bn", action=argparse.BooleanOptionalAction,
-                   help=f"under torchrun, BatchNorm statistics of the global batch, not of each process's slice {dflt('off')}")
+    p.add_argument(
+        "--channels-last",
+        action=argparse.BooleanOptionalAction,
+        help=f"NHWC memory layout for convolutions {dflt('on for convolutional models on CPUs, where it measured faster; off elsewhere')}",
+    )
+    p.add_argument(
+        "--eval-test",
+        action=argparse.BooleanOptionalAction,
+        help=f"evaluate the test split every epoch, for test curves {dflt('off: once, on the epoch chosen on validation')}",
+    )
+    p.add_argument(
+        "--sync-bn",
+        action=argparse.BooleanOptionalAction,
+        help=f"under torchrun, BatchNorm statistics of the global batch, not of each process's slice {dflt('off')}",
+    )
     p.add_argument("--out", required=True, help="run directory: checkpoints, metrics.csv, config.json")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     _add_common(p)
@@ -113,11 +146,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kdviz", description="Knowledge distillation with an expressive teacher.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    q = sub.add_parser("quickstart", help="train 2 teachers and 4 students (3 seeds) on digits; print a table, write plots")
+    q = sub.add_parser(
+        "quickstart", help="train 2 teachers and 4 students (3 seeds) on digits; print a table, write plots"
+    )
     _add_sweep(q)
     q.set_defaults(run=_cmd_quickstart, experiment="quickstart")
 
-    w = sub.add_parser("sweep", help="run an experiment's grid of runs (finished runs are kept); print and write its summary")
+    w = sub.add_parser(
+        "sweep", help="run an experiment's grid of runs (finished runs are kept); print and write its summary"
+    )
     w.add_argument("experiment", help="a named experiment (kdviz.experiments.experiment_names()) or a .toml file")
     _add_sweep(w)
     w.set_defaults(run=_cmd_sweep)
@@ -131,21 +168,30 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("distill", help="train a student from a teacher checkpoint")
     _add_training(d, "student")
     d.add_argument("--teacher", required=True, help="teacher checkpoint (a best.pt written by train-teacher)")
-    d.add_argument("--teacher-cache", action=argparse.BooleanOptionalAction,
-                   help="compute the teacher's logits once instead of running the teacher every step (default: the recipe's; "
-                        "without --recipe on exactly where the cache is exact: no training augmentation and no term that reads "
-                        "the teacher's features); --teacher-cache with augmentation caches K fixed views per image, which "
-                        "changes the training")
-    d.add_argument("--cache-dir", default=None, help="also keep the teacher's logits on disk there, for the next student of that "
-                                                     f"teacher (default: in memory below {DISK_CACHE_IMAGES:,} training images, else "
-                                                     "$KDVIZ_CACHE or ~/.cache/kdviz/teacher_logits)")
+    d.add_argument(
+        "--teacher-cache",
+        action=argparse.BooleanOptionalAction,
+        help="compute the teacher's logits once instead of running the teacher every step (default: the recipe's; "
+        "without --recipe on exactly where the cache is exact: no training augmentation and no term that reads "
+        "the teacher's features); --teacher-cache with augmentation caches K fixed views per image, which "
+        "changes the training",
+    )
+    d.add_argument(
+        "--cache-dir",
+        default=None,
+        help="also keep the teacher's logits on disk there, for the next student of that "
+        f"teacher (default: in memory below {DISK_CACHE_IMAGES:,} training images, else "
+        "$KDVIZ_CACHE or ~/.cache/kdviz/teacher_logits)",
+    )
     d.set_defaults(run=lambda args: _cmd_train(args, teacher=args.teacher))
 
     c = sub.add_parser("correlations", help="ICC matrix of a checkpoint: CSV and heatmap PNG")
     c.add_argument("checkpoint", help="a best.pt or last.pt written by kdviz")
     c.add_argument("--split", default="test", choices=["train", "val", "test"])
     c.add_argument("--data-root", default=None)
-    c.add_argument("--tau", type=_positive_float, default=4.0, help="temperature of the softened predictions (default: 4)")
+    c.add_argument(
+        "--tau", type=_positive_float, default=4.0, help="temperature of the softened predictions (default: 4)"
+    )
     c.add_argument("--secondary", action="store_true", help="also write the secondary ICC (target removed)")
     c.add_argument("--cluster", action="store_true", help="order classes by clustering in the heatmap")
     c.add_argument("--out", default=None, help="output folder (default: next to the checkpoint)")
@@ -157,13 +203,29 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_sweep(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seeds", type=_SEED, nargs="+", default=None, help="run these seeds instead of the experiment's")
     p.add_argument("--arms", nargs="+", default=None, help="run only these arms (and the teachers they learn from)")
-    p.add_argument("--jobs", type=_COUNT, default=1,
-                   help="worker processes on this machine, each with cores // jobs torch threads (default: 1)")
-    p.add_argument("--smoke", action="store_true", help="first seed, one epoch per run, one value per sweep: checks the code path")
-    p.add_argument("--backend", default="local", choices=["local", "ray"], help="local processes, or one Ray task per run (default: local)")
-    p.add_argument("--address", default=None, help="with --backend ray: the Ray cluster's address (default: start a local one)")
-    p.add_argument("--out", default=None, help="output folder; finished runs in it are reused "
-                                               "(default: runs/<experiment name>, with -smoke for --smoke)")
+    p.add_argument(
+        "--jobs",
+        type=_COUNT,
+        default=1,
+        help="worker processes on this machine, each with cores // jobs torch threads (default: 1)",
+    )
+    p.add_argument(
+        "--smoke", action="store_true", help="first seed, one epoch per run, one value per sweep: checks the code path"
+    )
+    p.add_argument(
+        "--backend",
+        default="local",
+        choices=["local", "ray"],
+        help="local processes, or one Ray task per run (default: local)",
+    )
+    p.add_argument(
+        "--address", default=None, help="with --backend ray: the Ray cluster's address (default: start a local one)"
+    )
+    p.add_argument(
+        "--out",
+        default=None,
+        help="output folder; finished runs in it are reused (default: runs/<experiment name>, with -smoke for --smoke)",
+    )
     p.add_argument("--data-root", default=None, help="where the dataset's files are (default: $KDVIZ_DATA or ./data)")
     _add_common(p)
 
@@ -188,8 +250,16 @@ def _sweep(args):
     # A smoke run's one-epoch results must never be mistaken for the real ones (run_sweep refuses a
     # folder of other settings, but a separate default folder avoids the question).
     out = Path(args.out or f"runs/{experiment.name}{'-smoke' if args.smoke else ''}")
-    runs = run_sweep(experiment, out, jobs=args.jobs, backend=args.backend, address=args.address,
-                     data_root=args.data_root, device=args.device, progress=not args.no_progress)
+    runs = run_sweep(
+        experiment,
+        out,
+        jobs=args.jobs,
+        backend=args.backend,
+        address=args.address,
+        data_root=args.data_root,
+        device=args.device,
+        progress=not args.no_progress,
+    )
     return experiment, runs, out
 
 
@@ -206,8 +276,10 @@ def _cmd_quickstart(args) -> None:
     experiment, runs, out = _sweep(args)
     print_table(experiment, runs, out)
     figures = save_figures(experiment, out, device=args.device)
-    print(f"\nWrote {out}/: runs.csv, summary.csv, verdict.txt, {len(figures)} figures (icc_*.png, icc_diff_*.png, "
-          "error_curves_*.png), one folder per run. Finished runs are reused when the command runs again.")
+    print(
+        f"\nWrote {out}/: runs.csv, summary.csv, verdict.txt, {len(figures)} figures (icc_*.png, icc_diff_*.png, "
+        "error_curves_*.png), one folder per run. Finished runs are reused when the command runs again."
+    )
 
 
 def run_settings(args, recipe) -> tuple[dict, dict]:
@@ -250,12 +322,22 @@ def _cmd_train(args, teacher=None) -> None:
     if args.resume and not (Path(args.out) / "last.pt").is_file():
         print(f"nothing to resume in {args.out} (no last.pt); starting a new run", file=sys.stderr)
     extra = {"cache_dir": args.cache_dir} if teacher is not None else {}
-    result = train(data, **settings, teacher=teacher, device=args.device, out_dir=args.out, resume=args.resume,
-                   progress=not args.no_progress, **extra)
+    result = train(
+        data,
+        **settings,
+        teacher=teacher,
+        device=args.device,
+        out_dir=args.out,
+        resume=args.resume,
+        progress=not args.no_progress,
+        **extra,
+    )
     best = result.best
     print(f"{data.summary()}\nobjective: {result.objective}")
-    print(f"best epoch {result.best_epoch} (by validation): val error {100 * best['val_top1_err']:.2f} %, "
-          f"test error {100 * best['test_top1_err']:.2f} %")
+    print(
+        f"best epoch {result.best_epoch} (by validation): val error {100 * best['val_top1_err']:.2f} %, "
+        f"test error {100 * best['test_top1_err']:.2f} %"
+    )
     print(f"wrote {args.out}/best.pt, last.pt, metrics.csv, config.json")
 
 
@@ -280,7 +362,9 @@ def _cmd_correlations(args) -> None:
         fig = plot_icc(report, secondary=secondary, cluster=args.cluster, title=f"{stem}: {suffix.replace('_', ' ')}")
         fig.savefig(out / f"{stem}_{suffix}.png", dpi=110, bbox_inches="tight")
         print(f"wrote {out / f'{stem}_{suffix}.csv'} and .png")
-    print(f"sigma2 {report.sigma2:.4f}" + ("" if report.group_mass is None else f", group mass {report.group_mass:.4f}"))
+    print(
+        f"sigma2 {report.sigma2:.4f}" + ("" if report.group_mass is None else f", group mass {report.group_mass:.4f}")
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

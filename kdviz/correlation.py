@@ -3,6 +3,7 @@
 Everything is accumulated as sums and counts and divided once, so the numbers do not depend
 on the batch size and stay right when processes all-reduce their sums before dividing.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -42,7 +43,9 @@ def sigma2_per_sample(logits: torch.Tensor, targets: torch.Tensor, tau: float = 
     return (((s - mean) ** 2) * off_target).sum(1).div(c - 1).sqrt()
 
 
-def group_mass_per_sample(logits: torch.Tensor, targets: torch.Tensor, class_to_group: torch.Tensor, tau: float = 4.0) -> torch.Tensor:
+def group_mass_per_sample(
+    logits: torch.Tensor, targets: torch.Tensor, class_to_group: torch.Tensor, tau: float = 4.0
+) -> torch.Tensor:
     """Share of each sample's secondary mass on classes of its true class's group: [B, C] -> [B]."""
     same_group = class_to_group.unsqueeze(0) == class_to_group[targets].unsqueeze(1)
     return (secondary_probs(logits, targets, tau) * same_group).sum(1)
@@ -74,14 +77,19 @@ class ICCAccumulator:
         self.stats[0] += finite.sum()
         self.stats[1] += torch.where(finite, sigma2_per_sample(logits, targets, self.tau), 0.0).sum()
         if self.class_to_group is not None:
-            self.stats[2] += torch.where(finite, group_mass_per_sample(logits, targets, self.class_to_group, self.tau), 0.0).sum()
+            self.stats[2] += torch.where(
+                finite, group_mass_per_sample(logits, targets, self.class_to_group, self.tau), 0.0
+            ).sum()
         self.stats[3] += (~finite).sum()
 
-    def report(self) -> "ICCReport":
+    def report(self) -> ICCReport:
         left_out = int(self.stats[3])
         if left_out:
-            warnings.warn(f"{left_out} of {left_out + int(self.stats[0])} samples have non-finite logits (NaN or inf) and are "
-                          "left out of the ICC matrix, sigma2 and group mass; the model's weights may hold NaN", stacklevel=2)
+            warnings.warn(
+                f"{left_out} of {left_out + int(self.stats[0])} samples have non-finite logits (NaN or inf) and are "
+                "left out of the ICC matrix, sigma2 and group mass; the model's weights may hold NaN",
+                stacklevel=2,
+            )
         n = self.stats[0].clamp_min(1)
         return ICCReport(
             info=self.info,
@@ -125,7 +133,9 @@ class ICCReport:
         """The matrix as a DataFrame, rows = true class, columns = predicted class, by name."""
         m = self.secondary if secondary else self.matrix
         names = list(self.info.class_names)
-        frame = pd.DataFrame(m.numpy(), index=pd.Index(names, name="true class"), columns=pd.Index(names, name="predicted"))
+        frame = pd.DataFrame(
+            m.numpy(), index=pd.Index(names, name="true class"), columns=pd.Index(names, name="predicted")
+        )
         return frame
 
     def top_confusions(self, class_name: str, k: int = 3) -> pd.Series:
@@ -138,32 +148,47 @@ class ICCReport:
 
     def to_dict(self) -> dict:
         return {
-            "format": REPORT_FORMAT, "info": dataclasses.asdict(self.info), "tau": self.tau, "sums": self.sums.cpu(),
-            "counts": self.counts.cpu(), "sigma2": self.sigma2, "group_mass": self.group_mass, "n": self.n,
+            "format": REPORT_FORMAT,
+            "info": dataclasses.asdict(self.info),
+            "tau": self.tau,
+            "sums": self.sums.cpu(),
+            "counts": self.counts.cpu(),
+            "sigma2": self.sigma2,
+            "group_mass": self.group_mass,
+            "n": self.n,
         }
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ICCReport":
+    def from_dict(cls, d: dict) -> ICCReport:
         if not isinstance(d, dict) or d.get("format") != REPORT_FORMAT:
             raise ValueError(f"not an ICC report in format {REPORT_FORMAT!r}; write one with ICCReport.save")
         info = dict(d["info"])
         for key in ("class_names", "image_shape", "mean", "std"):
             info[key] = tuple(info[key])
         info["groups"] = {name: tuple(members) for name, members in info["groups"].items()}
-        return cls(info=DatasetInfo(**info), tau=d["tau"], sums=d["sums"], counts=d["counts"], sigma2=d["sigma2"],
-                   group_mass=d["group_mass"], n=d["n"])
+        return cls(
+            info=DatasetInfo(**info),
+            tau=d["tau"],
+            sums=d["sums"],
+            counts=d["counts"],
+            sigma2=d["sigma2"],
+            group_mass=d["group_mass"],
+            n=d["n"],
+        )
 
     def save(self, path: str | os.PathLike) -> None:
         torch.save(self.to_dict(), path)
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "ICCReport":
+    def load(cls, path: str | os.PathLike) -> ICCReport:
         """Read a report written by `save` (weights_only: a pickle that runs code is refused)."""
         try:
             d = torch.load(path, map_location="cpu", weights_only=True)
         except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError) as e:
-            raise ValueError(f"{path} is not a readable ICC report (truncated or not written by ICCReport.save): "
-                             f"{str(e).splitlines()[0]}") from e
+            raise ValueError(
+                f"{path} is not a readable ICC report (truncated or not written by ICCReport.save): "
+                f"{str(e).splitlines()[0]}"
+            ) from e
         try:
             return cls.from_dict(d)
         except ValueError as e:

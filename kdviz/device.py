@@ -1,5 +1,6 @@
 """Pick the training device (CUDA, then Apple's MPS, then the CPU, unless the user says), and
 move small host tensors to it without stalling a GPU."""
+
 from __future__ import annotations
 
 import torch
@@ -19,7 +20,9 @@ def parse_device(device: str | torch.device) -> torch.device | None:
     try:
         return torch.device(device)
     except (RuntimeError, TypeError):
-        raise ValueError(f"{device!r} is not a device name; use auto, cpu, cuda (an NVIDIA GPU), cuda:N or mps") from None
+        raise ValueError(
+            f"{device!r} is not a device name; use auto, cpu, cuda (an NVIDIA GPU), cuda:N or mps"
+        ) from None
 
 
 def resolve_device(device: str | torch.device | None = None) -> torch.device:
@@ -29,9 +32,13 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
             return torch.device("cuda")
         return torch.device("mps") if _mps_available() else torch.device("cpu")
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {str(device)!r} asked for, but CUDA is not available here; use device='cpu' or 'auto'")
+        raise ValueError(
+            f"device {str(device)!r} asked for, but CUDA is not available here; use device='cpu' or 'auto'"
+        )
     if dev.type == "mps" and not _mps_available():
-        raise ValueError(f"device {str(device)!r} asked for, but Apple's MPS is not available here; use device='cpu' or 'auto'")
+        raise ValueError(
+            f"device {str(device)!r} asked for, but Apple's MPS is not available here; use device='cpu' or 'auto'"
+        )
     return dev
 
 

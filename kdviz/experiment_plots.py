@@ -1,6 +1,7 @@
 """Figures of an experiment's results: arms with error bars, sweep curves, and student error
 against the teacher's sigma2. Every function returns a matplotlib Figure.
 """
+
 from __future__ import annotations
 
 import matplotlib.axes
@@ -11,14 +12,23 @@ from matplotlib.figure import Figure
 from .plots import figure_for
 
 
-def plot_error_vs_sigma2(runs: pd.DataFrame, summary: pd.DataFrame | None = None, *, arms: list[str] | None = None,
-                         ax: matplotlib.axes.Axes | None = None) -> Figure:
+def plot_error_vs_sigma2(
+    runs: pd.DataFrame,
+    summary: pd.DataFrame | None = None,
+    *,
+    arms: list[str] | None = None,
+    ax: matplotlib.axes.Axes | None = None,
+) -> Figure:
     """Does a more expressive teacher teach better? Student runs of a grid (the tidy table of
     kdviz.experiments), optionally only `arms`: each run a faint dot at (its teacher's sigma2,
     its test error); each (arm, variant) a marker at its means over seeds, ringed in black for
     the variant chosen on validation (from `summary`). The title gives Pearson's r over the
     (arm, variant) means, where teachers differ and seed noise is averaged out."""
-    students = runs[(runs["role"] == "student") & runs["teacher_sigma2"].notna()] if "teacher_sigma2" in runs else runs.iloc[:0]
+    students = (
+        runs[(runs["role"] == "student") & runs["teacher_sigma2"].notna()]
+        if "teacher_sigma2" in runs
+        else runs.iloc[:0]
+    )
     if arms is not None:
         students = students[students["arm"].isin(arms)]
     if students.empty:
@@ -29,11 +39,19 @@ def plot_error_vs_sigma2(runs: pd.DataFrame, summary: pd.DataFrame | None = None
         color = f"C{i % 10}"
         ax.plot(group["teacher_sigma2"], 100 * group["test_top1_err"], ".", color=color, alpha=0.25)
         arm_means = means.loc[arm]
-        ax.plot(arm_means["teacher_sigma2"], 100 * arm_means["test_top1_err"], "o", color=color, markersize=7, label=arm)
+        ax.plot(
+            arm_means["teacher_sigma2"], 100 * arm_means["test_top1_err"], "o", color=color, markersize=7, label=arm
+        )
         if summary is not None and arm in summary.index:
             chosen = arm_means.loc[summary.loc[arm, "variant"]]
-            ax.plot([chosen["teacher_sigma2"]], [100 * chosen["test_top1_err"]], "o", markersize=11, markerfacecolor="none",
-                    markeredgecolor="black")
+            ax.plot(
+                [chosen["teacher_sigma2"]],
+                [100 * chosen["test_top1_err"]],
+                "o",
+                markersize=11,
+                markerfacecolor="none",
+                markeredgecolor="black",
+            )
     x, y = means["teacher_sigma2"], means["test_top1_err"]
     r = float(np.corrcoef(x, y)[0, 1]) if len(means) > 2 and x.std() > 0 else float("nan")
     ax.set_xlabel("teacher sigma2 (spread of secondary probabilities, test split)")
@@ -45,7 +63,9 @@ def plot_error_vs_sigma2(runs: pd.DataFrame, summary: pd.DataFrame | None = None
     return fig
 
 
-def plot_arms(summary: pd.DataFrame, column: str = "diff_vs_baseline", *, ax: matplotlib.axes.Axes | None = None) -> Figure:
+def plot_arms(
+    summary: pd.DataFrame, column: str = "diff_vs_baseline", *, ax: matplotlib.axes.Axes | None = None
+) -> Figure:
     """The student arms of a summary (kdviz.experiments.summarize), one row each at its chosen
     variant, best at the top: `column` with one standard error either side, "diff_vs_baseline"
     (paired test-error difference to the baseline, points; 0 marked) or "test_err" (%)."""
@@ -53,7 +73,9 @@ def plot_arms(summary: pd.DataFrame, column: str = "diff_vs_baseline", *, ax: ma
     if column not in se:
         raise ValueError(f"column must be one of {', '.join(se)}, got {column!r}")
     if column not in summary:
-        raise ValueError(f"the summary has no {column!r} column: summarize(runs, baseline) with a baseline arm gives it")
+        raise ValueError(
+            f"the summary has no {column!r} column: summarize(runs, baseline) with a baseline arm gives it"
+        )
     rows = summary[(summary["role"] == "student") & summary[column].notna()].sort_values(column, ascending=False)
     fig, ax = figure_for(ax, (7, 1.2 + 0.35 * len(rows)))
     ax.errorbar(rows[column], np.arange(len(rows)), xerr=rows[se[column]].fillna(0), fmt="o", color="C0", capsize=3)
@@ -68,7 +90,9 @@ def plot_arms(summary: pd.DataFrame, column: str = "diff_vs_baseline", *, ax: ma
     return fig
 
 
-def plot_sweep(runs: pd.DataFrame, x: str, *, arms: list[str] | None = None, ax: matplotlib.axes.Axes | None = None) -> Figure:
+def plot_sweep(
+    runs: pd.DataFrame, x: str, *, arms: list[str] | None = None, ax: matplotlib.axes.Axes | None = None
+) -> Figure:
     """Sweep curves from the tidy table of runs: for each arm (optionally only `arms`), the mean
     test error over seeds at each value of column `x` (e.g. kdviz.experiments.swept(runs, key)
     as a column; rows where it is NaN are left out), with one standard error as a bar. The value
@@ -78,13 +102,22 @@ def plot_sweep(runs: pd.DataFrame, x: str, *, arms: list[str] | None = None, ax:
     if arms is not None:
         rows = rows[rows["arm"].isin(arms)]
     if rows.empty:
-        raise ValueError(f"no run has a value of {x!r}: add it as a column of the runs table (see kdviz.experiments.swept)")
+        raise ValueError(
+            f"no run has a value of {x!r}: add it as a column of the runs table (see kdviz.experiments.swept)"
+        )
     fig, ax = figure_for(ax, (7, 4.5))
     for i, (arm, group) in enumerate(rows.groupby("arm", sort=False)):
         stats = (100 * group[["val_top1_err", "test_top1_err"]]).groupby(group[x]).agg(["mean", "sem", "count"])
         test = stats["test_top1_err"]
-        ax.errorbar(test.index, test["mean"], yerr=test["sem"].fillna(0), fmt="o-", color=f"C{i % 10}", capsize=3,
-                    label=f"{arm} ({int(test['count'].max())} seeds)")
+        ax.errorbar(
+            test.index,
+            test["mean"],
+            yerr=test["sem"].fillna(0),
+            fmt="o-",
+            color=f"C{i % 10}",
+            capsize=3,
+            label=f"{arm} ({int(test['count'].max())} seeds)",
+        )
         best = stats["val_top1_err"]["mean"].idxmin()
         ax.plot([best], [test.loc[best, "mean"]], "o", markersize=12, markerfacecolor="none", markeredgecolor="black")
     values = rows[x].astype(float)

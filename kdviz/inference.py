@@ -1,4 +1,5 @@
 """Run a model over a whole split: logits, top-k errors."""
+
 from __future__ import annotations
 
 import torch
@@ -9,7 +10,9 @@ from .data.loader import iterate_batches
 
 
 @torch.no_grad()
-def predict_logits(model: nn.Module, split: Split, info: DatasetInfo, device: torch.device, batch_size: int = 1024) -> torch.Tensor:
+def predict_logits(
+    model: nn.Module, split: Split, info: DatasetInfo, device: torch.device, batch_size: int = 1024
+) -> torch.Tensor:
     """Logits [N, C] of `model` in eval mode over `split`, in the split's order, on `device`.
 
     The model's train/eval mode is restored afterwards, so this is safe in the middle of training.

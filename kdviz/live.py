@@ -6,6 +6,7 @@ Each epoch redraws one figure (kdviz.plots.plot_training) in place, through a si
 display handle, below the cell's progress bar. Outside a notebook (no IPython kernel) it does
 nothing, so scripts and tests can pass it too.
 """
+
 from __future__ import annotations
 
 import io

@@ -3,9 +3,10 @@ live view and soft targets; an experiment's results are in kdviz.experiment_plot
 
 Every function returns a matplotlib Figure, so a notebook cell shows it and a script saves it.
 """
+
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import matplotlib.axes
 import matplotlib.pyplot as plt
@@ -95,8 +96,14 @@ def plot_icc(
     return fig
 
 
-def plot_icc_comparison(teacher: MatrixLike, student: MatrixLike, *, secondary: bool = True, cluster: bool = False,
-                        names: tuple[str, str] = ("teacher", "student")) -> Figure:
+def plot_icc_comparison(
+    teacher: MatrixLike,
+    student: MatrixLike,
+    *,
+    secondary: bool = True,
+    cluster: bool = False,
+    names: tuple[str, str] = ("teacher", "student"),
+) -> Figure:
     """Teacher, student and teacher - student heatmaps side by side, on one class order, in a
     figure DISPLAY_WIDTH inches wide (shown unshrunk in a notebook)."""
     t, s = _frame(teacher, secondary), _frame(student, secondary)
@@ -155,12 +162,21 @@ def annotate_cells(ax: matplotlib.axes.Axes, frame: pd.DataFrame, *, force: bool
     for i, j in zip(*np.nonzero(~np.ma.getmaskarray(values))):
         light = relative_luminance(colors[i, j]) > 0.408  # seaborn's threshold for dark text
         text = f"{values[i, j]:.2f}".replace("-0.00", "0.00").replace("0.", ".", 1)
-        ax.text(j + 0.5, i + 0.5, text, ha="center", va="center", fontsize=font / shrink, color="0.15" if light else "white")
+        ax.text(
+            j + 0.5, i + 0.5, text, ha="center", va="center", fontsize=font / shrink, color="0.15" if light else "white"
+        )
 
 
-def plot_error_curves(runs: Mapping[str, "pd.DataFrame | object"], *, metric: str = "top1_err",
-                      splits: tuple[str, ...] = ("val",), ax: matplotlib.axes.Axes | None = None,
-                      title: str | None = None, mark_epoch: int | None = None, zoom: bool = True) -> Figure:
+def plot_error_curves(
+    runs: Mapping[str, pd.DataFrame | object],
+    *,
+    metric: str = "top1_err",
+    splits: tuple[str, ...] = ("val",),
+    ax: matplotlib.axes.Axes | None = None,
+    title: str | None = None,
+    mark_epoch: int | None = None,
+    zoom: bool = True,
+) -> Figure:
     """Error per epoch of several runs on one axis. `runs` maps a label to a TrainResult or its
     history DataFrame. Solid lines: the first split; dashed: the second; a dot marks the epoch
     selected on validation; a dotted vertical line marks `mark_epoch`. A split evaluated on some
@@ -191,8 +207,15 @@ def plot_error_curves(runs: Mapping[str, "pd.DataFrame | object"], *, metric: st
             ax.plot([best], [100 * row[f"{splits[0]}_{metric}"]], "o", color=color)
     if mark_epoch is not None:
         ax.axvline(mark_epoch, color="0.25", linestyle=":", linewidth=1.2)
-        ax.annotate(f"epoch {mark_epoch}", (mark_epoch, 0), xycoords=("data", "axes fraction"), xytext=(3, 4),
-                    textcoords="offset points", fontsize=8, color="0.25")  # the legend sits at the top
+        ax.annotate(
+            f"epoch {mark_epoch}",
+            (mark_epoch, 0),
+            xycoords=("data", "axes fraction"),
+            xytext=(3, 4),
+            textcoords="offset points",
+            fontsize=8,
+            color="0.25",
+        )  # the legend sits at the top
     ylim = error_ylim(framed) if zoom else None
     if ylim is not None:
         ax.set_ylim(*ylim)
@@ -210,7 +233,7 @@ def error_ylim(curves: list[np.ndarray], pad: float = 0.1) -> tuple[float, float
     """(low, high) in percent that brackets the second half of every curve (values from index
     len // 2 on), padded by `pad` of the span (at least 0.5 points), within [0, 100]. None when
     there is nothing to bracket."""
-    values = np.concatenate([c[len(c) // 2:] for c in curves]) if curves else np.array([])
+    values = np.concatenate([c[len(c) // 2 :] for c in curves]) if curves else np.array([])
     values = values[np.isfinite(values)]
     if values.size == 0:
         return None
@@ -219,8 +242,9 @@ def error_ylim(curves: list[np.ndarray], pad: float = 0.1) -> tuple[float, float
     return max(0.0, low - margin), min(100.0, high + margin)
 
 
-def plot_training(history: pd.DataFrame, snapshot: ICCReport | None = None, *, epochs: int | None = None,
-                  label: str = "run") -> Figure:
+def plot_training(
+    history: pd.DataFrame, snapshot: ICCReport | None = None, *, epochs: int | None = None, label: str = "run"
+) -> Figure:
     """One run as it trains: train and validation error per epoch (from its history DataFrame)
     and, given `snapshot` (an ICCReport, e.g. the epoch's validation ICC), its secondary ICC
     beside the curves. `epochs` fixes the x-axis to the whole run, so the curve grows across it."""
@@ -236,8 +260,9 @@ def plot_training(history: pd.DataFrame, snapshot: ICCReport | None = None, *, e
     return fig
 
 
-def plot_soft_targets(logits, target: int, taus: float | tuple[float, ...] = 4.0, *,
-                      class_names: tuple[str, ...] | None = None) -> Figure:
+def plot_soft_targets(
+    logits, target: int, taus: float | tuple[float, ...] = 4.0, *, class_names: tuple[str, ...] | None = None
+) -> Figure:
     """One image's soft targets: softmax(z / tau) over the C classes as bars, one group per tau.
 
     logits: [C] (one image); target: its true class. The title gives, for each tau, the target's
@@ -254,9 +279,17 @@ def plot_soft_targets(logits, target: int, taus: float | tuple[float, ...] = 4.0
     lines = []
     for i, tau in enumerate(taus):
         p = torch.softmax(z[0] / tau, dim=0)
-        ax.bar(np.arange(c) + (i - (len(taus) - 1) / 2) * width, p.numpy(), width, label=f"tau = {tau:g}", color=f"C{i % 10}")
+        ax.bar(
+            np.arange(c) + (i - (len(taus) - 1) / 2) * width,
+            p.numpy(),
+            width,
+            label=f"tau = {tau:g}",
+            color=f"C{i % 10}",
+        )
         sigma2 = float(sigma2_per_sample(z, y, tau)[0])
-        lines.append(f"tau {tau:g}: p(target) {float(p[target]):.3f}, secondary mass {1 - float(p[target]):.3f}, sigma2 {sigma2:.4f}")
+        lines.append(
+            f"tau {tau:g}: p(target) {float(p[target]):.3f}, secondary mass {1 - float(p[target]):.3f}, sigma2 {sigma2:.4f}"
+        )
     long_names = max(len(n) for n in names) > 3
     ax.set_xticks(np.arange(c), names, rotation=45 if long_names else 0, ha="right" if long_names else "center")
     ax.get_xticklabels()[target].set_fontweight("bold")

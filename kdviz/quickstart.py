@@ -4,6 +4,7 @@
 four students over 3 seeds) that prints one compact table, mean +- standard error over seeds, and
 draws the ICC figures of one seed. The same functions read any experiment's sweep.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -31,10 +32,14 @@ def quickstart_table(summary: pd.DataFrame) -> pd.DataFrame:
     table["test err %"] = [_pm(m, s) for m, s in zip(summary["test_err"], summary["test_err_se"])]
     table["val err %"] = summary["val_err"].round(2)
     if "diff_vs_baseline" in summary:
-        table["diff vs baseline"] = [_pm(m, s) if pd.notna(m) else "" for m, s in zip(summary["diff_vs_baseline"], summary["diff_se"])]
+        table["diff vs baseline"] = [
+            _pm(m, s) if pd.notna(m) else "" for m, s in zip(summary["diff_vs_baseline"], summary["diff_se"])
+        ]
     table["sigma2"] = summary["sigma2"].round(4)
     if "icc_distance" in summary:
-        table["ICC dist. to teacher"] = summary["icc_distance"].round(4).astype(object).where(summary["icc_distance"].notna(), "")
+        table["ICC dist. to teacher"] = (
+            summary["icc_distance"].round(4).astype(object).where(summary["icc_distance"].notna(), "")
+        )
     return table.rename_axis("model")
 
 
@@ -43,9 +48,11 @@ def print_table(experiment: Experiment, runs: pd.DataFrame, out: Path) -> pd.Dat
     summary = write_results(experiment, runs, out)
     table = quickstart_table(summary)
     print(f"\n{experiment.name}: {experiment.description}")
-    print("Test and validation errors are top-1 (%) at the epoch chosen on validation, mean +- standard error over the\n"
-          f"seeds; 'diff vs baseline' is the paired test-error difference to {experiment.baseline} (negative is better);\n"
-          "sigma2 and the ICC distance are measured on the test split, means over the seeds.\n")
+    print(
+        "Test and validation errors are top-1 (%) at the epoch chosen on validation, mean +- standard error over the\n"
+        f"seeds; 'diff vs baseline' is the paired test-error difference to {experiment.baseline} (negative is better);\n"
+        "sigma2 and the ICC distance are measured on the test split, means over the seeds.\n"
+    )
     print(table.to_string())
     return table
 
@@ -77,7 +84,10 @@ def save_figures(experiment: Experiment, out: Path, *, seed: int | None = None, 
     for name, run in runs.items():
         model, _ = load_model(checkpoint_of(run, out), dev)
         reports[name] = extract_icc(model, run_data(run, experiment), "test", tau=experiment.icc_tau, device=dev)
-        save(plot_icc(reports[name], secondary=True, title=f"{name} (seed {run.seed}): secondary ICC (test)"), f"icc_{name}.png")
+        save(
+            plot_icc(reports[name], secondary=True, title=f"{name} (seed {run.seed}): secondary ICC (test)"),
+            f"icc_{name}.png",
+        )
     for name, run in runs.items():
         if run.teacher is not None:
             teacher = run.teacher.arm.name

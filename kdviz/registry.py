@@ -3,10 +3,12 @@
 A new entry is one decorated function; an unknown name raises an error that suggests the nearest
 valid name and lists them all, which is what a notebook user needs after a typo.
 """
+
 from __future__ import annotations
 
 import difflib
-from typing import Callable, Generic, Iterable, Iterator, TypeVar
+from collections.abc import Callable, Iterable, Iterator
+from typing import Generic, TypeVar
 
 F = TypeVar("F", bound=Callable)
 
@@ -27,7 +29,9 @@ def did_you_mean(name: str, valid: Iterable[str]) -> str:
 def unknown_name(kind: str, name: object, valid: Iterable[str], extra: str = "") -> UnknownNameError:
     """The error for a name that is not one of `valid`: all of them, then the nearest one."""
     valid = sorted(valid)
-    return UnknownNameError(f"unknown {kind} {name!r}; valid choices: {', '.join(valid)}{extra}{did_you_mean(str(name), valid)}")
+    return UnknownNameError(
+        f"unknown {kind} {name!r}; valid choices: {', '.join(valid)}{extra}{did_you_mean(str(name), valid)}"
+    )
 
 
 def check_keywords(what: str, given: dict, valid: list[str]) -> None:

@@ -22,6 +22,7 @@ before kdviz), set OMP_WAIT_POLICY=PASSIVE yourself, or torch.set_num_threads(1)
 
 This module imports torch only inside functions: `import kdviz` calls set_wait_policy first.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -94,7 +95,9 @@ def training_threads(student, teacher, image_shape, batch_size: int, device):
 
     chosen = None
     if torch.device(device).type == "cpu" and not user_chose_threads():
-        flops = 3 * forward_flops(student, image_shape) + (forward_flops(teacher, image_shape) if teacher is not None else 0)
+        flops = 3 * forward_flops(student, image_shape) + (
+            forward_flops(teacher, image_shape) if teacher is not None else 0
+        )
         chosen = threads_for(flops * batch_size)
     before = torch.get_num_threads()
     if chosen is not None and chosen != before:

@@ -14,7 +14,11 @@ torch.set_num_threads(min(2, torch.get_num_threads()))
 @pytest.fixture
 def tiny_info():
     return DatasetInfo(
-        name="tiny", class_names=("a", "b", "c", "d"), image_shape=(1, 4, 4), mean=(0.5,), std=(0.25,),
+        name="tiny",
+        class_names=("a", "b", "c", "d"),
+        image_shape=(1, 4, 4),
+        mean=(0.5,),
+        std=(0.25,),
         groups={"ab": (0, 1), "cd": (2, 3)},
     )
 

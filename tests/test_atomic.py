@@ -1,4 +1,5 @@
 """kdviz.atomic.atomic_write: the whole new content or the old file, never half, never a stray temp file."""
+
 import pytest
 
 from kdviz.atomic import atomic_write

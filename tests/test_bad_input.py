@@ -1,5 +1,6 @@
 """Bad and hostile inputs get one clear line naming the problem and the fix, never a crash inside
 kdviz or a silent wrong result (issue 12). Each test feeds one input a new user could give."""
+
 import errno
 import os
 import sys
@@ -17,7 +18,17 @@ from kdviz.registry import Registry
 from kdviz.train import CheckpointError, load_checkpoint
 from kdviz.train.checkpoint import atomic_save
 
-DIGITS_TEACHER = ["--model-kwargs", '{"width": 4}', "--epochs", "1", "--n-train", "100", "--no-progress", "--device", "cpu"]
+DIGITS_TEACHER = [
+    "--model-kwargs",
+    '{"width": 4}',
+    "--epochs",
+    "1",
+    "--n-train",
+    "100",
+    "--no-progress",
+    "--device",
+    "cpu",
+]
 
 
 @pytest.fixture(scope="module")
@@ -35,11 +46,14 @@ def _error(capsys) -> str:
 
 # --- checkpoints -----------------------------------------------------------------------------
 
+
 def test_zero_byte_checkpoint_is_named_empty_everywhere(tmp_path, capsys):
     zero = tmp_path / "zero.pt"
     zero.write_bytes(b"")
     for load in (load_checkpoint, kd.load_model):
-        with pytest.raises(CheckpointError, match=r"zero.pt is not a readable kdviz checkpoint: the file is empty \(0 bytes\)"):
+        with pytest.raises(
+            CheckpointError, match=r"zero.pt is not a readable kdviz checkpoint: the file is empty \(0 bytes\)"
+        ):
             load(zero)
     assert main(["correlations", str(zero)]) == 2
     assert "empty (0 bytes)" in _error(capsys)
@@ -99,6 +113,7 @@ def test_full_disk_is_reported_first_and_keeps_the_previous_file(tmp_path, monke
 
 # --- data ------------------------------------------------------------------------------------
 
+
 def test_words_txt_that_is_not_utf8_names_the_file_and_line(tmp_path):
     from kdviz.data.sample_files import write_tiny_imagenet
 
@@ -156,15 +171,25 @@ def test_no_rank_ever_gets_an_empty_shard(tiny_info, world):
         for batch_size in range(world, 2 * world + 2):
             seen = 0
             for rank in range(world):
-                sizes = [len(y) for _, y in iterate_batches(split, tiny_info, batch_size, torch.device("cpu"),
-                                                            shuffle=True, generator=torch.Generator().manual_seed(0),
-                                                            shard=(rank, world))]
+                sizes = [
+                    len(y)
+                    for _, y in iterate_batches(
+                        split,
+                        tiny_info,
+                        batch_size,
+                        torch.device("cpu"),
+                        shuffle=True,
+                        generator=torch.Generator().manual_seed(0),
+                        shard=(rank, world),
+                    )
+                ]
                 assert min(sizes) >= 1, (n, batch_size, rank, sizes)
                 seen += sum(sizes)
             assert seen == n
 
 
 # --- teacher cache folder ----------------------------------------------------------------------
+
 
 def test_unusable_cache_dir_warns_once_and_trains_from_memory(tiny_data, tmp_path, monkeypatch):
     teacher = kd.train(tiny_data, "mlp", "ce", epochs=1, progress=False)
@@ -188,14 +213,22 @@ def test_unusable_cache_dir_warns_once_and_trains_from_memory(tiny_data, tmp_pat
 
 # --- settings and names ------------------------------------------------------------------------
 
-@pytest.mark.parametrize("argv, flag, message", [
-    (["correlations", "x.pt", "--device", "gpu"], "--device", "'gpu' is not a device name"),
-    (["correlations", "x.pt", "--tau", "inf"], "--tau", "expected a finite number > 0, got 'inf'"),
-    (["correlations", "x.pt", "--tau", "nan"], "--tau", "expected a finite number > 0, got 'nan'"),
-    (["train-teacher", "--out", "o", "--epochs", "0"], "--epochs", "expected a whole number >= 1, got '0'"),
-    (["train-teacher", "--out", "o", "--lr", "-1"], "--lr", "expected a finite number > 0"),
-    (["train-teacher", "--out", "o", "--milestones", "5,-1"], "--milestones", "expected comma-separated whole numbers >= 0"),
-])
+
+@pytest.mark.parametrize(
+    "argv, flag, message",
+    [
+        (["correlations", "x.pt", "--device", "gpu"], "--device", "'gpu' is not a device name"),
+        (["correlations", "x.pt", "--tau", "inf"], "--tau", "expected a finite number > 0, got 'inf'"),
+        (["correlations", "x.pt", "--tau", "nan"], "--tau", "expected a finite number > 0, got 'nan'"),
+        (["train-teacher", "--out", "o", "--epochs", "0"], "--epochs", "expected a whole number >= 1, got '0'"),
+        (["train-teacher", "--out", "o", "--lr", "-1"], "--lr", "expected a finite number > 0"),
+        (
+            ["train-teacher", "--out", "o", "--milestones", "5,-1"],
+            "--milestones",
+            "expected comma-separated whole numbers >= 0",
+        ),
+    ],
+)
 def test_bad_flag_values_name_the_flag(argv, flag, message, capsys):
     with pytest.raises(SystemExit) as info:
         main(argv)
@@ -204,15 +237,24 @@ def test_bad_flag_values_name_the_flag(argv, flag, message, capsys):
     assert f"argument {flag}: {message}" in err
 
 
-@pytest.mark.parametrize("extra, message", [
-    (["--loss", "kd=abc"], "--loss: cannot read loss 'kd=abc': the weight of 'kd' must be a number, got 'abc'"),
-    (["--loss", "ce=0,kd=0"], "--loss: every weight of the objective"),
-    (["--loss", "kd+icc_mimc"], "(did you mean 'kd+icc_mimic'?)"),
-    (["--loss", "ce=0.1,kd=0.9,icc_mimc=0.1"], "unknown loss term 'icc_mimc'; valid choices: "),
-    (["--loss", "ce=0.1,kd=0.9,icc_mimc=0.1"], "(did you mean 'icc_mimic'?)"),
-    (["--loss", "kd", "--loss-params", '{"kd": {"tau": "nan"}}'], "--loss-params: loss term 'kd': tau must be a finite number, got 'nan'"),
-    (["--loss", "kd", "--loss-params", '{"kd": {"tau": 0}}'], "--loss-params: loss term 'kd': temperature tau must be > 0, got 0"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--loss", "kd=abc"], "--loss: cannot read loss 'kd=abc': the weight of 'kd' must be a number, got 'abc'"),
+        (["--loss", "ce=0,kd=0"], "--loss: every weight of the objective"),
+        (["--loss", "kd+icc_mimc"], "(did you mean 'kd+icc_mimic'?)"),
+        (["--loss", "ce=0.1,kd=0.9,icc_mimc=0.1"], "unknown loss term 'icc_mimc'; valid choices: "),
+        (["--loss", "ce=0.1,kd=0.9,icc_mimc=0.1"], "(did you mean 'icc_mimic'?)"),
+        (
+            ["--loss", "kd", "--loss-params", '{"kd": {"tau": "nan"}}'],
+            "--loss-params: loss term 'kd': tau must be a finite number, got 'nan'",
+        ),
+        (
+            ["--loss", "kd", "--loss-params", '{"kd": {"tau": 0}}'],
+            "--loss-params: loss term 'kd': temperature tau must be > 0, got 0",
+        ),
+    ],
+)
 def test_bad_losses_name_the_flag(tmp_path, capsys, teacher_ckpt, extra, message):
     assert main(["distill", "--teacher", str(teacher_ckpt), "--out", str(tmp_path / "s"), *DIGITS_TEACHER, *extra]) == 2
     assert message in capsys.readouterr().err
@@ -230,15 +272,18 @@ def test_correlations_refuses_an_infinite_tau_in_the_api_too(tiny_data):
         kd.icc_of_logits(torch.zeros(4, 4), torch.arange(4), tiny_data.info, tau=float("inf"))
 
 
-@pytest.mark.parametrize("lookup, typo, suggestion", [
-    (lambda name: kd.load_dataset(name), "fashon_mnist", "fashion_mnist"),
-    (lambda name: kd.build_model(name, 10, (1, 8, 8)), "resnet56x", "resnet56"),
-    (lambda name: kd.Objective({name: 1.0}), "icc_mimc", "icc_mimic"),
-    (lambda name: kd.Objective.preset(name), "kd+icc_mimc", "kd+icc_mimic"),
-    (lambda name: kd.TrainConfig(schedule=name), "cosin", "cosine"),
-    (lambda name: load_experiment(name), "defualt", "default"),
-    (lambda name: kd.load_dataset("digits").split(name), "tset", "test"),
-])
+@pytest.mark.parametrize(
+    "lookup, typo, suggestion",
+    [
+        (lambda name: kd.load_dataset(name), "fashon_mnist", "fashion_mnist"),
+        (lambda name: kd.build_model(name, 10, (1, 8, 8)), "resnet56x", "resnet56"),
+        (lambda name: kd.Objective({name: 1.0}), "icc_mimc", "icc_mimic"),
+        (lambda name: kd.Objective.preset(name), "kd+icc_mimc", "kd+icc_mimic"),
+        (lambda name: kd.TrainConfig(schedule=name), "cosin", "cosine"),
+        (lambda name: load_experiment(name), "defualt", "default"),
+        (lambda name: kd.load_dataset("digits").split(name), "tset", "test"),
+    ],
+)
 def test_unknown_names_suggest_the_nearest_valid_one(lookup, typo, suggestion):
     with pytest.raises(ValueError) as info:
         lookup(typo)

@@ -6,6 +6,7 @@ notebook opens it), explorer-moved.png (after the moves) and page.png (the whole
 docs/img/explorer.png is the first from a real run.
 Skipped where chromium or playwright is missing, except under CI=true, where that fails.
 """
+
 import json
 import os
 import secrets
@@ -23,8 +24,14 @@ ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "notebooks" / "01_icc_explorer.ipynb"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SCREENSHOTS = Path(os.environ.get("KDVIZ_SCREENSHOTS", ROOT / "build" / "browser"))
-CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                  "--disable-sync", "--no-first-run"]
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 
 def _require(ok: bool, reason: str) -> None:
@@ -64,16 +71,36 @@ def jupyterlab(playwright_api, tmp_path):
     settings.write_text(json.dumps({"fetchNews": "false"}))
     shutil.copy(NOTEBOOK, root)
     port, token = _free_port(), secrets.token_hex(16)
-    env = {**os.environ, "KDVIZ_SMOKE": "1", "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-           "JUPYTER_RUNTIME_DIR": str(state / "runtime"), "JUPYTER_CONFIG_DIR": str(state / "config"), "OMP_NUM_THREADS": "1"}
+    env = {
+        **os.environ,
+        "KDVIZ_SMOKE": "1",
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+        "JUPYTER_RUNTIME_DIR": str(state / "runtime"),
+        "JUPYTER_CONFIG_DIR": str(state / "config"),
+        "OMP_NUM_THREADS": "1",
+    }
     env.pop("MPLBACKEND", None)  # the kernel's own backend
     server = subprocess.Popen(
-        [sys.executable, "-m", "jupyterlab", "--no-browser", "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}",
-         f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}", "--LabApp.expose_app_in_browser=True",
-         f"--LabApp.user_settings_dir={state / 'settings'}", f"--LabApp.workspaces_dir={state / 'workspaces'}",
-         "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate", "--LabApp.news_url=None",
-         "--LabApp.extension_manager=readonly", "--allow-root"],  # nothing fetched from outside; CI runs as root
-        env=env, stdout=subprocess.DEVNULL, stderr=(log := open(tmp_path / "jupyterlab.log", "wb")),
+        [
+            sys.executable,
+            "-m",
+            "jupyterlab",
+            "--no-browser",
+            "--ServerApp.ip=127.0.0.1",
+            f"--ServerApp.port={port}",
+            f"--IdentityProvider.token={token}",
+            f"--ServerApp.root_dir={root}",
+            "--LabApp.expose_app_in_browser=True",
+            f"--LabApp.user_settings_dir={state / 'settings'}",
+            f"--LabApp.workspaces_dir={state / 'workspaces'}",
+            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+            "--LabApp.news_url=None",
+            "--LabApp.extension_manager=readonly",
+            "--allow-root",
+        ],  # nothing fetched from outside; CI runs as root
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=(log := open(tmp_path / "jupyterlab.log", "wb")),
     )
     try:
         deadline = time.monotonic() + 60
@@ -83,7 +110,9 @@ def jupyterlab(playwright_api, tmp_path):
                 break
             except OSError:
                 if server.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("JupyterLab did not start:\n" + (tmp_path / "jupyterlab.log").read_text()[-3000:])
+                    raise RuntimeError(
+                        "JupyterLab did not start:\n" + (tmp_path / "jupyterlab.log").read_text()[-3000:]
+                    ) from None
                 time.sleep(0.5)
         yield f"http://127.0.0.1:{port}/lab/tree/{NOTEBOOK.name}?token={token}&reset"
     finally:
@@ -121,15 +150,20 @@ def test_explorer_notebook_runs_and_its_controls_redraw_the_heatmaps(playwright_
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     with playwright_api.sync_playwright() as p:
         browser = p.chromium.launch_persistent_context(
-            str(tmp_path / "chromium-profile"), executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS,
+            str(tmp_path / "chromium-profile"),
+            executable_path=CHROMIUM,
+            headless=True,
+            args=CHROMIUM_FLAGS,
             viewport={"width": 1280, "height": 1800},  # the whole explorer fits: element screenshots stay clean
         )
         try:
             page = browser.new_page()
             page.set_default_timeout(60_000)
             page.goto(jupyterlab)
-            page.wait_for_function("window.jupyterapp && window.jupyterapp.shell.currentWidget "
-                                   "&& window.jupyterapp.shell.currentWidget.sessionContext")
+            page.wait_for_function(
+                "window.jupyterapp && window.jupyterapp.shell.currentWidget "
+                "&& window.jupyterapp.shell.currentWidget.sessionContext"
+            )
             errors = page.evaluate(RUN_ALL)
             assert errors == [], f"cells failed: {errors}"
 
@@ -144,14 +178,20 @@ def test_explorer_notebook_runs_and_its_controls_redraw_the_heatmaps(playwright_
                 """Do `action`; the heatmap image must be replaced by a different one."""
                 src, pixels = heatmap.get_attribute("src"), heatmap.screenshot()
                 action()
-                page.wait_for_function("([img, src]) => img.src !== src && img.complete && img.naturalWidth > 0",
-                                       arg=[heatmap.element_handle(), src])
+                page.wait_for_function(
+                    "([img, src]) => img.src !== src && img.complete && img.naturalWidth > 0",
+                    arg=[heatmap.element_handle(), src],
+                )
                 assert heatmap.screenshot() != pixels
 
             handle = explorer.locator(".widget-slider .noUi-handle").first
             moved(lambda: (handle.focus(), page.keyboard.press("Home")))  # the epoch slider to epoch 0
             expect(explorer.locator(".widget-slider .widget-readout").first).to_have_text("0")
-            model = explorer.locator(".widget-dropdown").filter(has=page.locator("label", has_text="model")).locator("select")
+            model = (
+                explorer.locator(".widget-dropdown")
+                .filter(has=page.locator("label", has_text="model"))
+                .locator("select")
+            )
             moved(lambda: model.select_option("student alone"))
 
             for bad in ("Error displaying widget", "could not redraw", "Traceback"):

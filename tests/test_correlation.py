@@ -1,4 +1,5 @@
 """ICC matrices and expressiveness measures against values worked out by hand."""
+
 import math
 
 import numpy as np

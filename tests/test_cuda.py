@@ -1,5 +1,6 @@
 """The CUDA paths of training: no host sync per step, bf16 autocast, channels_last, torch.compile
 and the teacher cache on the GPU. They run only where a GPU is (CI has none)."""
+
 import collections
 import dataclasses
 import traceback
@@ -14,8 +15,15 @@ from kdviz.train import train
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
 
-INFO = DatasetInfo(name="synthetic16", class_names=tuple(str(k) for k in range(10)), image_shape=(3, 16, 16),
-                   mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), augment="crop_flip", augment_padding=2)
+INFO = DatasetInfo(
+    name="synthetic16",
+    class_names=tuple(str(k) for k in range(10)),
+    image_shape=(3, 16, 16),
+    mean=(0.5, 0.5, 0.5),
+    std=(0.25, 0.25, 0.25),
+    augment="crop_flip",
+    augment_padding=2,
+)
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +53,9 @@ def sync_sites(run) -> collections.Counter:
     def record(message, category, filename, lineno, file=None, line=None):
         if "synchroniz" in str(message):
             frames = [f for f in traceback.extract_stack() if "kdviz" in f.filename and "/tests/" not in f.filename]
-            sites[f"{frames[-1].filename.rsplit('kdviz', 1)[-1]}:{frames[-1].lineno}" if frames else "outside kdviz"] += 1
+            sites[
+                f"{frames[-1].filename.rsplit('kdviz', 1)[-1]}:{frames[-1].lineno}" if frames else "outside kdviz"
+            ] += 1
 
     with warnings.catch_warnings():
         warnings.simplefilter("always")
@@ -58,15 +68,19 @@ def sync_sites(run) -> collections.Counter:
     return sites
 
 
-@pytest.mark.parametrize("objective, extra", [
-    ("ce", {}),
-    ("icc_teacher", {}),
-    ("kd", {}),  # the online teacher, with the batch crop-and-flip
-    ("kd+icc_mimic", {"teacher_cache": True, "cache_views": 2}),
-    ("dkd", {}),
-    # Feature terms read both models' stages (online teacher); CRD's bank moves every step.
-    ({"ce": 1, "kd": 1, "fitnet": 1, "at": 1, "crd": {"weight": 0.8, "negatives": 64}}, {}),
-], ids=["ce", "icc_teacher", "kd", "kd+icc_mimic", "dkd", "kd+fitnet+at+crd"])
+@pytest.mark.parametrize(
+    "objective, extra",
+    [
+        ("ce", {}),
+        ("icc_teacher", {}),
+        ("kd", {}),  # the online teacher, with the batch crop-and-flip
+        ("kd+icc_mimic", {"teacher_cache": True, "cache_views": 2}),
+        ("dkd", {}),
+        # Feature terms read both models' stages (online teacher); CRD's bank moves every step.
+        ({"ce": 1, "kd": 1, "fitnet": 1, "at": 1, "crd": {"weight": 0.8, "negatives": 64}}, {}),
+    ],
+    ids=["ce", "icc_teacher", "kd", "kd+icc_mimic", "dkd", "kd+fitnet+at+crd"],
+)
 def test_training_makes_no_host_sync_per_step(data, teacher, tmp_path, objective, extra):
     """An epoch of 16 steps waits for the GPU exactly as often as one of 4 steps: per epoch, never per step.
     (One epoch: whether a second one improves, and so copies the best weights, varies between runs.)"""
@@ -74,8 +88,20 @@ def test_training_makes_no_host_sync_per_step(data, teacher, tmp_path, objective
 
     def run(batch_size):
         kwargs = {"teacher": teacher, "cache_dir": tmp_path / str(batch_size)} if distills else {}
-        return lambda: train(data, "cnn", objective, model_kwargs={"width": 8}, epochs=1, batch_size=batch_size,
-                             device="cuda", progress=False, amp=True, channels_last=True, **kwargs, **extra)
+        return lambda: train(
+            data,
+            "cnn",
+            objective,
+            model_kwargs={"width": 8},
+            epochs=1,
+            batch_size=batch_size,
+            device="cuda",
+            progress=False,
+            amp=True,
+            channels_last=True,
+            **kwargs,
+            **extra,
+        )
 
     few, many = sync_sites(run(64)), sync_sites(run(16))
     grew = {site: (few[site], n) for site, n in many.items() if n > few[site]}
@@ -92,7 +118,10 @@ def test_bf16_autocast_and_channels_last_train_like_fp32(data):
     assert fast.history["train_loss"].notna().all()
     assert fast.history["train_loss"].iloc[-1] < fast.history["train_loss"].iloc[0]  # it learns
     # bf16 rounding moves each step a little: after 4 epochs the two runs agree, not bit for bit.
-    assert abs(fast.history["train_loss"].iloc[-1] - plain.history["train_loss"].iloc[-1]) < 0.15 * plain.history["train_loss"].iloc[-1]
+    assert (
+        abs(fast.history["train_loss"].iloc[-1] - plain.history["train_loss"].iloc[-1])
+        < 0.15 * plain.history["train_loss"].iloc[-1]
+    )
 
 
 def test_cached_teacher_on_cuda_matches_the_online_teacher(data, teacher, tmp_path):
@@ -100,13 +129,23 @@ def test_cached_teacher_on_cuda_matches_the_online_teacher(data, teacher, tmp_pa
     settings = dict(model_kwargs={"width": 8}, epochs=2, batch_size=32, device="cuda", progress=False, amp=False)
     online = train(plain, "cnn", "kd", teacher=teacher, teacher_cache=False, **settings)
     cached = train(plain, "cnn", "kd", teacher=teacher, teacher_cache=True, cache_dir=tmp_path, **settings)
-    torch.testing.assert_close(torch.tensor(cached.history["train_loss"].values),
-                               torch.tensor(online.history["train_loss"].values), rtol=1e-3, atol=1e-5)
+    torch.testing.assert_close(
+        torch.tensor(cached.history["train_loss"].values),
+        torch.tensor(online.history["train_loss"].values),
+        rtol=1e-3,
+        atol=1e-5,
+    )
 
 
 def test_compiled_student_trains_like_the_eager_one(data):
-    settings = dict(model_kwargs={"width": 8}, epochs=2, batch_size=32, device="cuda", progress=False, amp=False, seed=2)
+    settings = dict(
+        model_kwargs={"width": 8}, epochs=2, batch_size=32, device="cuda", progress=False, amp=False, seed=2
+    )
     compiled = train(data, "cnn", "ce", compile=True, **settings)
     eager = train(data, "cnn", "ce", compile=False, **settings)
-    torch.testing.assert_close(torch.tensor(compiled.history["train_loss"].values),
-                               torch.tensor(eager.history["train_loss"].values), rtol=1e-2, atol=1e-4)
+    torch.testing.assert_close(
+        torch.tensor(compiled.history["train_loss"].values),
+        torch.tensor(eager.history["train_loss"].values),
+        rtol=1e-2,
+        atol=1e-4,
+    )

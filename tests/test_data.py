@@ -1,4 +1,5 @@
 """Datasets: the bundled digits, idx files in every layout, splits, low-data subsets, clear errors."""
+
 import gzip
 import hashlib
 import struct
@@ -8,7 +9,14 @@ import pytest
 import torch
 
 from kdviz.data import (
-    DATASETS, DatasetInfo, MissingDataError, data_roots, dataset_names, load_dataset, normalize, split_indices,
+    DATASETS,
+    DatasetInfo,
+    MissingDataError,
+    data_roots,
+    dataset_names,
+    load_dataset,
+    normalize,
+    split_indices,
 )
 from kdviz.data import idx as idx_module
 from kdviz.data.base import Split, stratified_order
@@ -21,8 +29,7 @@ def fingerprints(split: Split) -> set[bytes]:
     """One hash per (image, label) pair; the 1,797 digits images are all distinct, so equal
     fingerprints mean the same image."""
     return {
-        hashlib.sha1(img.numpy().tobytes() + bytes([int(y)])).digest()
-        for img, y in zip(split.images, split.labels)
+        hashlib.sha1(img.numpy().tobytes() + bytes([int(y)])).digest() for img, y in zip(split.images, split.labels)
     }
 
 
@@ -135,7 +142,9 @@ def test_bad_split_arguments_raise(kwargs, match):
 
 
 def test_stratified_order_prefixes_are_proportional_and_cover_all_classes():
-    labels = torch.tensor([0] * 60 + [1] * 25 + [2] * 10 + [3] * 5)[torch.randperm(100, generator=torch.Generator().manual_seed(0))]
+    labels = torch.tensor([0] * 60 + [1] * 25 + [2] * 10 + [3] * 5)[
+        torch.randperm(100, generator=torch.Generator().manual_seed(0))
+    ]
     order = stratified_order(labels, torch.Generator().manual_seed(1))
     assert sorted(order.tolist()) == list(range(100))
     assert set(labels[order[:4]].tolist()) == {0, 1, 2, 3}
@@ -283,7 +292,9 @@ def test_env_var_is_honoured(tmp_path, monkeypatch):
     assert torch.equal(data.test.labels, torch.from_numpy(arrays["test_labels"]).long())
 
 
-@pytest.mark.skipif(not idx_module.DEBIAN_FASHION_MNIST.is_dir(), reason="Debian package dataset-fashion-mnist not installed")
+@pytest.mark.skipif(
+    not idx_module.DEBIAN_FASHION_MNIST.is_dir(), reason="Debian package dataset-fashion-mnist not installed"
+)
 def test_real_fashion_mnist_from_debian(tmp_path):
     info, full, test = DATASETS.get("fashion_mnist")(tmp_path)  # empty root: falls back to Debian's files
     assert full.images.shape == (60000, 1, 28, 28) and test.images.shape == (10000, 1, 28, 28)

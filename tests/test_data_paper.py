@@ -1,5 +1,6 @@
 """Paper-scale datasets (CIFAR-10/100, CINIC-10, Tiny ImageNet) from small files written in each
 dataset's real on-disk layout, and the batch crop-and-flip augmentation."""
+
 import pickle
 
 import numpy as np
@@ -11,7 +12,15 @@ from kdviz.data import DATASETS, MissingDataError, dataset_names, load_dataset
 from kdviz.data import folders as folders_module
 from kdviz.data.augment import random_crop_flip
 from kdviz.data.base import DatasetInfo, Split
-from kdviz.data.sample_files import FINE_TO_COARSE, VAL, WNIDS, WORDS, colour, write_cifar100, write_jpeg, write_pickle, write_tiny_imagenet
+from kdviz.data.sample_files import (
+    VAL,
+    WNIDS,
+    colour,
+    write_cifar100,
+    write_jpeg,
+    write_pickle,
+    write_tiny_imagenet,
+)
 
 
 def test_paper_datasets_are_registered():
@@ -36,17 +45,24 @@ def make_cifar10(folder, *, as_bytes=True, seed=0):
     train = rng.integers(0, 256, (12, 3072), dtype=np.uint8)
     test = rng.integers(0, 256, (6, 3072), dtype=np.uint8)
     for i, (lo, hi) in enumerate([(0, 3), (3, 6), (6, 8), (8, 10), (10, 12)], 1):
-        write_pickle(folder / f"data_batch_{i}", {
-            key("batch_label", as_bytes): key(f"training batch {i} of 5", as_bytes),
-            key("labels", as_bytes): train_labels[lo:hi],
-            key("data", as_bytes): train[lo:hi],
-            key("filenames", as_bytes): [key(f"img{j}.png", as_bytes) for j in range(lo, hi)],
-        })
+        write_pickle(
+            folder / f"data_batch_{i}",
+            {
+                key("batch_label", as_bytes): key(f"training batch {i} of 5", as_bytes),
+                key("labels", as_bytes): train_labels[lo:hi],
+                key("data", as_bytes): train[lo:hi],
+                key("filenames", as_bytes): [key(f"img{j}.png", as_bytes) for j in range(lo, hi)],
+            },
+        )
     write_pickle(folder / "test_batch", {key("labels", as_bytes): test_labels, key("data", as_bytes): test})
-    write_pickle(folder / "batches.meta", {
-        key("label_names", as_bytes): [key(n, as_bytes) for n in CIFAR10_NAMES],
-        key("num_cases_per_batch", as_bytes): 10000, key("num_vis", as_bytes): 3072,
-    })
+    write_pickle(
+        folder / "batches.meta",
+        {
+            key("label_names", as_bytes): [key(n, as_bytes) for n in CIFAR10_NAMES],
+            key("num_cases_per_batch", as_bytes): 10000,
+            key("num_vis", as_bytes): 3072,
+        },
+    )
     return train, np.array(train_labels), test, np.array(test_labels)
 
 
@@ -164,7 +180,7 @@ def make_cinic(base, *, counts=None, seed=0):
     counts = counts or {"train": 4, "valid": 2, "test": 3}
     out = {}
     for split, n in counts.items():
-        images, labels = [], []
+        images = []
         for name in CINIC_CLASSES:
             k = sorted(CINIC_CLASSES).index(name)
             for j in range(n):
@@ -290,7 +306,9 @@ def test_tiny_imagenet_round_trip(tmp_path):
         assert torch.equal(train.images[i], pil_decode(path))  # exactly what PIL decodes
         expected = torch.tensor(colour(k, j), dtype=torch.int16)
         if (k, j) == (2, 3):  # the greyscale JPEG: three equal channels
-            assert torch.equal(train.images[i][0], train.images[i][1]) and torch.equal(train.images[i][1], train.images[i][2])
+            assert torch.equal(train.images[i][0], train.images[i][1]) and torch.equal(
+                train.images[i][1], train.images[i][2]
+            )
         else:
             assert (train.images[i].to(torch.int16) - expected.view(3, 1, 1)).abs().max() <= 3
     data = load_dataset("tiny_imagenet", root=tmp_path, val_fraction=0.25)
@@ -305,7 +323,11 @@ def test_tiny_imagenet_test_labels_follow_the_annotations(tmp_path):
     seen = set()
     for image, label in zip(test.images, test.labels.tolist()):
         mean = image.double().mean(dim=(1, 2))
-        j = next(j for j, (_, k) in enumerate(VAL) if torch.allclose(mean, torch.tensor(colour(k, j), dtype=torch.float64), atol=3))
+        j = next(
+            j
+            for j, (_, k) in enumerate(VAL)
+            if torch.allclose(mean, torch.tensor(colour(k, j), dtype=torch.float64), atol=3)
+        )
         assert label == VAL[j][1], VAL[j][0]
         seen.add(j)
     assert seen == set(range(len(VAL)))
@@ -391,10 +413,10 @@ def all_crops(image, padding):
     """Every (dy, dx, flip) view of the zero-padded image, by brute force."""
     c, h, w = image.shape
     padded = torch.zeros(c, h + 2 * padding, w + 2 * padding, dtype=image.dtype)
-    padded[:, padding:padding + h, padding:padding + w] = image
+    padded[:, padding : padding + h, padding : padding + w] = image
     for dy in range(2 * padding + 1):
         for dx in range(2 * padding + 1):
-            crop = padded[:, dy:dy + h, dx:dx + w]
+            crop = padded[:, dy : dy + h, dx : dx + w]
             yield (dy, dx, False), crop
             yield (dy, dx, True), torch.flip(crop, dims=[-1])
 
@@ -409,7 +431,10 @@ def test_every_output_is_a_crop_of_the_padded_image(padding, shape):
         assert matches, "output is not a padded crop of its input"
         views.add(matches[0])
     if padding == 2:  # offsets range over the whole [0, 2 * padding] square, with and without flips
-        assert {v[0] for v in views} == {v[1] for v in views} == set(range(5)) and {v[2] for v in views} == {False, True}
+        assert {v[0] for v in views} == {v[1] for v in views} == set(range(5)) and {v[2] for v in views} == {
+            False,
+            True,
+        }
 
 
 def test_crop_flip_rejects_bad_arguments():

@@ -1,6 +1,7 @@
 """kdviz's fast defaults (issue #15): the exact teacher cache where it is exact, channels_last for
 convolutional models on a CPU, the test split evaluated once on the chosen weights, a fixed
 validation subset, and config.json recording what was decided."""
+
 import dataclasses
 import json
 import sys
@@ -8,6 +9,7 @@ import sys
 import pandas as pd
 import pytest
 import torch
+from test_train import _interrupted_in_epoch  # tests/ is on sys.path: pytest's rootdir conftest
 
 from kdviz.data.base import DatasetSplits
 from kdviz.experiments import ExperimentError, load_experiment
@@ -15,8 +17,6 @@ from kdviz.inference import predict_logits
 from kdviz.losses import Objective
 from kdviz.models import build_model
 from kdviz.train import TrainConfig, train
-
-from test_train import _interrupted_in_epoch  # tests/ is on sys.path: pytest's rootdir conftest
 
 pytestmark = pytest.mark.filterwarnings("ignore:the teacher is a bare CountingTeacher")  # a module on purpose
 SETTINGS = dict(model_kwargs={"width": 4}, epochs=3, seed=1, progress=False, batch_size=16)
@@ -46,7 +46,9 @@ class CountingTeacher(torch.nn.Module):
 
 
 def augmented(data):
-    return DatasetSplits(dataclasses.replace(data.info, augment="crop_flip", augment_padding=1), data.train, data.val, data.test)
+    return DatasetSplits(
+        dataclasses.replace(data.info, augment="crop_flip", augment_padding=1), data.train, data.val, data.test
+    )
 
 
 def error(model, split, info) -> float:
@@ -88,8 +90,12 @@ def test_exact_teacher_cache_is_the_default_without_augmentation(tiny_data, tmp_
     assert teacher.images == 2 + SETTINGS["epochs"] * n  # every step runs the teacher
     for a, b in zip(cached.model.state_dict().values(), online.model.state_dict().values()):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)  # exact: the same training
-    torch.testing.assert_close(torch.tensor(cached.history["train_kd"].values), torch.tensor(online.history["train_kd"].values),
-                               rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(
+        torch.tensor(cached.history["train_kd"].values),
+        torch.tensor(online.history["train_kd"].values),
+        rtol=1e-4,
+        atol=1e-6,
+    )
 
 
 def test_with_augmentation_or_a_feature_term_the_default_teacher_is_online(tiny_data):
@@ -167,8 +173,10 @@ def test_resume_with_the_defaults_is_bit_identical_and_keeps_the_recorded_choice
 @pytest.mark.parametrize("value, ok", [("true", True), ("false", True), ('"yes"', False), ("1", False)])
 def test_experiment_settings_decided_by_kdviz_take_true_or_false(tmp_path, value, ok):
     path = tmp_path / "mine.toml"
-    path.write_text(f'dataset = "digits"\n\n[train]\nchannels_last = {value}\nteacher_cache = {value}\n\n'
-                    '[teacher]\nmodel = "cnn"\n\n[student]\nmodel = "mlp"\nobjective = "kd"\n')
+    path.write_text(
+        f'dataset = "digits"\n\n[train]\nchannels_last = {value}\nteacher_cache = {value}\n\n'
+        '[teacher]\nmodel = "cnn"\n\n[student]\nmodel = "mlp"\nobjective = "kd"\n'
+    )
     if ok:
         assert load_experiment(path).train_kwargs("student")["teacher_cache"] is (value == "true")
     else:

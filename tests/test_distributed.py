@@ -1,4 +1,5 @@
 """torchrun with 2 CPU processes (gloo) gives the run of 1 process with the same global batch."""
+
 import subprocess
 import sys
 import textwrap
@@ -25,7 +26,15 @@ SCRIPT = textwrap.dedent(
 def _torchrun(nproc, out_dir):
     script = out_dir.parent / f"ddp_script_{nproc}.py"
     script.write_text(SCRIPT)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", str(script), str(out_dir)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={nproc}",
+        str(script),
+        str(out_dir),
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
 
@@ -56,8 +65,12 @@ def test_shards_split_every_global_batch_without_overlap(tiny_data):
 
     def batches(shard):
         gen = torch.Generator().manual_seed(5)
-        return [y for _, y in iterate_batches(tiny_data.train, tiny_data.info, 16, torch.device("cpu"),
-                                              shuffle=True, generator=gen, shard=shard)]
+        return [
+            y
+            for _, y in iterate_batches(
+                tiny_data.train, tiny_data.info, 16, torch.device("cpu"), shuffle=True, generator=gen, shard=shard
+            )
+        ]
 
     whole, r0, r1 = batches((0, 1)), batches((0, 2)), batches((1, 2))
     assert len(whole) == len(r0) == len(r1) == 4
@@ -95,7 +108,16 @@ def _torchrun_bn(nproc, out_dir, sync):
     out_dir.mkdir()
     script = out_dir / "bn_script.py"
     script.write_text(BN_SCRIPT)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", str(script), str(out_dir), sync]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={nproc}",
+        str(script),
+        str(out_dir),
+        sync,
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     return torch.load(out_dir / "bn.pt", weights_only=True)

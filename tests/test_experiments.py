@@ -1,5 +1,6 @@
 """The experiment grid: planning, running with skip-finished, summaries chosen on validation, and the
 `kdviz sweep` command on the shipped studies."""
+
 import json
 import math
 from pathlib import Path
@@ -10,9 +11,22 @@ import pytest
 
 from kdviz.cli import main
 from kdviz.data.sample_files import write_cifar100
-from kdviz.experiments import Arm, ExperimentError, add_arms, collect, experiment_names, load_experiment, plan, run_sweep, select_variants, summarize, swept, verdict
-from kdviz.experiments import grid as grid_module
 from kdviz.experiment_plots import plot_error_vs_sigma2
+from kdviz.experiments import (
+    Arm,
+    ExperimentError,
+    add_arms,
+    collect,
+    experiment_names,
+    load_experiment,
+    plan,
+    run_sweep,
+    select_variants,
+    summarize,
+    swept,
+    verdict,
+)
+from kdviz.experiments import grid as grid_module
 
 TINY = """
 name = "tiny"
@@ -88,7 +102,15 @@ def test_plan_pairs_every_student_variant_with_each_teacher_variant_on_its_seed(
     runs = plan(protocol)
     by_arm = pd.Series([r.arm.name for r in runs]).value_counts().to_dict()
     # 2 seeds x (2 teacher variants x 2 mimic weights) for the mimic arm; 2 seeds for the others.
-    assert by_arm == {"teacher_ce": 2, "teacher_icc": 4, "early": 2, "alone": 2, "kd": 2, "kd_from_early": 2, "mimic_from_icc": 8}
+    assert by_arm == {
+        "teacher_ce": 2,
+        "teacher_icc": 4,
+        "early": 2,
+        "alone": 2,
+        "kd": 2,
+        "kd_from_early": 2,
+        "mimic_from_icc": 8,
+    }
     position = {id(r): i for i, r in enumerate(runs)}
     for run in runs:
         if run.teacher is not None:
@@ -129,21 +151,34 @@ def test_arms_added_in_code_train_only_their_own_runs(tmp_path, monkeypatch):
     calls = []
     real_train = grid_module.train
     monkeypatch.setattr(grid_module, "train", lambda *a, **k: calls.append(k["name"]) or real_train(*a, **k))
-    grown = add_arms(experiment, Arm("teacher_ls", "teacher", "label_smoothing"),
-                     Arm("kd_from_ls", "student", "kd", teacher="teacher_ls", sweep={"kd.tau": [2.0, 8.0]}))
+    grown = add_arms(
+        experiment,
+        Arm("teacher_ls", "teacher", "label_smoothing"),
+        Arm("kd_from_ls", "student", "kd", teacher="teacher_ls", sweep={"kd.tau": [2.0, 8.0]}),
+    )
     runs = run_sweep(grown, out, progress=False, device="cpu")
-    assert calls == ["teacher_ls default seed 0", "kd_from_ls kd.tau=2.0|teacher_ls:default seed 0",
-                     "kd_from_ls kd.tau=8.0|teacher_ls:default seed 0"]
-    assert runs.set_index(["arm", "variant"]).loc[first.set_index(["arm", "variant"]).index].equals(first.set_index(["arm", "variant"]))
+    assert calls == [
+        "teacher_ls default seed 0",
+        "kd_from_ls kd.tau=2.0|teacher_ls:default seed 0",
+        "kd_from_ls kd.tau=8.0|teacher_ls:default seed 0",
+    ]
+    assert (
+        runs.set_index(["arm", "variant"])
+        .loc[first.set_index(["arm", "variant"]).index]
+        .equals(first.set_index(["arm", "variant"]))
+    )
     assert [a.name for a in experiment.arms] == ["teacher_ce", "kd"]  # the experiment it grew from is unchanged
 
 
-@pytest.mark.parametrize("arm, message", [
-    (Arm("kd", "student", "kd", teacher="teacher_ce"), "arm names must be unique"),
-    (Arm("kd_late", "student", "kd", teacher="teacher_later"), "must be an arm listed before it"),
-    (Arm("mimic", "student", "kd", teacher="teacher_ce", sweep={"icc_mimic.weight": [0.1]}), "icc_mimic"),
-    (Arm("bad_tau", "student", "kd", teacher="teacher_ce", sweep={"kd.tau": [-1.0]}), "tau"),
-])
+@pytest.mark.parametrize(
+    "arm, message",
+    [
+        (Arm("kd", "student", "kd", teacher="teacher_ce"), "arm names must be unique"),
+        (Arm("kd_late", "student", "kd", teacher="teacher_later"), "must be an arm listed before it"),
+        (Arm("mimic", "student", "kd", teacher="teacher_ce", sweep={"icc_mimic.weight": [0.1]}), "icc_mimic"),
+        (Arm("bad_tau", "student", "kd", teacher="teacher_ce", sweep={"kd.tau": [-1.0]}), "tau"),
+    ],
+)
 def test_added_arms_are_checked_as_a_files_arms_are(tmp_path, arm, message):
     experiment = load_experiment(write(tmp_path)).only(["kd"])
     with pytest.raises(ExperimentError, match=message) as caught:
@@ -173,15 +208,22 @@ def frame(rows):
 
 
 def test_variants_are_chosen_on_validation_and_compared_seed_by_seed():
-    runs = frame([
-        ("kd", "student", "default", 0, 0.20, 0.10), ("kd", "student", "default", 1, 0.20, 0.20),
-        ("kd", "student", "default", 2, 0.20, 0.30),
-        # v1 has the best test error but the worse validation error: v2 must be chosen.
-        ("x", "student", "v1", 0, 0.30, 0.00), ("x", "student", "v1", 1, 0.30, 0.00), ("x", "student", "v1", 2, 0.30, 0.00),
-        ("x", "student", "v2", 0, 0.10, 0.12), ("x", "student", "v2", 1, 0.10, 0.18), ("x", "student", "v2", 2, 0.10, 0.27),
-        # a variant on one seed only cannot win on it
-        ("x", "student", "v3", 0, 0.00, 0.00),
-    ])
+    runs = frame(
+        [
+            ("kd", "student", "default", 0, 0.20, 0.10),
+            ("kd", "student", "default", 1, 0.20, 0.20),
+            ("kd", "student", "default", 2, 0.20, 0.30),
+            # v1 has the best test error but the worse validation error: v2 must be chosen.
+            ("x", "student", "v1", 0, 0.30, 0.00),
+            ("x", "student", "v1", 1, 0.30, 0.00),
+            ("x", "student", "v1", 2, 0.30, 0.00),
+            ("x", "student", "v2", 0, 0.10, 0.12),
+            ("x", "student", "v2", 1, 0.10, 0.18),
+            ("x", "student", "v2", 2, 0.10, 0.27),
+            # a variant on one seed only cannot win on it
+            ("x", "student", "v3", 0, 0.00, 0.00),
+        ]
+    )
     assert select_variants(runs).to_dict() == {"kd": "default", "x": "v2"}
     row = summarize(runs, "kd").loc["x"]
     diffs = [2.0, -2.0, -3.0]  # percentage points, seed by seed
@@ -204,19 +246,38 @@ def test_verdict_names_arms_beyond_two_standard_errors():
     assert verdict(summarize(frame(kd + flat), "kd"), "kd").startswith("No arm beats kd")
 
 
-@pytest.mark.parametrize("edit, message", [
-    (lambda t: t.replace('baseline = "kd"', 'baseline = "kd"\ncolour = "red"'), "colour"),
-    (lambda t: t.replace('teacher = "early"', 'teacher = "nobody"'), "must be an arm listed before it"),
-    (lambda t: t.replace("epoch = 0", "epoch = 5"), "in [0, 2)"),
-    (lambda t: t.replace('"icc_mimic.weight"', '"icc_mimik.weight"'), "'icc_mimik', which is not in the objective (ce, kd, icc_mimic)"),
-    (lambda t: t.replace('role = "snapshot"', 'role = "judge"'), "valid roles"),
-    (lambda t: t.replace("epochs = 2\nbatch_size = 20", "epochs = 2\nbatch_size = 20\nlearning_rate = 1"), "learning_rate"),
-    (lambda t: t.replace('baseline = "kd"', 'baseline = "kdd"'), "no arm 'kdd'"),
-    (lambda t: t.replace('baseline = "kd"', 'baseline = "kd"\nicc_tau = 0'), "icc_tau must be finite and > 0, got 0.0"),
-    (lambda t: t.replace('seeds = [0, 1]', 'seeds = []'), "seeds must be a non-empty list of whole numbers >= 0, got []"),
-    (lambda t: t.replace('name = "alone"', 'name = "alone"\nseeds = [0, 1, 2]').replace('name = "kd"\nrole = "student"', 'name = "kd"\nseeds = [0, 5]\nrole = "student"'),
-     "arm 'kd' runs on seeds [0, 5], its teacher 'teacher_ce' on [0, 1]"),
-])
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda t: t.replace('baseline = "kd"', 'baseline = "kd"\ncolour = "red"'), "colour"),
+        (lambda t: t.replace('teacher = "early"', 'teacher = "nobody"'), "must be an arm listed before it"),
+        (lambda t: t.replace("epoch = 0", "epoch = 5"), "in [0, 2)"),
+        (
+            lambda t: t.replace('"icc_mimic.weight"', '"icc_mimik.weight"'),
+            "'icc_mimik', which is not in the objective (ce, kd, icc_mimic)",
+        ),
+        (lambda t: t.replace('role = "snapshot"', 'role = "judge"'), "valid roles"),
+        (
+            lambda t: t.replace("epochs = 2\nbatch_size = 20", "epochs = 2\nbatch_size = 20\nlearning_rate = 1"),
+            "learning_rate",
+        ),
+        (lambda t: t.replace('baseline = "kd"', 'baseline = "kdd"'), "no arm 'kdd'"),
+        (
+            lambda t: t.replace('baseline = "kd"', 'baseline = "kd"\nicc_tau = 0'),
+            "icc_tau must be finite and > 0, got 0.0",
+        ),
+        (
+            lambda t: t.replace("seeds = [0, 1]", "seeds = []"),
+            "seeds must be a non-empty list of whole numbers >= 0, got []",
+        ),
+        (
+            lambda t: t.replace('name = "alone"', 'name = "alone"\nseeds = [0, 1, 2]').replace(
+                'name = "kd"\nrole = "student"', 'name = "kd"\nseeds = [0, 5]\nrole = "student"'
+            ),
+            "arm 'kd' runs on seeds [0, 5], its teacher 'teacher_ce' on [0, 1]",
+        ),
+    ],
+)
 def test_experiment_mistakes_are_named_with_the_file_before_anything_trains(tmp_path, edit, message):
     with pytest.raises(ExperimentError) as info:
         load_experiment(write(tmp_path, edit(TINY)))
@@ -224,11 +285,17 @@ def test_experiment_mistakes_are_named_with_the_file_before_anything_trains(tmp_
 
 
 def test_figure_of_error_against_teacher_sigma2(tmp_path):
-    runs = pd.DataFrame({
-        "arm": ["a", "a", "b", "b", "alone"], "role": ["student"] * 5, "variant": ["d"] * 5, "seed": [0, 1, 0, 1, 0],
-        "val_top1_err": [0.1] * 5, "test_top1_err": [0.1, 0.12, 0.2, 0.22, 0.3],
-        "teacher_sigma2": [0.05, 0.05, 0.02, 0.03, float("nan")],
-    })
+    runs = pd.DataFrame(
+        {
+            "arm": ["a", "a", "b", "b", "alone"],
+            "role": ["student"] * 5,
+            "variant": ["d"] * 5,
+            "seed": [0, 1, 0, 1, 0],
+            "val_top1_err": [0.1] * 5,
+            "test_top1_err": [0.1, 0.12, 0.2, 0.22, 0.3],
+            "teacher_sigma2": [0.05, 0.05, 0.02, 0.03, float("nan")],
+        }
+    )
     fig = plot_error_vs_sigma2(runs, summarize(runs, "a"))
     ax = fig.axes[0]
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["a", "b"]
@@ -247,7 +314,9 @@ STUDIES = [name for name in experiment_names() if name.startswith("expressive-")
 
 
 def test_sweep_command_smoke_on_the_shipped_digits_study(tmp_path, capsys):
-    assert main(["sweep", "expressive-digits", "--smoke", "--out", str(tmp_path), "--no-progress", "--device", "cpu"]) == 0
+    assert (
+        main(["sweep", "expressive-digits", "--smoke", "--out", str(tmp_path), "--no-progress", "--device", "cpu"]) == 0
+    )
     out = capsys.readouterr().out
     assert "kd_asymmetric" in out and "icc_full" in out and "standard errors" in out
     summary = pd.read_csv(tmp_path / "summary.csv", index_col="arm")
@@ -259,8 +328,20 @@ def test_sweep_command_smoke_on_the_shipped_digits_study(tmp_path, capsys):
 
 def test_sweep_command_smoke_on_the_crd_cifar100_study(tmp_path, capsys):
     write_cifar100(tmp_path / "data" / "cifar-100-python")
-    args = ["sweep", "expressive-crd-cifar100", "--smoke", "--arms", "icc_full", "--data-root", str(tmp_path / "data"),
-            "--out", str(tmp_path / "out"), "--no-progress", "--device", "cpu"]
+    args = [
+        "sweep",
+        "expressive-crd-cifar100",
+        "--smoke",
+        "--arms",
+        "icc_full",
+        "--data-root",
+        str(tmp_path / "data"),
+        "--out",
+        str(tmp_path / "out"),
+        "--no-progress",
+        "--device",
+        "cpu",
+    ]
     assert main(args) == 0
     assert {p.name for p in (tmp_path / "out").iterdir() if p.is_dir()} == {"teacher_icc", "icc_full", "teacher_cache"}
     config = json.loads(next((tmp_path / "out" / "icc_full").glob("*/seed_0/config.json")).read_text())
@@ -296,14 +377,18 @@ def test_the_study_reproduces_its_committed_runs(tmp_path):
     runs = run_sweep(experiment, tmp_path, progress=False, device="cpu").set_index("arm")
     expected = committed[committed["seed"] == 0].set_index("arm").loc[runs.index]
     for column, images in (("val_top1_err", 126), ("test_top1_err", 539)):
-        assert (runs[column] * images).round().tolist() == pytest.approx((expected[column] * images).round().tolist(), abs=2)
+        assert (runs[column] * images).round().tolist() == pytest.approx(
+            (expected[column] * images).round().tolist(), abs=2
+        )
     assert runs["sigma2"].tolist() == pytest.approx(expected["sigma2"].tolist(), abs=5e-3)
 
 
 def test_a_folder_of_runs_with_other_settings_is_refused_not_reused(tmp_path):
     out = tmp_path / "out"
     run_sweep(load_experiment(write(tmp_path), seeds=[0]), out, progress=False, device="cpu")
-    changed = load_experiment(write(tmp_path, TINY.replace("epochs = 2\nbatch_size = 20", "epochs = 3\nbatch_size = 20")), seeds=[0])
+    changed = load_experiment(
+        write(tmp_path, TINY.replace("epochs = 2\nbatch_size = 20", "epochs = 3\nbatch_size = 20")), seeds=[0]
+    )
     with pytest.raises(ValueError, match=r"other settings \(settings\).*another output folder"):
         run_sweep(changed, out, progress=False, device="cpu")
     kd_run = next(r for r in plan(changed) if r.arm.name == "kd")
@@ -316,9 +401,19 @@ def test_teacher_comparison_arms_are_the_plain_kd_students_with_a_teacher(tmp_pa
 
 
 def test_swept_reads_a_parameter_from_the_run_or_its_teacher_label():
-    runs = pd.DataFrame({"variant": ["icc_mimic.weight=0.3,kd.tau=2.0|teacher_icc:icc_teacher.weight=1.0", "default|teacher_icc:icc_teacher.weight=0.03",
-                                     "default", "xkd.tau=5.0"]})
+    runs = pd.DataFrame(
+        {
+            "variant": [
+                "icc_mimic.weight=0.3,kd.tau=2.0|teacher_icc:icc_teacher.weight=1.0",
+                "default|teacher_icc:icc_teacher.weight=0.03",
+                "default",
+                "xkd.tau=5.0",
+            ]
+        }
+    )
     tau = swept(runs, "kd.tau")
     assert tau.iloc[0] == 2.0 and tau.iloc[1:].isna().all()  # "xkd.tau" is another key
-    assert swept(runs, "icc_teacher.weight").tolist()[:2] == [1.0, 0.03] and math.isnan(swept(runs, "icc_teacher.weight").iloc[2])
+    assert swept(runs, "icc_teacher.weight").tolist()[:2] == [1.0, 0.03] and math.isnan(
+        swept(runs, "icc_teacher.weight").iloc[2]
+    )
     assert swept(runs, "icc_mimic.weight").name == "icc_mimic.weight"

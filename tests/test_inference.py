@@ -1,5 +1,6 @@
 """predict_logits, which the tutorial uses to look at a model's outputs: the model in eval mode over
 a split's standardised images, in the split's order, whatever the batch size."""
+
 import torch
 
 from kdviz.inference import predict_logits, topk_errors

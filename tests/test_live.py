@@ -1,4 +1,5 @@
 """The trainer's on_epoch hook and kdviz.LiveCurves, the notebook display built on it."""
+
 import math
 
 import nbformat
@@ -16,14 +17,23 @@ from kdviz.train.epoch import TEST_COLUMNS as TEST
 
 def test_on_epoch_is_called_once_per_epoch_with_the_history_so_far(tiny_data):
     calls = []
-    result = kd.train(tiny_data, "mlp", "ce", epochs=3, batch_size=16, progress=False,
-                      on_epoch=lambda history, snapshot, epochs: calls.append((history, snapshot, epochs)))
+    result = kd.train(
+        tiny_data,
+        "mlp",
+        "ce",
+        epochs=3,
+        batch_size=16,
+        progress=False,
+        on_epoch=lambda history, snapshot, epochs: calls.append((history, snapshot, epochs)),
+    )
     assert len(calls) == 3
     for k, (history, snapshot, epochs) in enumerate(calls):
         assert epochs == 3
         assert history["epoch"].tolist() == list(range(k + 1))
         # The test split is evaluated once, on the chosen epoch, after the last epoch (eval_test=False).
-        pd.testing.assert_frame_equal(history.drop(columns=list(TEST)), result.history.iloc[: k + 1].drop(columns=list(TEST)))
+        pd.testing.assert_frame_equal(
+            history.drop(columns=list(TEST)), result.history.iloc[: k + 1].drop(columns=list(TEST))
+        )
         assert history[list(TEST)].isna().all().all()
         assert snapshot is result.icc_snapshots[k]  # the epoch's validation ICC
         assert snapshot.n == len(tiny_data.val)
@@ -31,8 +41,12 @@ def test_on_epoch_is_called_once_per_epoch_with_the_history_so_far(tiny_data):
 
 def test_distill_and_train_teacher_pass_on_epoch_through(tiny_data):
     seen = []
-    teacher = kd.train_teacher(tiny_data, "mlp", "ce", epochs=2, progress=False, on_epoch=lambda h, s, e: seen.append(("t", len(h))))
-    kd.distill(tiny_data, teacher, "mlp", "kd", epochs=2, progress=False, on_epoch=lambda h, s, e: seen.append(("s", len(h))))
+    teacher = kd.train_teacher(
+        tiny_data, "mlp", "ce", epochs=2, progress=False, on_epoch=lambda h, s, e: seen.append(("t", len(h)))
+    )
+    kd.distill(
+        tiny_data, teacher, "mlp", "kd", epochs=2, progress=False, on_epoch=lambda h, s, e: seen.append(("s", len(h)))
+    )
     assert seen == [("t", 1), ("t", 2), ("s", 1), ("s", 2)]
 
 
@@ -45,7 +59,16 @@ def test_on_epoch_after_resume_sees_the_whole_history(tiny_data, tmp_path):
     with pytest.raises(KeyboardInterrupt):
         kd.train(tiny_data, "mlp", "ce", epochs=4, progress=False, out_dir=run, on_epoch=interrupt_after_two)
     lengths = []
-    kd.train(tiny_data, "mlp", "ce", epochs=4, progress=False, out_dir=run, resume=True, on_epoch=lambda h, s, e: lengths.append(len(h)))
+    kd.train(
+        tiny_data,
+        "mlp",
+        "ce",
+        epochs=4,
+        progress=False,
+        out_dir=run,
+        resume=True,
+        on_epoch=lambda h, s, e: lengths.append(len(h)),
+    )
     assert lengths == [3, 4]
 
 
@@ -68,7 +91,9 @@ def test_live_curves_do_nothing_outside_a_kernel(tiny_info, capsys):
 
 
 @pytest.mark.parametrize("seconds, expected", [(1000.0, 5), (1e-6, 2)], ids=["slow-epochs", "fast-epochs"])
-def test_live_curves_keep_drawing_within_budget_and_always_draw_first_and_last(tiny_info, monkeypatch, seconds, expected):
+def test_live_curves_keep_drawing_within_budget_and_always_draw_first_and_last(
+    tiny_info, monkeypatch, seconds, expected
+):
     """Epochs of 1000 s leave room to redraw every epoch; epochs of 1 us only the first and the last."""
     monkeypatch.setattr(live, "in_notebook", lambda: True)
     shown = []
@@ -112,11 +137,13 @@ def test_plot_training_fixes_the_epoch_axis_and_adds_the_icc(tiny_info):
 
 def test_live_curves_leave_one_png_in_a_notebook_cell(tmp_path, monkeypatch):
     monkeypatch.delenv("MPLBACKEND", raising=False)
-    cell = ("import kdviz as kd\n"
-            "data = kd.load_dataset('digits', seed=0, n_train=100)\n"
-            "curves = kd.LiveCurves(icc=True)\n"
-            "run = kd.train(data, 'mlp', epochs=3, progress=False, on_epoch=curves)\n"
-            "print(curves.draws)")
+    cell = (
+        "import kdviz as kd\n"
+        "data = kd.load_dataset('digits', seed=0, n_train=100)\n"
+        "curves = kd.LiveCurves(icc=True)\n"
+        "run = kd.train(data, 'mlp', epochs=3, progress=False, on_epoch=curves)\n"
+        "print(curves.draws)"
+    )
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(cell)])
     NotebookClient(nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
     outputs = nb.cells[0].outputs
@@ -138,7 +165,9 @@ def test_plot_soft_targets_bars_are_the_softmax_at_each_tau_and_the_title_gives_
         assert heights[4 * i : 4 * i + 4] == pytest.approx(p)
         rest = [v / (1 - p[0]) for v in p[1:]]  # the secondary probabilities, mean 1/3
         sigma2 = math.sqrt(sum((r - 1 / 3) ** 2 for r in rest) / 3)
-        assert f"tau {tau:g}: p(target) {p[0]:.3f}, secondary mass {1 - p[0]:.3f}, sigma2 {sigma2:.4f}" in ax.get_title()
+        assert (
+            f"tau {tau:g}: p(target) {p[0]:.3f}, secondary mass {1 - p[0]:.3f}, sigma2 {sigma2:.4f}" in ax.get_title()
+        )
     assert [t.get_text() for t in ax.get_xticklabels()] == ["a", "b", "c", "d"]
 
 

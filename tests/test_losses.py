@@ -4,6 +4,7 @@ Every expected value here comes either from arithmetic written out in a comment,
 numpy/python loops written from the formulas of docs/method.md (§1-3, "Scale convention"),
 never from the library's own helpers.
 """
+
 import math
 
 import numpy as np
@@ -229,12 +230,14 @@ def test_sharpen_rows_power_two_squares_then_renormalises():
     # row 2: NaN -> uniform over j != 2; row 3: all zero -> uniform over j != 3
     m2 = t64([[0, 0.5, 0.3, 0.2], [0.5, 0, 0.5, 0], [NAN] * 4, [0, 0, 0, 0]])
     third = 1 / 3
-    expected = t64([
-        [0, 25 / 38, 9 / 38, 4 / 38],
-        [0.5, 0, 0.5, 0],
-        [third, third, 0, third],
-        [third, third, third, 0],
-    ])
+    expected = t64(
+        [
+            [0, 25 / 38, 9 / 38, 4 / 38],
+            [0.5, 0, 0.5, 0],
+            [third, third, 0, third],
+            [third, third, third, 0],
+        ]
+    )
     got = sharpen_rows(m2, 2.0)
     assert torch.allclose(got, expected)
     assert torch.equal(torch.diagonal(got), torch.zeros(4, dtype=torch.float64))
@@ -408,8 +411,9 @@ def test_every_term_is_invariant_to_repeating_the_batch(name, dtype):
     term(StepOutputs(logits, targets, teacher))
     term.end_epoch()  # stateful terms get their target; a no-op for the others
     once = term(StepOutputs(logits, targets, teacher)).item()
-    twice = term(StepOutputs(torch.cat([logits, logits]), torch.cat([targets, targets]),
-                             torch.cat([teacher, teacher]))).item()
+    twice = term(
+        StepOutputs(torch.cat([logits, logits]), torch.cat([targets, targets]), torch.cat([teacher, teacher]))
+    ).item()
     assert math.isfinite(once) and once != 0.0
     assert twice == pytest.approx(once, rel=1e-5)
 
@@ -439,14 +443,15 @@ def test_icc_teacher_is_zero_before_first_epoch_then_matches_numpy():
 
 
 def test_icc_teacher_target_uses_only_correctly_classified_samples():
-    tau = 4.0
-    z = torch.tensor([
-        [5.0, 1.0, 0.0],  # class 0, correct
-        [1.0, 4.0, 0.0],  # class 0, misclassified as 1: must not enter row 0
-        [0.0, 6.0, 2.0],  # class 1, correct
-        [3.0, 0.0, 1.0],  # class 2, misclassified as 0
-        [0.0, 2.0, 1.0],  # class 2, misclassified as 1
-    ])
+    z = torch.tensor(
+        [
+            [5.0, 1.0, 0.0],  # class 0, correct
+            [1.0, 4.0, 0.0],  # class 0, misclassified as 1: must not enter row 0
+            [0.0, 6.0, 2.0],  # class 1, correct
+            [3.0, 0.0, 1.0],  # class 2, misclassified as 0
+            [0.0, 2.0, 1.0],  # class 2, misclassified as 1
+        ]
+    )
     y = torch.tensor([0, 0, 1, 2, 2])
     term = LOSS_TERMS.get("icc_teacher")()
     term(StepOutputs(z, y))
@@ -534,10 +539,13 @@ def test_objective_preset_kd_icc_mimic():
     assert total.item() == pytest.approx(0.1 * ce + 0.9 * kd + 0.1 * mimic, rel=1e-10)
 
 
-@pytest.mark.parametrize("build", [
-    lambda: Objective({"ce": 0.1, "icc_mimc": 1.0}),
-    lambda: Objective.parse("ce=0.1,kdd=0.9"),
-])
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: Objective({"ce": 0.1, "icc_mimc": 1.0}),
+        lambda: Objective.parse("ce=0.1,kdd=0.9"),
+    ],
+)
 def test_unknown_term_lists_valid_choices(build):
     with pytest.raises((KeyError, ValueError)) as info:
         build()
@@ -556,12 +564,15 @@ def test_negative_weight_raises():
         Objective.parse("ce=0.1,kd=-0.9")
 
 
-@pytest.mark.parametrize("name, valid", [
-    ("kd", ["tau"]),
-    ("dist", ["tau", "inter_weight", "intra_weight"]),
-    ("icc_teacher", ["tau", "power", "ema"]),
-    ("online_label_smoothing", ["tau", "ema"]),
-])
+@pytest.mark.parametrize(
+    "name, valid",
+    [
+        ("kd", ["tau"]),
+        ("dist", ["tau", "inter_weight", "intra_weight"]),
+        ("icc_teacher", ["tau", "power", "ema"]),
+        ("online_label_smoothing", ["tau", "ema"]),
+    ],
+)
 def test_unknown_parameter_raises_type_error_listing_valid_ones(name, valid):
     with pytest.raises(TypeError) as info:
         Objective({name: {"weight": 1.0, "temperature": 4.0}})
@@ -571,8 +582,16 @@ def test_unknown_parameter_raises_type_error_listing_valid_ones(name, valid):
         assert param in message, f"{message!r} does not list {param!r}"
 
 
-TAU_TERMS = ["kd", "icc_mimic", "icc_mimic_frobenius", "icc_mimic_pearson", "icc_mimic_classwise", "dist",
-             "icc_teacher", "online_label_smoothing"]
+TAU_TERMS = [
+    "kd",
+    "icc_mimic",
+    "icc_mimic_frobenius",
+    "icc_mimic_pearson",
+    "icc_mimic_classwise",
+    "dist",
+    "icc_teacher",
+    "online_label_smoothing",
+]
 
 
 @pytest.mark.parametrize("tau", [0.0, -1.0])
@@ -586,11 +605,14 @@ def test_non_positive_tau_raises_value_error_naming_tau(name, tau):
         obj(StepOutputs(logits, targets, teacher))
 
 
-@pytest.mark.parametrize("written, kd", [
-    ("kd", {"weight": 0.9, "tau": 4.0}),
-    ("ce=0.1,kd=0.9", {"weight": 0.9}),
-    ({"ce": 0.1, "kd": {"weight": 0.9, "tau": 2.0}}, {"weight": 0.9, "tau": 2.0}),
-])
+@pytest.mark.parametrize(
+    "written, kd",
+    [
+        ("kd", {"weight": 0.9, "tau": 4.0}),
+        ("ce=0.1,kd=0.9", {"weight": 0.9}),
+        ({"ce": 0.1, "kd": {"weight": 0.9, "tau": 2.0}}, {"weight": 0.9, "tau": 2.0}),
+    ],
+)
 def test_coerce_reads_every_written_form(written, kd):
     assert Objective.coerce(written).spec == {"ce": {"weight": 0.1}, "kd": kd}
     objective = Objective({"ce": 1.0})

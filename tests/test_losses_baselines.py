@@ -3,6 +3,7 @@
 Every expected value is computed here, in numpy or plain python loops written from the papers'
 equations, never with the library's helpers.
 """
+
 import math
 from pathlib import Path
 
@@ -105,9 +106,15 @@ def test_dkd_term_ramps_up_over_the_warmup_and_keeps_its_epoch_in_the_state():
     assert LOSS_TERMS.get("dkd")(warmup=0)(StepOutputs(s, y, t)).item() == pytest.approx(full)
 
 
-@pytest.mark.parametrize("params, match", [
-    ({"alpha": -1.0}, "alpha"), ({"warmup": -2}, "warmup"), ({"tau": 0.0}, "tau"), ({"gamma": 1.0}, "gamma"),
-])
+@pytest.mark.parametrize(
+    "params, match",
+    [
+        ({"alpha": -1.0}, "alpha"),
+        ({"warmup": -2}, "warmup"),
+        ({"tau": 0.0}, "tau"),
+        ({"gamma": 1.0}, "gamma"),
+    ],
+)
 def test_dkd_refuses_bad_parameters(params, match):
     with pytest.raises((ValueError, TypeError), match=match):
         LOSS_TERMS.get("dkd")(**params)
@@ -132,13 +139,21 @@ def digits_teacher(digits):
 # Weights for 8 px digits: FitNet's and AT's losses are means over positions, so maps of 8, 4 and 2 px
 # (CIFAR's: 32, 16 and 8) make CIFAR's weights (100, 1000) 16 to 64 times stronger; at those the
 # 2x2 attention maps of the last stage hold a small student back for many epochs.
-@pytest.mark.parametrize("objective", [
-    {"ce": 1, "fitnet": 10}, {"ce": 1, "at": 10}, {"ce": 1, "crd": {"weight": 0.8, "negatives": 512}},
-    {"ce": 1, "fitnet": 10, "at": 10},  # two feature terms at once
-], ids=["fitnet", "at", "crd", "fitnet+at"])
+@pytest.mark.parametrize(
+    "objective",
+    [
+        {"ce": 1, "fitnet": 10},
+        {"ce": 1, "at": 10},
+        {"ce": 1, "crd": {"weight": 0.8, "negatives": 512}},
+        {"ce": 1, "fitnet": 10, "at": 10},  # two feature terms at once
+    ],
+    ids=["fitnet", "at", "crd", "fitnet+at"],
+)
 def test_feature_term_students_learn_on_digits(digits, digits_teacher, objective):
     # A cnn of width 4 from a teacher of width 8: every stage differs in channels, so FitNet regresses.
-    result = kdviz.distill(digits, digits_teacher, "cnn", objective, model_kwargs={"width": 4}, epochs=4, progress=False)
+    result = kdviz.distill(
+        digits, digits_teacher, "cnn", objective, model_kwargs={"width": 4}, epochs=4, progress=False
+    )
     h = result.history
     assert h["val_top1_err"].min() < 0.25  # chance is 0.9
     for name in objective:
@@ -146,8 +161,15 @@ def test_feature_term_students_learn_on_digits(digits, digits_teacher, objective
 
 
 def test_dkd_student_learns_on_digits(digits, digits_teacher):
-    result = kdviz.distill(digits, digits_teacher, "cnn", {"ce": 1, "dkd": {"beta": 8, "warmup": 2}},
-                           model_kwargs={"width": 4}, epochs=3, progress=False)
+    result = kdviz.distill(
+        digits,
+        digits_teacher,
+        "cnn",
+        {"ce": 1, "dkd": {"beta": 8, "warmup": 2}},
+        model_kwargs={"width": 4},
+        epochs=3,
+        progress=False,
+    )
     h = result.history
     assert h["val_top1_err"].min() < 0.3  # chance is 0.9
     assert h["train_dkd"].iloc[0] > 0
@@ -163,8 +185,16 @@ CPU = torch.device("cpu")
 def _example(student, teacher, b=2):
     """StepOutputs of one batch whose stages have these shapes (their "pool" is the features)."""
     s, t = ({k: torch.zeros(b, *v) for k, v in shapes.items()} for shapes in (student, teacher))
-    return StepOutputs(torch.zeros(b, 3), torch.zeros(b, dtype=torch.long), torch.zeros(b, 3), s.get("pool"), t.get("pool"),
-                       torch.arange(b), s, t)
+    return StepOutputs(
+        torch.zeros(b, 3),
+        torch.zeros(b, dtype=torch.long),
+        torch.zeros(b, 3),
+        s.get("pool"),
+        t.get("pool"),
+        torch.arange(b),
+        s,
+        t,
+    )
 
 
 def _setup(term, student, teacher, n_train=10):
@@ -187,7 +217,10 @@ def np_block_mean(x, k):
 
 def test_fitnet_term_regresses_and_pools_as_the_formula_says():
     g = torch.Generator().manual_seed(1)
-    fs, ft = torch.randn(3, 2, 4, 4, generator=g, dtype=torch.float64), torch.randn(3, 3, 2, 2, generator=g, dtype=torch.float64)
+    fs, ft = (
+        torch.randn(3, 2, 4, 4, generator=g, dtype=torch.float64),
+        torch.randn(3, 3, 2, 2, generator=g, dtype=torch.float64),
+    )
     term = LOSS_TERMS.get("fitnet")(student_stage="a", teacher_stage="b")
     _setup(term, {"a": (2, 4, 4)}, {"b": (3, 2, 2)})
     term.double()
@@ -195,8 +228,8 @@ def test_fitnet_term_regresses_and_pools_as_the_formula_says():
     with torch.no_grad():
         term.regressor.net[0].weight.copy_(w[:, :, None, None])
     loss = term(StepOutputs(None, None, stages={"a": fs}, teacher_stages={"b": ft}))
-    y = np.einsum("ts,bshw->bthw", w.numpy(), fs.numpy())      # 1x1 conv, no bias
-    r = np_block_mean(np_batchnorm_train(y), 2)                  # BN, then 4x4 -> 2x2
+    y = np.einsum("ts,bshw->bthw", w.numpy(), fs.numpy())  # 1x1 conv, no bias
+    r = np_block_mean(np_batchnorm_train(y), 2)  # BN, then 4x4 -> 2x2
     assert loss.item() == pytest.approx(np.mean((r - ft.numpy()) ** 2), rel=1e-9)
     assert hint_loss(ft, ft.clone()).item() == 0.0
     assert len(list(Objective({"fitnet": 1}).parameters())) == 0  # not set up yet: nothing to train
@@ -224,8 +257,14 @@ def np_attention(f, p=2):
 
 def test_at_term_sums_the_stage_pairs_of_the_formula():
     g = torch.Generator().manual_seed(2)
-    s1, t1 = torch.randn(2, 3, 4, 4, generator=g, dtype=torch.float64), torch.randn(2, 5, 2, 2, generator=g, dtype=torch.float64)
-    s2, t2 = torch.randn(2, 4, 2, 2, generator=g, dtype=torch.float64), torch.randn(2, 6, 2, 2, generator=g, dtype=torch.float64)
+    s1, t1 = (
+        torch.randn(2, 3, 4, 4, generator=g, dtype=torch.float64),
+        torch.randn(2, 5, 2, 2, generator=g, dtype=torch.float64),
+    )
+    s2, t2 = (
+        torch.randn(2, 4, 2, 2, generator=g, dtype=torch.float64),
+        torch.randn(2, 6, 2, 2, generator=g, dtype=torch.float64),
+    )
     term = LOSS_TERMS.get("at")(stages=["x", "y"], teacher_stages=["u", "v"])
     _setup(term, {"x": (3, 4, 4), "y": (4, 2, 2)}, {"u": (5, 2, 2), "v": (6, 2, 2)})
     loss = term(StepOutputs(None, None, stages={"x": s1, "y": s2}, teacher_stages={"u": t1, "v": t2}))
@@ -250,7 +289,9 @@ def np_nce(h, n_data):
     k = h.shape[1] - 1
     total = 0.0
     for row in h:
-        total += math.log(row[0] / (row[0] + k / n_data)) + sum(math.log((k / n_data) / (x + k / n_data)) for x in row[1:])
+        total += math.log(row[0] / (row[0] + k / n_data)) + sum(
+            math.log((k / n_data) / (x + k / n_data)) for x in row[1:]
+        )
     return -total / len(h)
 
 
@@ -269,7 +310,9 @@ def test_nce_loss_matches_the_formula_and_is_batch_invariant():
     # A negative drawn twice counts twice: the counts stand for the K draws.
     x = torch.tensor([[0.3, -1.2, 0.7]], dtype=torch.float64)
     twice = nce_loss(x, torch.tensor([0.5], dtype=torch.float64), torch.tensor([[0.0, 2.0, 1.0]], dtype=torch.float64))
-    assert twice.item() == pytest.approx(math.log1p(math.exp(-0.5)) + 2 * math.log1p(math.exp(-1.2)) + math.log1p(math.exp(0.7)))
+    assert twice.item() == pytest.approx(
+        math.log1p(math.exp(-0.5)) + 2 * math.log1p(math.exp(-1.2)) + math.log1p(math.exp(0.7))
+    )
     # Scores far beyond exp's range stay finite in the log form.
     assert math.isfinite(nce_loss(torch.tensor([[-900.0, 5.0]]), torch.tensor([900.0]), torch.ones(1, 2)).item())
 
@@ -282,7 +325,8 @@ def _fixed_negatives(memory, k):
     def counts(idx, dtype):
         drawn = column[(idx[:, None] + torch.arange(1, k + 1, device=idx.device)) % memory.n_data]
         return torch.zeros(len(idx), memory.n_data, dtype=dtype, device=idx.device).scatter_add_(
-            1, drawn, torch.ones(drawn.shape, dtype=dtype, device=idx.device))
+            1, drawn, torch.ones(drawn.shape, dtype=dtype, device=idx.device)
+        )
 
     memory.negative_counts = counts
 
@@ -372,7 +416,9 @@ def test_crd_refuses_feature_maps_and_missing_indices():
 
 def test_crd_needs_the_training_labels():
     with pytest.raises(ValueError, match=r"labels, int64 \[N\].*shape \(\)"):
-        _setup(LOSS_TERMS.get("crd")(), {"pool": (4,)}, {"pool": (4,)}).setup(_example({"pool": (4,)}, {"pool": (4,)}), 10)
+        _setup(LOSS_TERMS.get("crd")(), {"pool": (4,)}, {"pool": (4,)}).setup(
+            _example({"pool": (4,)}, {"pool": (4,)}), 10
+        )
     with pytest.raises(ValueError, match="two classes"):
         ContrastMemory(torch.zeros(5, dtype=torch.long), dim=3, negatives=2, temperature=0.5, momentum=0.5)
 
@@ -405,13 +451,23 @@ def _feature_step(seed, b=4):
 def _repeat(step):
     cat = lambda d: {k: torch.cat([v, v]) for k, v in d.items()}  # noqa: E731
     stages, teacher_stages = cat(step.stages), cat(step.teacher_stages)
-    return StepOutputs(None, None, None, stages["pool"], teacher_stages["pool"], torch.cat([step.indices, step.indices]),
-                       stages, teacher_stages)
+    return StepOutputs(
+        None,
+        None,
+        None,
+        stages["pool"],
+        teacher_stages["pool"],
+        torch.cat([step.indices, step.indices]),
+        stages,
+        teacher_stages,
+    )
 
 
 def _build(name, device=CPU):
     torch.manual_seed(0)
-    term = _setup(LOSS_TERMS.get(name)(**({"negatives": 3} if name == "crd" else {})), STUDENT, TEACHER, n_train=12).to(device)
+    term = _setup(LOSS_TERMS.get(name)(**({"negatives": 3} if name == "crd" else {})), STUDENT, TEACHER, n_train=12).to(
+        device
+    )
     if name == "crd":
         _fixed_negatives(term.memory, 3)
     return term
@@ -428,13 +484,17 @@ def test_every_feature_term_is_invariant_to_repeating_the_batch(name):
 def _to_meta(step):
     meta = lambda d: {k: v.to("meta").requires_grad_() for k, v in d.items()}  # noqa: E731
     stages, teacher_stages = meta(step.stages), meta(step.teacher_stages)
-    return StepOutputs(None, None, None, stages["pool"], teacher_stages["pool"], step.indices.to("meta"), stages, teacher_stages)
+    return StepOutputs(
+        None, None, None, stages["pool"], teacher_stages["pool"], step.indices.to("meta"), stages, teacher_stages
+    )
 
 
 @pytest.mark.parametrize("name", FEATURE_TERMS)
 def test_no_feature_term_syncs_with_the_host_in_a_step(name):
     torch.manual_seed(0)
-    term = _setup(LOSS_TERMS.get(name)(**({"negatives": 3} if name == "crd" else {})), STUDENT, TEACHER, n_train=12).to("meta")
+    term = _setup(LOSS_TERMS.get(name)(**({"negatives": 3} if name == "crd" else {})), STUDENT, TEACHER, n_train=12).to(
+        "meta"
+    )
     with no_host_sync():
         for _ in range(2):  # the second step also applies the first one's bank update
             term(_to_meta(_feature_step(6))).backward()
@@ -455,11 +515,15 @@ def test_crd_draws_sync_nothing_when_some_classes_draw_with_replacement():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA's sync debug mode needs a GPU")
 @pytest.mark.parametrize("name", FEATURE_TERMS)
 def test_no_feature_term_syncs_on_cuda(name):
-    term = _setup(LOSS_TERMS.get(name)(**({"negatives": 3} if name == "crd" else {})), STUDENT, TEACHER, n_train=12).cuda()
+    term = _setup(
+        LOSS_TERMS.get(name)(**({"negatives": 3} if name == "crd" else {})), STUDENT, TEACHER, n_train=12
+    ).cuda()
     cpu = _feature_step(7)
     cuda = lambda d: {k: v.cuda().requires_grad_() for k, v in d.items()}  # noqa: E731
     stages, teacher_stages = cuda(cpu.stages), cuda(cpu.teacher_stages)
-    step = StepOutputs(None, None, None, stages["pool"], teacher_stages["pool"], cpu.indices.cuda(), stages, teacher_stages)
+    step = StepOutputs(
+        None, None, None, stages["pool"], teacher_stages["pool"], cpu.indices.cuda(), stages, teacher_stages
+    )
     term(step).backward()  # the first step sets CRD's constants
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
@@ -472,7 +536,10 @@ def test_no_feature_term_syncs_on_cuda(name):
 
 def test_feature_presets_weigh_the_terms_as_crds_benchmark_does():
     assert {name: PRESETS[name] for name in ("fitnet", "at", "crd")} == {
-        "fitnet": {"ce": 1.0, "fitnet": 100.0}, "at": {"ce": 1.0, "at": 1000.0}, "crd": {"ce": 1.0, "crd": 0.8}}
+        "fitnet": {"ce": 1.0, "fitnet": 100.0},
+        "at": {"ce": 1.0, "at": 1000.0},
+        "crd": {"ce": 1.0, "crd": 0.8},
+    }
     assert Objective.parse("crd").trainable and "indices" in Objective.parse("crd").inputs
     assert not Objective.parse("dkd").trainable
 
@@ -505,7 +572,10 @@ def bank_update(mine):
     torch.manual_seed(0)
     memory = ContrastMemory(torch.tensor([0, 1, 0, 1, 0, 1, 1]), dim=3, negatives=2, temperature=0.5, momentum=0.5)
     g = torch.Generator().manual_seed(1)
-    s, t = torch.nn.functional.normalize(torch.randn(5, 3, generator=g), dim=1), torch.nn.functional.normalize(torch.randn(5, 3, generator=g), dim=1)
+    s, t = (
+        torch.nn.functional.normalize(torch.randn(5, 3, generator=g), dim=1),
+        torch.nn.functional.normalize(torch.randn(5, 3, generator=g), dim=1),
+    )
     idx = torch.tensor([6, 0, 3, 2, 5])
     before = memory.student_bank[:7].clone()
     memory.scores(s[mine], t[mine], idx[mine])
@@ -519,8 +589,16 @@ def test_crd_bank_and_term_parts_stay_identical_on_every_rank(tmp_path):
 
     script = tmp_path / "bank.py"
     script.write_text(BANK_SCRIPT)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script), str(tmp_path),
-           str(Path(__file__).parent)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        str(script),
+        str(tmp_path),
+        str(Path(__file__).parent),
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     ranks = [torch.load(tmp_path / f"bank{r}.pt", weights_only=True) for r in (0, 1)]
@@ -544,9 +622,16 @@ from kdviz.models import build_model, stage_shapes  # noqa: E402
 from kdviz.train import train  # noqa: E402
 
 CRD_PAIRS = [  # the CRD benchmark's pairs that kdviz's zoo has (its ResNet50 is ImageNet's)
-    ("resnet56", "resnet20"), ("resnet110", "resnet32"), ("resnet32x4", "resnet8x4"), ("vgg13", "vgg8"),
-    ("wrn_40_2", "wrn_16_2"), ("wrn_40_2", "wrn_40_1"), ("vgg13", "mobilenetv2"), ("resnet32x4", "shufflenetv1"),
-    ("resnet32x4", "shufflenetv2_1_0"), ("wrn_40_2", "shufflenetv1"),
+    ("resnet56", "resnet20"),
+    ("resnet110", "resnet32"),
+    ("resnet32x4", "resnet8x4"),
+    ("vgg13", "vgg8"),
+    ("wrn_40_2", "wrn_16_2"),
+    ("wrn_40_2", "wrn_40_1"),
+    ("vgg13", "mobilenetv2"),
+    ("resnet32x4", "shufflenetv1"),
+    ("resnet32x4", "shufflenetv2_1_0"),
+    ("wrn_40_2", "shufflenetv1"),
 ]
 
 
@@ -554,12 +639,16 @@ CRD_PAIRS = [  # the CRD benchmark's pairs that kdviz's zoo has (its ResNet50 is
 def test_default_stages_fit_every_crd_pair(teacher_name, student_name):
     teacher, student = (build_model(n, 100, (3, 32, 32)) for n in (teacher_name, student_name))
     objective = Objective({"fitnet": 1, "at": 1, "crd": {"negatives": 8}})
-    objective.setup(_example(stage_shapes(student, (3, 32, 32)), stage_shapes(teacher, (3, 32, 32))), torch.arange(16) % 4)
+    objective.setup(
+        _example(stage_shapes(student, (3, 32, 32)), stage_shapes(teacher, (3, 32, 32))), torch.arange(16) % 4
+    )
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         t_logits, t_stages = teacher.eval()(x, return_stages=True)
     logits, stages = student(x, return_stages=True)
-    out = StepOutputs(logits, torch.tensor([0, 1]), t_logits, stages["pool"], t_stages["pool"], torch.tensor([3, 7]), stages, t_stages)
+    out = StepOutputs(
+        logits, torch.tensor([0, 1]), t_logits, stages["pool"], t_stages["pool"], torch.tensor([3, 7]), stages, t_stages
+    )
     total, parts = objective(out)
     total.backward()
     assert all(math.isfinite(v.item()) and v.item() > 0 for v in parts.values())
@@ -620,7 +709,7 @@ def _crd_rows():
     import shlex
 
     text = README.read_text()
-    block = text[text.index("**The CRD table's rows.**"):text.index("**The paper's Tiny ImageNet experiment**")]
+    block = text[text.index("**The CRD table's rows.**") : text.index("**The paper's Tiny ImageNet experiment**")]
     rows, student = [], None
     for line in block.splitlines():
         words = shlex.split(line, comments=True) if line.startswith("    ") else []  # the code lines
@@ -638,7 +727,9 @@ def test_readme_lists_every_method_for_every_crd_pair_and_each_row_parses():
 
     methods = {}
     for student, argv in _crd_rows():
-        args = build_parser().parse_args(["distill", "--recipe", "crd-cifar100", "--teacher", "t.pt", "--model", student, *argv])
+        args = build_parser().parse_args(
+            ["distill", "--recipe", "crd-cifar100", "--teacher", "t.pt", "--model", student, *argv]
+        )
         spec = dict(Objective.parse(args.loss or "kd").spec)  # no --loss: the recipe's student loss, 0.1 CE + 0.9 KD
         for name, params in json.loads(args.loss_params).items():
             spec[name] = {**spec[name], **params}
@@ -658,7 +749,24 @@ def test_crd_recipe_distills_with_a_feature_term_from_the_command_line(tmp_path)
     teacher, student = tmp_path / "teacher", tmp_path / "student"
     common = ["--recipe", "crd-cifar100", "--data-root", str(tmp_path), "--n-train", "6", "--epochs", "1", *CPU]
     assert main(["train-teacher", *common, "--model", "resnet8", "--out", str(teacher)]) == 0
-    assert main(["distill", *common, "--teacher", str(teacher / "best.pt"), "--model", "shufflenetv2_0_5", "--loss", "crd",
-                 "--loss-params", '{"crd": {"negatives": 64}}', "--out", str(student)]) == 0
+    assert (
+        main(
+            [
+                "distill",
+                *common,
+                "--teacher",
+                str(teacher / "best.pt"),
+                "--model",
+                "shufflenetv2_0_5",
+                "--loss",
+                "crd",
+                "--loss-params",
+                '{"crd": {"negatives": 64}}',
+                "--out",
+                str(student),
+            ]
+        )
+        == 0
+    )
     assert config(student)["objective"]["crd"] == {"weight": 0.8, "negatives": 64}
     assert "crd" in torch.load(student / "last.pt", weights_only=True)["objective"]

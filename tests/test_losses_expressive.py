@@ -4,6 +4,7 @@ secondary_entropy) and the no-host-sync guarantee of every registered term (issu
 Expected values come from arithmetic written out in comments or from plain python/numpy loops
 over the formulas, never from the library's own helpers.
 """
+
 import contextlib
 import io
 import math
@@ -11,6 +12,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from test_losses import LOGIT_TERMS  # tests/ is on sys.path: pytest's rootdir conftest
 
 from kdviz.losses import (
     LOSS_TERMS,
@@ -21,7 +23,6 @@ from kdviz.losses import (
     kd_loss,
     secondary_entropy,
 )
-from test_losses import LOGIT_TERMS  # tests/ is on sys.path: pytest's rootdir conftest
 
 LN2 = math.log(2.0)
 
@@ -219,7 +220,9 @@ def test_secondary_entropy_hand_example():
 
 def test_secondary_entropy_uniform_is_one_and_one_hot_like_is_near_zero():
     y = torch.tensor([1, 2])
-    assert secondary_entropy(t64([[3.0, 8.0, 3.0, 3.0], [-1.0, -1.0, 5.0, -1.0]]), y).item() == pytest.approx(1.0, rel=1e-12)
+    assert secondary_entropy(t64([[3.0, 8.0, 3.0, 3.0], [-1.0, -1.0, 5.0, -1.0]]), y).item() == pytest.approx(
+        1.0, rel=1e-12
+    )
     # tau = 4, one wrong class 400 above the others: q ~ [1, e^-100, e^-100], H ~ 200 e^-100 ~ 0
     peaked = t64([[400.0, 0.0, 0.0, 0.0], [400.0, 0.0, 0.0, 0.0]])
     assert secondary_entropy(peaked, y).item() == pytest.approx(0.0, abs=1e-30)
@@ -266,34 +269,44 @@ def test_new_terms_do_not_change_with_batch_size(name):
     assert once > 0 and twice == pytest.approx(once, rel=1e-6)
 
 
-@pytest.mark.parametrize("name, params, message", [
-    ("kd_asymmetric", {"tau": 0.0}, "tau must be > 0"),
-    ("kd_asymmetric", {"tau_target": -1.0}, "tau_target must be > 0"),
-    ("kd_asymmetric", {"tau_nontarget": 0.0}, "tau_nontarget must be > 0"),
-    ("icc_consensus_ref", {"tau": -2.0}, "tau must be > 0"),
-    ("icc_consensus_ref", {"power": 0.0}, "power must be > 0"),
-    ("secondary_entropy", {"tau": 0.0}, "tau must be > 0"),
-])
+@pytest.mark.parametrize(
+    "name, params, message",
+    [
+        ("kd_asymmetric", {"tau": 0.0}, "tau must be > 0"),
+        ("kd_asymmetric", {"tau_target": -1.0}, "tau_target must be > 0"),
+        ("kd_asymmetric", {"tau_nontarget": 0.0}, "tau_nontarget must be > 0"),
+        ("icc_consensus_ref", {"tau": -2.0}, "tau must be > 0"),
+        ("icc_consensus_ref", {"power": 0.0}, "power must be > 0"),
+        ("secondary_entropy", {"tau": 0.0}, "tau must be > 0"),
+    ],
+)
 def test_bad_parameters_raise_naming_the_valid_range(name, params, message):
     with pytest.raises(ValueError, match=message):
         Objective({name: {"weight": 1.0, **params}})
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"tau": -1.0}, "tau must be > 0"), ({"tau_target": 0.0}, "tau_target must be > 0"),
-    ({"tau_nontarget": -0.5}, "tau_nontarget must be > 0"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"tau": -1.0}, "tau must be > 0"),
+        ({"tau_target": 0.0}, "tau_target must be > 0"),
+        ({"tau_nontarget": -0.5}, "tau_nontarget must be > 0"),
+    ],
+)
 def test_kd_asymmetric_function_checks_its_temperatures(kwargs, message):
     s, y, t = _batch(11)
     with pytest.raises(ValueError, match=message):
         asymmetric_kd_loss(s, t, y, **kwargs)
 
 
-@pytest.mark.parametrize("name, valid", [
-    ("kd_asymmetric", ["tau", "tau_target", "tau_nontarget"]),
-    ("icc_consensus_ref", ["tau", "power"]),
-    ("secondary_entropy", ["tau"]),
-])
+@pytest.mark.parametrize(
+    "name, valid",
+    [
+        ("kd_asymmetric", ["tau", "tau_target", "tau_nontarget"]),
+        ("icc_consensus_ref", ["tau", "power"]),
+        ("secondary_entropy", ["tau"]),
+    ],
+)
 def test_unknown_parameter_lists_the_valid_ones(name, valid):
     with pytest.raises(TypeError) as info:
         Objective({name: {"weight": 1.0, "ema": 0.5}})
@@ -302,7 +315,9 @@ def test_unknown_parameter_lists_the_valid_ones(name, valid):
 
 def test_kd_asymmetric_preset_spells_out_the_defaults():
     assert PRESETS["kd_asymmetric"] == {
-        "ce": 0.1, "kd_asymmetric": {"weight": 0.9, "tau": 4.0, "tau_target": 4.0, "tau_nontarget": 2.0}}
+        "ce": 0.1,
+        "kd_asymmetric": {"weight": 0.9, "tau": 4.0, "tau_target": 4.0, "tau_nontarget": 2.0},
+    }
 
 
 # ---------------------------------------------------------------- issue #4: no host sync in a step
@@ -326,6 +341,7 @@ def no_host_sync():
     def refuse(name):
         def method(self, *args, **kwargs):
             raise HostSync(f"Tensor.{name}() in the per-step path waits for the device")
+
         return method
 
     try:
@@ -343,13 +359,17 @@ def _steps(seed):
     return StepOutputs(s, y, t), meta
 
 
-@pytest.mark.parametrize("sync", [
-    lambda z: z.sum().item(),
-    lambda z: z[z > 0].sum(),
-    lambda z: 1.0 if z.max() > 0 else 0.0,
-    lambda z: float(z.mean()),
-    lambda z: torch.nonzero(z),
-], ids=["item", "boolean-mask", "if-tensor", "float", "torch.nonzero"])
+@pytest.mark.parametrize(
+    "sync",
+    [
+        lambda z: z.sum().item(),
+        lambda z: z[z > 0].sum(),
+        lambda z: 1.0 if z.max() > 0 else 0.0,
+        lambda z: float(z.mean()),
+        lambda z: torch.nonzero(z),
+    ],
+    ids=["item", "boolean-mask", "if-tensor", "float", "torch.nonzero"],
+)
 def test_host_sync_guard_catches_syncs(sync):
     z = torch.randn(4, 3, device="meta")
     with pytest.raises((HostSync, RuntimeError, NotImplementedError)):
@@ -386,9 +406,14 @@ def test_objective_of_every_term_does_not_sync_with_the_host():
     assert set(parts) == set(LOGIT_TERMS)
 
 
-@pytest.mark.parametrize("name, params", [
-    ("icc_teacher", {"ema": 0.5}), ("online_label_smoothing", {"ema": 0.5}), ("icc_consensus_ref", {}),
-])
+@pytest.mark.parametrize(
+    "name, params",
+    [
+        ("icc_teacher", {"ema": 0.5}),
+        ("online_label_smoothing", {"ema": 0.5}),
+        ("icc_consensus_ref", {}),
+    ],
+)
 def test_restored_target_moves_to_the_step_device_once(name, params):
     """A checkpoint restores targets on the CPU; copying one to the GPU every step would block the
     host every step (and an EMA update would then mix devices). Meta stands in for the GPU."""

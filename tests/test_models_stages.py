@@ -1,9 +1,11 @@
 """Named stages of the model zoo (`kdviz/models/stages.py`): their shapes, and that asking for them
 changes neither the outputs nor the parameters."""
+
 import pytest
 import torch
 
 from kdviz.models import MODELS, build_model, stage_shapes
+
 
 # Shapes at 32 px, 100 classes, worked out from each architecture's description (module docstrings and
 # CRD's code): resolution stages of widths (c1, c2, c3) at (s1, s2, s3) px, then the pooled width.
@@ -11,8 +13,8 @@ def _conv(c, s, pool):
     return {"stage1": (c[0], s[0], s[0]), "stage2": (c[1], s[1], s[1]), "stage3": (c[2], s[2], s[2]), "pool": (pool,)}
 
 
-RESNET = (32, 16, 8)       # stem at full size, layer2 and layer3 stride 2
-SHUFFLE = (16, 8, 4)       # 1x1 stem at full size, every stage stride 2
+RESNET = (32, 16, 8)  # stem at full size, layer2 and layer3 stride 2
+SHUFFLE = (16, 8, 4)  # 1x1 stem at full size, every stage stride 2
 EXPECTED_32PX = {
     **{f"resnet{d}": _conv((16, 32, 64), RESNET, 64) for d in (8, 14, 20, 32, 44, 56, 110)},
     "resnet8x4": _conv((64, 128, 256), RESNET, 256),
@@ -72,8 +74,16 @@ def _features(m, x):
     return m.classifier(m.features(x))
 
 
-PLAIN_FORWARD = {"resnet": _resnet, "wrn": _wrn, "vgg": _vgg, "mobilenetv2": _trunk_head, "shufflenetv1": _shufflev1,
-                 "shufflenetv2": _trunk_head, "cnn": _features, "mlp": _features}
+PLAIN_FORWARD = {
+    "resnet": _resnet,
+    "wrn": _wrn,
+    "vgg": _vgg,
+    "mobilenetv2": _trunk_head,
+    "shufflenetv1": _shufflev1,
+    "shufflenetv2": _trunk_head,
+    "cnn": _features,
+    "mlp": _features,
+}
 
 
 @pytest.mark.parametrize("name", MODELS.names())

@@ -1,5 +1,6 @@
 """The CRD model zoo: every registered model runs at 32 and 64 px for any class count, returns its pooled
 features on request, and has exactly the parameter count of the published CIFAR-100 architecture."""
+
 import pytest
 import torch
 

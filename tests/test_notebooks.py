@@ -4,6 +4,7 @@ each committed notebook carries the outputs of one real run, executed in order, 
 Re-execute and rewrite the committed notebooks (README, "Notebooks"):
     jupyter nbconvert --to notebook --execute --inplace notebooks/*.ipynb
 """
+
 import base64
 from pathlib import Path
 
@@ -37,13 +38,22 @@ def test_committed_notebook_was_executed_top_to_bottom_without_errors(path):
     nb = nbformat.read(path, as_version=4)
     cells = code_cells(nb)
     counts = [cell.execution_count for cell in cells]
-    assert counts == list(range(1, len(cells) + 1)), f"{path.name} was not run top to bottom in one kernel: execution counts {counts}"
+    assert counts == list(range(1, len(cells) + 1)), (
+        f"{path.name} was not run top to bottom in one kernel: execution counts {counts}"
+    )
     errors = [(i, o.get("ename")) for i, cell in enumerate(cells) for o in cell.outputs if o.output_type == "error"]
     assert not errors, f"{path.name} was committed with errors in code cells {errors}"
-    stderr = [i for i, cell in enumerate(cells) for o in cell.outputs if o.get("name") == "stderr" and "Traceback" in o.get("text", "")]
+    stderr = [
+        i
+        for i, cell in enumerate(cells)
+        for o in cell.outputs
+        if o.get("name") == "stderr" and "Traceback" in o.get("text", "")
+    ]
     assert not stderr, f"{path.name} has a traceback in the stderr of code cells {stderr}"
     figures = pngs(nb)
-    assert figures and all(base64.b64decode(png).startswith(b"\x89PNG") for png in figures), f"{path.name} holds no PNG figure"
+    assert figures and all(base64.b64decode(png).startswith(b"\x89PNG") for png in figures), (
+        f"{path.name} holds no PNG figure"
+    )
     assert path.stat().st_size <= MAX_BYTES, f"{path.name} is {path.stat().st_size:,} bytes; keep figures small"
 
 

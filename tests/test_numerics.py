@@ -1,5 +1,6 @@
 """Numerics of the loss terms and ICC sums at the edges: bf16 autocast, constant columns, tiny
 spreads, NaN samples (issue 12). References are computed independently in float64."""
+
 import pytest
 import torch
 import torch.nn.functional as F

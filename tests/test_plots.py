@@ -1,4 +1,5 @@
 """Figures: each returns a Figure with what a reader expects to see."""
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -8,7 +9,15 @@ from matplotlib.figure import Figure
 from kdviz.correlation import icc_of_logits
 from kdviz.data.base import DatasetInfo
 from kdviz.experiment_plots import plot_arms, plot_sweep
-from kdviz.plots import DISPLAY_WIDTH, MIN_FONT, cluster_order, error_ylim, plot_error_curves, plot_icc, plot_icc_comparison
+from kdviz.plots import (
+    DISPLAY_WIDTH,
+    MIN_FONT,
+    cluster_order,
+    error_ylim,
+    plot_error_curves,
+    plot_icc,
+    plot_icc_comparison,
+)
 
 
 def _report(info, seed):
@@ -62,7 +71,9 @@ def test_secondary_diagonal_is_masked_not_drawn_as_zero(tiny_info):
 
 
 def _info(n):
-    return DatasetInfo(name=f"c{n}", class_names=tuple(f"k{i}" for i in range(n)), image_shape=(1, 2, 2), mean=(0.5,), std=(0.25,))
+    return DatasetInfo(
+        name=f"c{n}", class_names=tuple(f"k{i}" for i in range(n)), image_shape=(1, 2, 2), mean=(0.5,), std=(0.25,)
+    )
 
 
 @pytest.mark.parametrize("classes", [4, 10])
@@ -98,8 +109,13 @@ def test_cell_numbers_are_left_out_when_too_many_classes_to_read_them():
 def test_error_curves_frame_the_band_where_runs_differ_with_integer_epochs():
     epochs = np.arange(12)
     descent = [0.9, 0.7, 0.5, 0.3, 0.2, 0.15]  # the first half: far above where the runs settle
-    a = pd.DataFrame({"epoch": epochs, "val_top1_err": descent + [0.12, 0.11, 0.1, 0.09, 0.085, 0.08],
-                      "train_top1_err": descent[:3] + [0.0] * 9})
+    a = pd.DataFrame(
+        {
+            "epoch": epochs,
+            "val_top1_err": descent + [0.12, 0.11, 0.1, 0.09, 0.085, 0.08],
+            "train_top1_err": descent[:3] + [0.0] * 9,
+        }
+    )
     b = a.assign(val_top1_err=descent + [0.11, 0.105, 0.1, 0.1, 0.095, 0.095])
     fig = plot_error_curves({"a": a, "b": b}, splits=("val", "train"), mark_epoch=5)
     ax = fig.axes[0]
@@ -111,7 +127,9 @@ def test_error_curves_frame_the_band_where_runs_differ_with_integer_epochs():
     low, high = plot_error_curves({"a": a}, splits=("val", "train"), zoom=False).axes[0].get_ylim()
     assert low <= 0 and high >= 90  # every value in view
     assert error_ylim([np.array([90.0, 50.0, 30.0])]) == pytest.approx((28.0, 52.0))  # from index 1 of 3 on
-    assert error_ylim([np.array([10.0, 10.4, 10.1, 10.2])]) == pytest.approx((9.6, 10.7))  # at least 0.5 points of margin
+    assert error_ylim([np.array([10.0, 10.4, 10.1, 10.2])]) == pytest.approx(
+        (9.6, 10.7)
+    )  # at least 0.5 points of margin
     assert error_ylim([np.array([np.nan])]) is None
 
 
@@ -119,8 +137,11 @@ def _sweep_runs():
     # Arm "b" sweeps beta over 0.1 and 1.0 on seeds 0, 1; test errors chosen so that the means
     # and standard errors are known: beta 0.1 -> 10 and 12 % (mean 11, se 1), beta 1.0 -> 20 and
     # 20 % (mean 20, se 0). Validation prefers beta 1.0 (5 %) to 0.1 (8 %).
-    rows = [("b", f"beta={beta}|t:default", seed, val, test) for beta, val, tests in [(0.1, 0.08, (0.10, 0.12)), (1.0, 0.05, (0.2, 0.2))]
-            for seed, test in enumerate(tests)]
+    rows = [
+        ("b", f"beta={beta}|t:default", seed, val, test)
+        for beta, val, tests in [(0.1, 0.08, (0.10, 0.12)), (1.0, 0.05, (0.2, 0.2))]
+        for seed, test in enumerate(tests)
+    ]
     runs = pd.DataFrame(rows, columns=["arm", "variant", "seed", "val_top1_err", "test_top1_err"])
     return runs.assign(beta=[0.1, 0.1, 1.0, 1.0])
 
@@ -139,13 +160,21 @@ def test_sweep_curve_shows_mean_and_standard_error_and_rings_the_value_chosen_on
 
 
 def test_arms_are_drawn_best_first_with_their_standard_errors():
-    summary = pd.DataFrame({"role": ["teacher", "student", "student", "student"], "seeds": [1, 3, 3, 3],
-                            "diff_vs_baseline": [np.nan, 0.0, -1.5, 2.0], "diff_se": [np.nan, np.nan, 0.5, 0.25]},
-                           index=["teacher_ce", "kd", "mimic", "alone"])
+    summary = pd.DataFrame(
+        {
+            "role": ["teacher", "student", "student", "student"],
+            "seeds": [1, 3, 3, 3],
+            "diff_vs_baseline": [np.nan, 0.0, -1.5, 2.0],
+            "diff_se": [np.nan, np.nan, 0.5, 0.25],
+        },
+        index=["teacher_ce", "kd", "mimic", "alone"],
+    )
     ax = plot_arms(summary).axes[0]
     labels = [t.get_text() for t in ax.get_yticklabels()]
     assert labels == ["alone (3 seeds)", "kd (3 seeds)", "mimic (3 seeds)"]  # drawn bottom to top: best on top
     assert np.allclose(ax.get_lines()[0].get_xdata(), [2.0, 0.0, -1.5])
-    assert np.allclose([seg[:, 0] for seg in ax.collections[0].get_segments()], [[1.75, 2.25], [0.0, 0.0], [-2.0, -1.0]])
+    assert np.allclose(
+        [seg[:, 0] for seg in ax.collections[0].get_segments()], [[1.75, 2.25], [0.0, 0.0], [-2.0, -1.0]]
+    )
     with pytest.raises(ValueError, match="column must be one of"):
         plot_arms(summary, "val_err")

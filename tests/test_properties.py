@@ -1,17 +1,20 @@
 """Property-based tests (hypothesis): every registered loss term on random, extreme and degenerate
 batches, and every numeric flag of the command line on random bad values (issue 12)."""
+
 import math
 
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_losses import LOGIT_TERMS  # tests/ is on sys.path: pytest's rootdir conftest
 
 from kdviz.cli import build_parser
 from kdviz.losses import LOSS_TERMS, StepOutputs
-from test_losses import LOGIT_TERMS  # tests/ is on sys.path: pytest's rootdir conftest
 
-FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+FAST = settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+)
 
 
 @st.composite
@@ -58,7 +61,7 @@ def test_every_loss_term_is_finite_with_a_finite_gradient_or_refuses(name, batch
         return
     for value in values:
         assert value.shape == () and torch.isfinite(value), (name, value)
-    grad, = torch.autograd.grad(sum(values), logits, allow_unused=True)
+    (grad,) = torch.autograd.grad(sum(values), logits, allow_unused=True)
     assert grad is None or torch.isfinite(grad).all(), name
 
 
@@ -66,7 +69,9 @@ def test_every_loss_term_is_finite_with_a_finite_gradient_or_refuses(name, batch
 _TEXT = st.sampled_from(["", "abc", "1e", "0x10", "½", "1,5", "nan", "inf", "-inf"])
 _NOT_POSITIVE_INT = st.integers(max_value=0).map(str)
 _NOT_INT = st.floats(allow_nan=False, allow_infinity=False).filter(lambda x: x != int(x)).map(repr)
-_NOT_POSITIVE = st.one_of(st.floats(max_value=0.0, allow_nan=False).map(repr), st.just("nan"), st.just("inf"), st.just("-inf"))
+_NOT_POSITIVE = st.one_of(
+    st.floats(max_value=0.0, allow_nan=False).map(repr), st.just("nan"), st.just("inf"), st.just("-inf")
+)
 BAD_VALUES = {
     "--epochs": st.one_of(_TEXT, _NOT_POSITIVE_INT, _NOT_INT),
     "--batch-size": st.one_of(_TEXT, _NOT_POSITIVE_INT, _NOT_INT),
@@ -76,17 +81,32 @@ BAD_VALUES = {
     "--jobs": st.one_of(_TEXT, _NOT_POSITIVE_INT, _NOT_INT),
     "--lr": st.one_of(_TEXT, _NOT_POSITIVE),
     "--tau": st.one_of(_TEXT, _NOT_POSITIVE),
-    "--milestones": st.one_of(st.sampled_from(["a", "1,b", "1.5", "3,-2", "-1"]), st.lists(st.integers(max_value=-1), min_size=1, max_size=3).map(lambda v: ",".join(map(str, v)))),
+    "--milestones": st.one_of(
+        st.sampled_from(["a", "1,b", "1.5", "3,-2", "-1"]),
+        st.lists(st.integers(max_value=-1), min_size=1, max_size=3).map(lambda v: ",".join(map(str, v))),
+    ),
 }
-COMMANDS = {"quickstart": [], "sweep": ["smoke"], "train-teacher": ["--out", "o"], "distill": ["--out", "o", "--teacher", "t.pt"], "correlations": ["x.pt"]}
+COMMANDS = {
+    "quickstart": [],
+    "sweep": ["smoke"],
+    "train-teacher": ["--out", "o"],
+    "distill": ["--out", "o", "--teacher", "t.pt"],
+    "correlations": ["x.pt"],
+}
 
 
 def _numeric_flags() -> dict[str, list[str]]:
     """{subcommand: its flags that take a typed value}, read from the parser itself, so that a new
     numeric flag without a check fails the test below."""
     sub = next(a for a in build_parser()._actions if a.choices and "quickstart" in a.choices)
-    return {cmd: [a.option_strings[0] for a in p._actions if a.option_strings and a.type is not None
-                  and a.option_strings[0] != "--device"] for cmd, p in sub.choices.items()}
+    return {
+        cmd: [
+            a.option_strings[0]
+            for a in p._actions
+            if a.option_strings and a.type is not None and a.option_strings[0] != "--device"
+        ]
+        for cmd, p in sub.choices.items()
+    }
 
 
 def test_every_numeric_flag_has_bad_values_to_try():

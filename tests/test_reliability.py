@@ -1,4 +1,5 @@
 """Interrupted runs resume exactly, a run directory has one writer, bad files get clear errors."""
+
 import os
 import signal
 import subprocess
@@ -58,13 +59,21 @@ def test_second_writer_is_refused_and_a_killed_holder_frees_the_lock(tmp_path):
         with pytest.raises(RunLockedError, match=f"in use by another kdviz process \\(pid {os.getpid()}\\)"):
             with RunLock(tmp_path):
                 pass
-    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(f"""
         import time
         from kdviz.train.lock import RunLock
         with RunLock({str(tmp_path)!r}):
             print("locked", flush=True)
             time.sleep(60)
-        """)], stdout=subprocess.PIPE, text=True)
+        """),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert holder.stdout.readline().strip() == "locked"
     with pytest.raises(RunLockedError, match=str(holder.pid)):
         with RunLock(tmp_path):
@@ -108,7 +117,9 @@ def test_non_finite_loss_keeps_the_last_good_checkpoint(tiny_data, tmp_path):
 def test_empty_training_split_is_a_clear_error(tiny_data):
     from kdviz.data.base import DatasetSplits, Split
 
-    empty = DatasetSplits(tiny_data.info, Split(tiny_data.train.images[:0], tiny_data.train.labels[:0]), tiny_data.val, tiny_data.test)
+    empty = DatasetSplits(
+        tiny_data.info, Split(tiny_data.train.images[:0], tiny_data.train.labels[:0]), tiny_data.val, tiny_data.test
+    )
     with pytest.raises(ValueError, match="train split of tiny is empty"):
         train(empty, "mlp", "ce", epochs=1, progress=False)
 
@@ -119,7 +130,10 @@ def test_empty_training_split_is_a_clear_error(tiny_data):
         (lambda: __import__("kdviz").Objective({"kd": {"weight": 1.0, "tau": 0}}), "tau must be > 0, got 0"),
         (lambda: __import__("kdviz").Objective({"ce": -1.0}), "must be a finite number >= 0, got -1.0"),
         (lambda: __import__("kdviz").TrainConfig(batch_size=0), "batch_size must be >= 1, got 0"),
-        (lambda: __import__("kdviz").TrainConfig(epochs=3, warmup_epochs=5), r"warmup_epochs must be in \[0, epochs=3\)"),
+        (
+            lambda: __import__("kdviz").TrainConfig(epochs=3, warmup_epochs=5),
+            r"warmup_epochs must be in \[0, epochs=3\)",
+        ),
         (lambda: __import__("kdviz").TrainConfig(schedule="linear"), "valid choices: constant, cosine, multistep"),
     ],
 )

@@ -1,5 +1,6 @@
 """Per-epoch ICC snapshots: an ICCReport saved and read back, the trainer's one file per epoch,
 and a run directory read while it grows."""
+
 import pickle
 
 import pandas as pd
@@ -55,8 +56,12 @@ def test_trainer_writes_each_epochs_validation_icc(tiny_data, tmp_path):
         _same(ICCReport.load(snapshot_path(tmp_path / "run", epoch)), snapshot)
     record = RunRecord("run", tmp_path / "run")
     assert record.epochs == [0, 1, 2] and record.best_epoch == result.best_epoch
-    pd.testing.assert_frame_equal(record.history[["epoch", "val_top1_err"]], result.history[["epoch", "val_top1_err"]],
-                                  check_exact=False, rtol=1e-12)
+    pd.testing.assert_frame_equal(
+        record.history[["epoch", "val_top1_err"]],
+        result.history[["epoch", "val_top1_err"]],
+        check_exact=False,
+        rtol=1e-12,
+    )
     in_memory = RunRecord("mem", result)
     assert in_memory.epochs == [0, 1, 2] and in_memory.at(7)[0] == 2 and in_memory.best_epoch == result.best_epoch
 

@@ -1,5 +1,6 @@
 """What a loss term reads from a training step: named by its signature (or `inputs`), filled only
 when asked; trainable terms are optimised with the model, saved in last.pt and resumed exactly."""
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -30,8 +31,12 @@ def test_a_function_term_reads_the_fields_its_parameters_name():
     assert LOSS_TERMS.get("kd_asymmetric")().inputs == ("teacher_logits", "targets")
     term = FunctionTerm(_feature_match, scale=2.0)
     assert term.inputs == ("features", "teacher_features") and term.needs_teacher
-    out = StepOutputs(torch.zeros(2, 3), torch.zeros(2, dtype=torch.long), features=torch.full((2, 5), 3.0),
-                      teacher_features=torch.ones(2, 7))
+    out = StepOutputs(
+        torch.zeros(2, 3),
+        torch.zeros(2, dtype=torch.long),
+        features=torch.full((2, 5), 3.0),
+        teacher_features=torch.ones(2, 7),
+    )
     assert term(out).item() == 2.0 * (3.0 - 1.0) ** 2  # no logits passed: its first parameter is a step field
     assert Objective({"ce": 1.0, "kd": 1.0}).inputs == {"targets", "teacher_logits"}
 
@@ -70,8 +75,16 @@ def test_teacher_features_are_refused_with_a_cache(tiny_data, register, tmp_path
     teacher = kdviz.build_model("cnn", 4, tiny_data.info.image_shape, width=8)
     register("feature_match", lambda **p: FunctionTerm(_feature_match, **p))
     with pytest.raises(ValueError, match="teacher cache holds logits only.*teacher_cache=False"):
-        train(tiny_data, "cnn", {"ce": 1.0, "feature_match": 1.0}, teacher=teacher, teacher_cache=True, cache_dir=tmp_path,
-              epochs=1, progress=False)
+        train(
+            tiny_data,
+            "cnn",
+            {"ce": 1.0, "feature_match": 1.0},
+            teacher=teacher,
+            teacher_cache=True,
+            cache_dir=tmp_path,
+            epochs=1,
+            progress=False,
+        )
 
 
 class _Regressor(ModuleTerm):
@@ -129,7 +142,7 @@ def test_a_trainable_term_is_optimised_saved_and_resumed_exactly(tiny_data, regi
         assert torch.equal(a, b), k
 
 
-DDP_SCRIPT = '''
+DDP_SCRIPT = """
 import sys, torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -150,7 +163,7 @@ data = kd.load_dataset("digits", seed=0)
 objective = kd.Objective({"ce": 1.0, "auxiliary": 0.5})
 kd.train(data, "mlp", objective, model_kwargs={"hidden": 16}, epochs=2, batch_size=64, progress=False)
 torch.save(objective.terms["auxiliary"].state_dict(), f"{sys.argv[1]}/aux_rank{dist.get_rank()}.pt")
-'''
+"""
 
 
 def test_trainable_terms_stay_identical_on_every_rank_under_torchrun(tmp_path):
@@ -159,7 +172,15 @@ def test_trainable_terms_stay_identical_on_every_rank_under_torchrun(tmp_path):
 
     script = tmp_path / "ddp_aux.py"
     script.write_text(DDP_SCRIPT)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script), str(tmp_path)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        str(script),
+        str(tmp_path),
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     # Each rank trains on its own half of every batch: only averaged gradients keep the heads equal.

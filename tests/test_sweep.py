@@ -1,5 +1,6 @@
 """`kdviz sweep`: waves in dependency order, --jobs N worker processes and Ray give the table of one
 process, and a sweep killed mid-way and started again reruns no finished run."""
+
 import json
 import os
 import signal
@@ -112,8 +113,12 @@ def test_ray_local_cluster_on_two_cpus_gives_the_table_of_one_process(one_proces
     ray = pytest.importorskip("ray", reason='Ray is not installed: pip install -e ".[ray]" (the dev extra includes it)')
     exp, want = one_process
     try:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-                 runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(sys.path)}})
+        ray.init(
+            num_cpus=2,
+            include_dashboard=False,
+            log_to_driver=False,
+            runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(sys.path)}},
+        )
     except Exception as e:  # noqa: BLE001 - Ray raises a bare Exception here
         if "timed out during startup" not in str(e):
             raise
@@ -132,7 +137,20 @@ def test_a_killed_sweep_started_again_reruns_no_finished_run(tmp_path, monkeypat
     path.write_text(TINY)
     out = tmp_path / "out"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "kdviz", "sweep", str(path), "--out", str(out), "--jobs", "2", "--no-progress", "--device", "cpu"]
+    command = [
+        sys.executable,
+        "-m",
+        "kdviz",
+        "sweep",
+        str(path),
+        "--out",
+        str(out),
+        "--jobs",
+        "2",
+        "--no-progress",
+        "--device",
+        "cpu",
+    ]
     proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     try:
         deadline = time.monotonic() + 240
@@ -143,15 +161,21 @@ def test_a_killed_sweep_started_again_reruns_no_finished_run(tmp_path, monkeypat
         proc.wait()
     finished = {p.parent.relative_to(out): p.read_bytes() for p in out.glob("**/result.json")}
     runs = plan(load_experiment(path))
-    assert 2 <= len(finished) < len(runs), f"the sweep was not caught mid-way ({len(finished)} of {len(runs)} runs finished)"
+    assert 2 <= len(finished) < len(runs), (
+        f"the sweep was not caught mid-way ({len(finished)} of {len(runs)} runs finished)"
+    )
 
     trained = []
     real_train = grid_module.train
-    monkeypatch.setattr(grid_module, "train", lambda *a, **k: trained.append(Path(k["out_dir"]).relative_to(out)) or real_train(*a, **k))
+    monkeypatch.setattr(
+        grid_module, "train", lambda *a, **k: trained.append(Path(k["out_dir"]).relative_to(out)) or real_train(*a, **k)
+    )
     again = run_sweep(load_experiment(path), out, progress=False, device="cpu")
     assert len(again) == len(runs)
     assert not set(trained) & set(finished)  # no finished run trained again
-    assert {run.path for run in runs if run.arm.role != "snapshot"} - set(finished) == set(trained)  # every other one did
+    assert {run.path for run in runs if run.arm.role != "snapshot"} - set(finished) == set(
+        trained
+    )  # every other one did
     for rel, content in finished.items():  # and their results are the ones written before the kill
         assert (out / rel / "result.json").read_bytes() == content
     assert json.loads((out / runs[0].path / "result.json").read_text())["arm"] == "teacher_ce"

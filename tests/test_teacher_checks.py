@@ -1,4 +1,5 @@
 """A wrong or broken teacher stops training with a message that names it, instead of a silently wrong student."""
+
 import json
 
 import pytest
@@ -37,8 +38,11 @@ def test_resume_with_another_teacher_is_refused_naming_both(tiny_data, tmp_path,
     recorded = {"checkpoint": str(a), "sha256": weights_sha256(first.model)}
     assert json.loads((run / "config.json").read_text())["teacher"] == recorded
     assert load_checkpoint(run / "last.pt")["teacher"] == recorded
-    with pytest.raises(ValueError, match=rf"trained from teacher {a} \(weights sha256 {recorded['sha256'][:12]}\).*given {b} "
-                                         rf"\(weights sha256 {weights_sha256(other.model)[:12]}\)"):
+    with pytest.raises(
+        ValueError,
+        match=rf"trained from teacher {a} \(weights sha256 {recorded['sha256'][:12]}\).*given {b} "
+        rf"\(weights sha256 {weights_sha256(other.model)[:12]}\)",
+    ):
         train(tiny_data, "cnn", "kd", teacher=b, epochs=3, out_dir=run, resume=True, **SMALL)
     with pytest.raises(ValueError, match="a module passed in Python"):  # the same refusal for a module
         train(tiny_data, "cnn", "kd", teacher=other.model, epochs=3, out_dir=run, resume=True, **SMALL)
@@ -50,7 +54,9 @@ def test_resume_with_another_teacher_is_refused_naming_both(tiny_data, tmp_path,
 
 def _resized(data, side):
     """`data` under the same dataset name, with side x side images."""
-    info = DatasetInfo(name=data.info.name, class_names=data.info.class_names, image_shape=(1, side, side), mean=(0.5,), std=(0.25,))
+    info = DatasetInfo(
+        name=data.info.name, class_names=data.info.class_names, image_shape=(1, side, side), mean=(0.5,), std=(0.25,)
+    )
     g = torch.Generator().manual_seed(0)
 
     def split(part):
@@ -76,15 +82,22 @@ def test_non_finite_teacher_logits_stop_training_naming_the_teacher(tiny_data, t
     with torch.no_grad():
         teacher.classifier.bias[2] = float("nan")  # kd alone would hide it: its NaN rows count as 0
     settings = dict(teacher_cache=cached, cache_dir=tmp_path / "cache", **SMALL)
-    with pytest.raises(FloatingPointError, match=r"teacher's logits are not finite .* at epoch 0, step 0; teacher: \(SmallCNN module\)"
-                                                 + (r" \(its cached logits\)" if cached else "")):
+    with pytest.raises(
+        FloatingPointError,
+        match=r"teacher's logits are not finite .* at epoch 0, step 0; teacher: \(SmallCNN module\)"
+        + (r" \(its cached logits\)" if cached else ""),
+    ):
         train(tiny_data, "cnn", "kd", teacher=teacher, epochs=2, out_dir=tmp_path / "run", **settings)
     assert not (tmp_path / "run" / "last.pt").exists()
 
 
 def test_a_non_finite_loss_says_what_was_saved(tiny_data, tmp_path):
-    with pytest.raises(FloatingPointError, match=r"loss became non-finite at epoch 0, step 1.*No checkpoint exists yet") as first:
-        train(tiny_data, "mlp", "ce", lr=float("inf"), epochs=2, batch_size=16, out_dir=tmp_path / "run", progress=False)
+    with pytest.raises(
+        FloatingPointError, match=r"loss became non-finite at epoch 0, step 1.*No checkpoint exists yet"
+    ) as first:
+        train(
+            tiny_data, "mlp", "ce", lr=float("inf"), epochs=2, batch_size=16, out_dir=tmp_path / "run", progress=False
+        )
     assert "last good checkpoint" not in str(first.value) and not (tmp_path / "run" / "last.pt").exists()
     with pytest.raises(FloatingPointError, match=r"Nothing was saved \(no out_dir\)"):
         train(tiny_data, "mlp", "ce", lr=float("inf"), epochs=2, batch_size=16, progress=False)
@@ -92,6 +105,17 @@ def test_a_non_finite_loss_says_what_was_saved(tiny_data, tmp_path):
 
 def test_non_finite_weights_after_an_epochs_last_update_are_never_saved(tiny_data, tmp_path):
     # One step per epoch: the loss of epoch 0 is finite, the update after it is not.
-    with pytest.raises(FloatingPointError, match=r"weights became non-finite in the update of epoch 0, step 0.*No checkpoint exists"):
-        train(tiny_data, "mlp", "ce", lr=float("inf"), epochs=2, batch_size=len(tiny_data.train), out_dir=tmp_path, progress=False)
+    with pytest.raises(
+        FloatingPointError, match=r"weights became non-finite in the update of epoch 0, step 0.*No checkpoint exists"
+    ):
+        train(
+            tiny_data,
+            "mlp",
+            "ce",
+            lr=float("inf"),
+            epochs=2,
+            batch_size=len(tiny_data.train),
+            out_dir=tmp_path,
+            progress=False,
+        )
     assert not (tmp_path / "last.pt").exists()

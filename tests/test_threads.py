@@ -1,6 +1,7 @@
 """kdviz's CPU thread policy (kdviz/threads.py): applied when the user set nothing, never over a
 user's setting. OpenMP reads its variables once, when torch loads, so each case runs in a fresh
 interpreter with a controlled environment."""
+
 import json
 import os
 import subprocess
@@ -9,7 +10,6 @@ from pathlib import Path
 
 import nbformat
 import pytest
-import torch
 from torch import nn
 
 from kdviz import threads
@@ -97,7 +97,11 @@ def test_forward_flops_counts_a_linear_layer():
 def test_worker_environment_splits_the_cores_and_keeps_the_users_choice():
     cores = len(os.sched_getaffinity(0))
     env = threads.worker_environment(2, environ={})
-    assert env == {"OMP_NUM_THREADS": str(max(1, cores // 2)), "MKL_NUM_THREADS": str(max(1, cores // 2)), "OMP_WAIT_POLICY": "PASSIVE"}
+    assert env == {
+        "OMP_NUM_THREADS": str(max(1, cores // 2)),
+        "MKL_NUM_THREADS": str(max(1, cores // 2)),
+        "OMP_WAIT_POLICY": "PASSIVE",
+    }
     assert threads.worker_environment(10 * cores, environ={})["OMP_NUM_THREADS"] == "1"  # never 0, never oversubscribed
     user = threads.worker_environment(2, environ={"OMP_NUM_THREADS": "3", "OMP_WAIT_POLICY": "ACTIVE"})
     assert user["OMP_NUM_THREADS"] == "3" and user["OMP_WAIT_POLICY"] == "ACTIVE"
@@ -110,9 +114,14 @@ def test_notebook_kernel_gets_passive_waits_through_its_first_import():
     first import, so kdviz's setting reaches OpenMP. Every shipped notebook imports kdviz before torch."""
     from nbclient import NotebookClient
 
-    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
-        "import os, sys\ntorch_before = 'torch' in sys.modules\nimport kdviz\n"
-        "print(torch_before, os.environ.get('OMP_WAIT_POLICY'))")])
+    nb = nbformat.v4.new_notebook(
+        cells=[
+            nbformat.v4.new_code_cell(
+                "import os, sys\ntorch_before = 'torch' in sys.modules\nimport kdviz\n"
+                "print(torch_before, os.environ.get('OMP_WAIT_POLICY'))"
+            )
+        ]
+    )
     saved = {k: os.environ.pop(k) for k in OMP_VARS if k in os.environ}
     try:
         NotebookClient(nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}).execute()

@@ -1,4 +1,5 @@
 """The training loop end to end: learning, model selection, checkpoints, resume, clear errors."""
+
 import contextlib
 import pickle
 
@@ -15,7 +16,15 @@ def test_digits_end_to_end_learns_far_below_chance():
     result = kdviz.train_teacher(data, "cnn", "icc_teacher", model_kwargs={"width": 8}, epochs=4, progress=False)
     h = result.history
     assert list(h["epoch"]) == [0, 1, 2, 3]
-    assert {"train_ce", "train_icc_teacher", "val_top1_err", "test_top1_err", "val_top5_err", "lr", "val_sigma2"} <= set(h)
+    assert {
+        "train_ce",
+        "train_icc_teacher",
+        "val_top1_err",
+        "test_top1_err",
+        "val_top5_err",
+        "lr",
+        "val_sigma2",
+    } <= set(h)
     assert h["val_top1_err"].min() < 0.2  # chance is 0.9
     assert h["train_icc_teacher"].iloc[0] == 0.0 and h["train_icc_teacher"].iloc[1] > 0  # off until epoch 0 ends
     best = h.sort_values(["val_top1_err", "val_loss"]).iloc[0]
@@ -25,8 +34,12 @@ def test_digits_end_to_end_learns_far_below_chance():
 
 def test_best_epoch_is_chosen_on_validation_not_test(tiny_data, monkeypatch):
     # Fake evaluations in which validation and test disagree about the best epoch.
-    fake = iter([{"val_top1_err": v, "test_top1_err": t, "val_loss": l, "val_top5_err": 0.0, "test_top5_err": 0.0}
-                 for v, t, l in [(0.5, 0.1, 1.0), (0.2, 0.4, 0.9), (0.3, 0.0, 0.1), (0.2, 0.3, 0.5)]])
+    fake = iter(
+        [
+            {"val_top1_err": v, "test_top1_err": t, "val_loss": loss, "val_top5_err": 0.0, "test_top5_err": 0.0}
+            for v, t, loss in [(0.5, 0.1, 1.0), (0.2, 0.4, 0.9), (0.3, 0.0, 0.1), (0.2, 0.3, 0.5)]
+        ]
+    )
     monkeypatch.setattr(loop_module, "evaluate", lambda *a, **k: (next(fake), None))  # (scores, no ICC snapshot)
     result = train(tiny_data, "mlp", "ce", epochs=4, progress=False)
     assert result.best_epoch == 3  # lowest validation error, the tie with epoch 1 broken by validation loss
@@ -54,7 +67,9 @@ def test_unknown_names_list_the_choices(tiny_data):
 
 
 def test_checkpoint_reloads_the_best_model(tiny_data, tmp_path):
-    result = train(tiny_data, "cnn", "ce", model_kwargs={"width": 4}, epochs=3, out_dir=tmp_path / "run", progress=False)
+    result = train(
+        tiny_data, "cnn", "ce", model_kwargs={"width": 4}, epochs=3, out_dir=tmp_path / "run", progress=False
+    )
     model, ckpt = load_model(tmp_path / "run" / "best.pt")
     assert ckpt["dataset"] == "tiny" and ckpt["epoch"] == result.best_epoch
     assert ckpt["torch_version"] == torch.__version__ and ckpt["kdviz_version"] == kdviz.__version__
@@ -114,7 +129,9 @@ def _interrupted_in_epoch(monkeypatch, epoch):
 
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_interrupted_run_resumes_to_identical_result(tiny_data, tmp_path, monkeypatch, channels_last):
-    settings = dict(model_kwargs={"width": 4}, epochs=4, out_dir=None, progress=False, seed=3, channels_last=channels_last)
+    settings = dict(
+        model_kwargs={"width": 4}, epochs=4, out_dir=None, progress=False, seed=3, channels_last=channels_last
+    )
     full = train(tiny_data, "cnn", "icc_teacher", **{**settings, "out_dir": tmp_path / "full"})
 
     with _interrupted_in_epoch(monkeypatch, 2), pytest.raises(KeyboardInterrupt):
@@ -174,5 +191,9 @@ def test_channels_last_acts_on_the_cpu_and_trains_like_nchw(tiny_data):
     convs = [m.weight for m in nhwc.model.modules() if isinstance(m, torch.nn.Conv2d) and m.in_channels > 1]
     assert convs and all(w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous() for w in convs)
     assert all(w.dtype == torch.float32 for w in convs)
-    torch.testing.assert_close(torch.tensor(nhwc.history["train_loss"].values), torch.tensor(nchw.history["train_loss"].values),
-                               rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(
+        torch.tensor(nhwc.history["train_loss"].values),
+        torch.tensor(nchw.history["train_loss"].values),
+        rtol=1e-4,
+        atol=1e-6,
+    )

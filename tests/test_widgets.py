@@ -1,5 +1,6 @@
 """The notebook explorers: what each one displays (the PNG in its image widget) after creation and
 after each change of a control, set to the values a slider or picker would give."""
+
 import base64
 import io
 
@@ -49,7 +50,11 @@ def test_icc_explorer_shows_a_new_figure_after_each_change(tiny_info):
     assert titles(view.figures[0]) == ["teacher: secondary ICC"]
     controls["model"].value = "student"
     compared = shown(view)
-    assert changed(first, compared) and titles(view.figures[0]) == ["teacher\nsecondary ICC", "student\nsecondary ICC", "teacher\nminus student"]
+    assert changed(first, compared) and titles(view.figures[0]) == [
+        "teacher\nsecondary ICC",
+        "student\nsecondary ICC",
+        "teacher\nminus student",
+    ]
     controls["compare"].value = False
     alone = shown(view)
     controls["secondary"].value = False
@@ -62,7 +67,9 @@ def test_icc_explorer_shows_a_new_figure_after_each_change(tiny_info):
 
 
 def test_curves_explorer_draws_the_selected_runs():
-    history = pd.DataFrame({"epoch": [0, 1], "val_top1_err": [0.5, 0.4], "test_top1_err": [0.6, 0.5], "train_top1_err": [0.4, 0.3]})
+    history = pd.DataFrame(
+        {"epoch": [0, 1], "val_top1_err": [0.5, 0.4], "test_top1_err": [0.6, 0.5], "train_top1_err": [0.4, 0.3]}
+    )
     view = kd.curves_explorer({"a": history, "b": history.assign(val_top1_err=[0.3, 0.2])})
     before = shown(view)
     assert len(view.figures[0].axes[0].get_lines()) == 4  # 2 runs x (val, train)
@@ -73,11 +80,17 @@ def test_curves_explorer_draws_the_selected_runs():
 
 
 def test_study_explorer_filters_arms():
-    runs = pd.DataFrame({
-        "arm": ["a", "a", "b", "b", "alone"], "role": ["student"] * 5, "variant": ["d"] * 5, "seed": [0, 1, 0, 1, 0],
-        "val_top1_err": [0.1] * 5, "test_top1_err": [0.1, 0.12, 0.2, 0.22, 0.3],
-        "teacher_sigma2": [0.05, 0.05, 0.02, 0.03, float("nan")],
-    })
+    runs = pd.DataFrame(
+        {
+            "arm": ["a", "a", "b", "b", "alone"],
+            "role": ["student"] * 5,
+            "variant": ["d"] * 5,
+            "seed": [0, 1, 0, 1, 0],
+            "val_top1_err": [0.1] * 5,
+            "test_top1_err": [0.1, 0.12, 0.2, 0.22, 0.3],
+            "teacher_sigma2": [0.05, 0.05, 0.02, 0.03, float("nan")],
+        }
+    )
     view = kd.study_explorer(runs)
     before = shown(view)
     assert [t.get_text() for t in view.figures[0].axes[0].get_legend().get_texts()] == ["a", "b"]
@@ -118,8 +131,14 @@ def _run_dir(path, info, epochs, seed):
     reports = [report(info, seed + e) for e in range(epochs)]
     for e, r in enumerate(reports):
         r.save(snapshot_path(path, e))
-    pd.DataFrame({"epoch": range(epochs), "val_top1_err": [0.5 - 0.1 * e for e in range(epochs)],
-                  "train_top1_err": [0.6 - 0.1 * e for e in range(epochs)], "seconds": 1.0}).to_csv(path / "metrics.csv", index=False)
+    pd.DataFrame(
+        {
+            "epoch": range(epochs),
+            "val_top1_err": [0.5 - 0.1 * e for e in range(epochs)],
+            "train_top1_err": [0.6 - 0.1 * e for e in range(epochs)],
+            "seconds": 1.0,
+        }
+    ).to_csv(path / "metrics.csv", index=False)
     return reports
 
 
@@ -130,8 +149,11 @@ def test_run_explorer_scrubs_epochs_of_runs_on_disk_while_one_still_trains(tiny_
     epoch, focus = view.controls["epoch"], view.controls["focus"]
     assert (epoch.value, epoch.max) == (1, 1)  # opens at the student's last epoch
     curves, heat = shown(view, 0), shown(view, 1)
-    assert titles(view.figures[1]) == ["teacher (epoch 1)\nsecondary ICC", "student (epoch 1)\nsecondary ICC",
-                                       "teacher (epoch 1)\nminus student (epoch 1)"]
+    assert titles(view.figures[1]) == [
+        "teacher (epoch 1)\nsecondary ICC",
+        "student (epoch 1)\nsecondary ICC",
+        "teacher (epoch 1)\nminus student (epoch 1)",
+    ]
     distance = icc_distance(teacher[1], student[1])["icc_distance"]
     assert f"{distance:.4f}" in view.note.value and f"{student[1].sigma2:.4g}" in view.note.value
     assert list(focus.options) == ["a", "b", "c", "d"] and focus.value == "a"

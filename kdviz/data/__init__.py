@@ -1,8 +1,9 @@
 """Datasets by name, split into train / val / test, with reproducible low-data training subsets.
 
-    data = load_dataset("digits", seed=0)            # 1,132 train / 126 val / 539 test images
-    small = load_dataset("digits", seed=0, n_train=100)
+data = load_dataset("digits", seed=0)            # 1,132 train / 126 val / 539 test images
+small = load_dataset("digits", seed=0, n_train=100)
 """
+
 from __future__ import annotations
 
 import os
@@ -28,7 +29,9 @@ def _check_split_args(val_fraction: float, n_train: int | None, train_fraction: 
 
 def _check_subset_args(n_train: int | None, train_fraction: float | None) -> None:
     if n_train is not None and train_fraction is not None:
-        raise ValueError(f"give n_train or train_fraction, not both (got n_train={n_train!r}, train_fraction={train_fraction!r})")
+        raise ValueError(
+            f"give n_train or train_fraction, not both (got n_train={n_train!r}, train_fraction={train_fraction!r})"
+        )
     if n_train is not None and (isinstance(n_train, bool) or not isinstance(n_train, int)):
         raise ValueError(f"n_train must be an int (a number of images), got {n_train!r}")
     if train_fraction is not None and not 0 < train_fraction <= 1:
@@ -66,8 +69,12 @@ def split_indices(
 
 
 def _training_subset(
-    labels: torch.Tensor, rest: torch.Tensor, n_train: int | None, train_fraction: float | None,
-    generator: torch.Generator, what: str,
+    labels: torch.Tensor,
+    rest: torch.Tensor,
+    n_train: int | None,
+    train_fraction: float | None,
+    generator: torch.Generator,
+    what: str,
 ) -> torch.Tensor:
     """`rest` (indices into labels), or a stratified subset of n_train / train_fraction of it."""
     if n_train is None and train_fraction is None:
@@ -128,6 +135,15 @@ def load_dataset(
 
 
 __all__ = [
-    "DATASETS", "DatasetInfo", "DatasetSplits", "MissingDataError", "Split", "data_roots", "dataset_names",
-    "load_dataset", "normalize", "split_indices", "subset_indices",
+    "DATASETS",
+    "DatasetInfo",
+    "DatasetSplits",
+    "MissingDataError",
+    "Split",
+    "data_roots",
+    "dataset_names",
+    "load_dataset",
+    "normalize",
+    "split_indices",
+    "subset_indices",
 ]

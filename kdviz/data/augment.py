@@ -3,6 +3,7 @@
 The standard CIFAR recipe (pad, random crop, random horizontal flip) done with one advanced
 indexing op per batch: no per-sample Python, so it costs next to nothing on a GPU.
 """
+
 from __future__ import annotations
 
 import torch
@@ -29,8 +30,9 @@ def random_crop_flip(images: torch.Tensor, padding: int = 4, generator: torch.Ge
     return crop_flip(images, to_device(offsets, images.device), to_device(flips, images.device), padding)
 
 
-def draw_crop_flip(n: int, padding: int, *, generator: torch.Generator | None = None,
-                   device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+def draw_crop_flip(
+    n: int, padding: int, *, generator: torch.Generator | None = None, device: torch.device | str = "cpu"
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Random parameters of `n` crops and flips: (offsets int64 [n, 2] in [0, 2 * padding], flips bool [n])."""
     offsets = torch.randint(0, 2 * padding + 1, (n, 2), generator=generator, device=device)
     flips = torch.rand(n, generator=generator, device=device) < 0.5

@@ -3,6 +3,7 @@
 Images stay uint8 until a batch is drawn (normalisation happens per batch, on the training
 device), so that a dataset the size of CIFAR fits in memory and moves to a GPU cheaply.
 """
+
 from __future__ import annotations
 
 import math
@@ -12,7 +13,6 @@ import torch
 
 from ..device import to_device
 from ..registry import unknown_name
-
 
 AUGMENTS = (None, "crop_flip")
 
@@ -41,7 +41,9 @@ class DatasetInfo:
         # and the training loop could then only blame the learning rate.
         channels = self.image_shape[0] if len(self.image_shape) == 3 else None
         if channels is None or not all(isinstance(n, int) and n >= 1 for n in self.image_shape):
-            raise ValueError(f"image_shape must be (channels, height, width) of whole numbers >= 1, got {self.image_shape!r}")
+            raise ValueError(
+                f"image_shape must be (channels, height, width) of whole numbers >= 1, got {self.image_shape!r}"
+            )
         for what, values in (("mean", self.mean), ("std", self.std)):
             if len(values) != channels or not all(math.isfinite(v) for v in values):
                 raise ValueError(f"{what} must be {channels} finite number(s), one per channel, got {values!r}")
@@ -49,7 +51,11 @@ class DatasetInfo:
             raise ValueError(f"every std must be > 0 (images are divided by it), got {self.std!r}")
         if self.augment not in AUGMENTS:
             raise ValueError(f"augment must be one of {AUGMENTS}, got {self.augment!r}")
-        if isinstance(self.augment_padding, bool) or not isinstance(self.augment_padding, int) or self.augment_padding < 0:
+        if (
+            isinstance(self.augment_padding, bool)
+            or not isinstance(self.augment_padding, int)
+            or self.augment_padding < 0
+        ):
             raise ValueError(f"augment_padding must be an int >= 0, got {self.augment_padding!r}")
 
     @property
@@ -78,15 +84,13 @@ class Split:
         if self.images.dtype != torch.uint8 or self.images.dim() != 4:
             raise ValueError(f"images must be uint8 [N, C, H, W], got {self.images.dtype} {tuple(self.images.shape)}")
         if self.labels.shape != (self.images.shape[0],):
-            raise ValueError(
-                f"labels must be [N] = [{self.images.shape[0]}], got {tuple(self.labels.shape)}"
-            )
+            raise ValueError(f"labels must be [N] = [{self.images.shape[0]}], got {tuple(self.labels.shape)}")
         self.labels = self.labels.long()
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
-    def subset(self, index: torch.Tensor) -> "Split":
+    def subset(self, index: torch.Tensor) -> Split:
         return Split(self.images[index], self.labels[index])
 
 

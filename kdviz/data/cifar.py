@@ -7,6 +7,7 @@ and rejects any file but the originals. Folders tried, for each root R of data_r
 R/cifar-10-batches-py (where torchvision.datasets.CIFAR10(R, download=True) puts it) and
 R/cifar10/cifar-10-batches-py; likewise cifar-100-python and cifar100/ for CIFAR-100.
 """
+
 from __future__ import annotations
 
 import pickle
@@ -26,7 +27,7 @@ PIXELS = 3 * 32 * 32  # one row of b"data": the R, G and B planes, each 32 x 32 
 
 
 def download_command(torchvision_class: type, root: Path) -> str:
-    return f"python -c \"import torchvision; torchvision.datasets.{torchvision_class.__name__}({str(root)!r}, download=True)\""
+    return f'python -c "import torchvision; torchvision.datasets.{torchvision_class.__name__}({str(root)!r}, download=True)"'
 
 
 def cifar_files(torchvision_class: type) -> tuple[list[str], list[str], str]:
@@ -54,7 +55,8 @@ def find_cifar_folder(name: str, torchvision_class: type, root: Path | None) -> 
         if directory.is_dir():
             partial.append(f"{directory} exists but lacks {', '.join(missing)}")
     note = "\n".join(
-        partial + [
+        partial
+        + [
             f"On a machine with internet, the command above leaves the folder {base}/ in the given root (plus "
             f"the .tar.gz it came in, which can be deleted); copy that folder to {roots[0] / base}/ "
             f"or {roots[0] / name / base}/. It holds: {', '.join(needed)}."
@@ -66,14 +68,21 @@ def find_cifar_folder(name: str, torchvision_class: type, root: Path | None) -> 
 # The only globals a CIFAR batch refers to: numpy arrays, and (in a pickle of protocol 2 written
 # by Python 3) bytes, rebuilt by _codecs.encode. Anything else in a file of that name would be
 # code that unpickling runs, so it is refused before it can run.
-_CIFAR_GLOBALS = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-                  ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
+_CIFAR_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("_codecs", "encode"),
+}
 
 
 class _ArrayUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str):
         if (module, name) not in _CIFAR_GLOBALS:
-            raise pickle.UnpicklingError(f"it refers to {module}.{name}, which no CIFAR batch holds; kdviz does not run it")
+            raise pickle.UnpicklingError(
+                f"it refers to {module}.{name}, which no CIFAR batch holds; kdviz does not run it"
+            )
         return super().find_class(module, name)
 
 
@@ -98,7 +107,9 @@ def read_pickle(path: Path, torchvision_class: type) -> dict[str, Any]:
 
 def _field(entry: dict[str, Any], key: str, path: Path) -> Any:
     if key not in entry:
-        raise ValueError(f"{path} has no {key!r} entry (it has {', '.join(map(repr, entry))}); is it a CIFAR file of the right kind?")
+        raise ValueError(
+            f"{path} has no {key!r} entry (it has {', '.join(map(repr, entry))}); is it a CIFAR file of the right kind?"
+        )
     return entry[key]
 
 
@@ -152,8 +163,13 @@ def cifar10(root: Path | None = None) -> tuple[DatasetInfo, Split, Split]:
         images, (labels,) = read_batches([folder / f for f in files], ("labels",), (10,), CIFAR10)
         splits.append(Split(images, torch.from_numpy(labels)))
     info = DatasetInfo(
-        name="cifar10", class_names=class_names, image_shape=IMAGE_SHAPE, mean=CIFAR10_MEAN, std=CIFAR10_STD,
-        augment="crop_flip", augment_padding=4,
+        name="cifar10",
+        class_names=class_names,
+        image_shape=IMAGE_SHAPE,
+        mean=CIFAR10_MEAN,
+        std=CIFAR10_STD,
+        augment="crop_flip",
+        augment_padding=4,
     )
     return info, splits[0], splits[1]
 
@@ -195,7 +211,13 @@ def cifar100(root: Path | None = None) -> tuple[DatasetInfo, Split, Split]:
         coarse_all.append(coarse)
     groups = superclass_groups(np.concatenate(fine_all), np.concatenate(coarse_all), coarse_names, folder)
     info = DatasetInfo(
-        name="cifar100", class_names=class_names, image_shape=IMAGE_SHAPE, mean=CIFAR100_MEAN, std=CIFAR100_STD,
-        groups=groups, augment="crop_flip", augment_padding=4,
+        name="cifar100",
+        class_names=class_names,
+        image_shape=IMAGE_SHAPE,
+        mean=CIFAR100_MEAN,
+        std=CIFAR100_STD,
+        groups=groups,
+        augment="crop_flip",
+        augment_padding=4,
     )
     return info, splits[0], splits[1]

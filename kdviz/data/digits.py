@@ -1,4 +1,5 @@
 """scikit-learn's 8x8 handwritten digits: bundled with scikit-learn, so it needs no download."""
+
 from __future__ import annotations
 
 from pathlib import Path

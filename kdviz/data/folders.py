@@ -8,6 +8,7 @@
 Images are decoded once with PIL into uint8 tensors held in memory (CINIC-10 takes about 0.8 GB,
 Tiny ImageNet about 1.3 GB), on a few threads and with a progress bar for large folders.
 """
+
 from __future__ import annotations
 
 import os
@@ -49,7 +50,9 @@ def decode_images(paths: list[Path], size: tuple[int, int], desc: str = "decodin
                 with Image.open(path) as img:
                     array = np.asarray(img.convert("RGB"))
             except (OSError, ValueError, SyntaxError) as e:  # UnidentifiedImageError is an OSError
-                raise ValueError(f"{path} could not be decoded ({e}); it is truncated or corrupt, fetch it again") from None
+                raise ValueError(
+                    f"{path} could not be decoded ({e}); it is truncated or corrupt, fetch it again"
+                ) from None
             if array.shape[:2] != (h, w):
                 raise ValueError(f"{path} is {array.shape[1]}x{array.shape[0]} pixels, expected {w}x{h}")
             out[i] = array
@@ -71,7 +74,9 @@ def decode_images(paths: list[Path], size: tuple[int, int], desc: str = "decodin
 
 def _missing(dataset: str, path: Path, kind: str, url: str, where: Path, how: str) -> MissingDataError:
     return MissingDataError(
-        dataset, [path], [f"download {url}, then {how}"],
+        dataset,
+        [path],
+        [f"download {url}, then {how}"],
         note=f"The {kind} {path} is missing: the whole dataset must be unpacked, as {where}/.",
     )
 
@@ -83,7 +88,9 @@ def _find_base(dataset: str, folder: str, root: Path | None, url: str, how: str)
         if directory.is_dir():
             return directory
     raise MissingDataError(
-        dataset, candidates, [f"download {url}, then {how}"],
+        dataset,
+        candidates,
+        [f"download {url}, then {how}"],
         note=f"The folder {candidates[0]} is missing: put the unpacked dataset there.",
     )
 
@@ -129,8 +136,13 @@ def cinic10(root: Path | None = None) -> tuple[DatasetInfo, Split, Split, Split]
         images = decode_images(paths, (32, 32), desc=f"cinic10 {split}")
         splits[split] = Split(images, torch.tensor(labels, dtype=torch.int64))
     info = DatasetInfo(
-        name="cinic10", class_names=class_names, image_shape=(3, 32, 32), mean=CINIC10_MEAN, std=CINIC10_STD,
-        augment="crop_flip", augment_padding=4,
+        name="cinic10",
+        class_names=class_names,
+        image_shape=(3, 32, 32),
+        mean=CINIC10_MEAN,
+        std=CINIC10_STD,
+        augment="crop_flip",
+        augment_padding=4,
     )
     return info, splits["train"], splits["test"], splits["valid"]
 
@@ -150,8 +162,10 @@ def _read_lines(path: Path, missing: MissingDataError) -> list[str]:
         try:
             line = raw.decode("utf-8")
         except UnicodeDecodeError as e:
-            raise ValueError(f"{path}, line {number}: byte {raw[e.start]:#04x} at column {e.start + 1} is not UTF-8; "
-                             "the file is damaged or was re-encoded: fetch it again, or save it as UTF-8") from None
+            raise ValueError(
+                f"{path}, line {number}: byte {raw[e.start]:#04x} at column {e.start + 1} is not UTF-8; "
+                "the file is damaged or was re-encoded: fetch it again, or save it as UTF-8"
+            ) from None
         if line.strip():
             lines.append(line)
     return lines
@@ -194,7 +208,9 @@ def tiny_imagenet(root: Path | None = None) -> tuple[DatasetInfo, Split, Split]:
         names[wnid.strip()] = words.split(",")[0].strip()
     unnamed = [w for w in wnids if not names.get(w)]
     if unnamed:
-        raise ValueError(f"{words_file} has no name for {len(unnamed)} wnid(s), e.g. {unnamed[0]}; is it the right file?")
+        raise ValueError(
+            f"{words_file} has no name for {len(unnamed)} wnid(s), e.g. {unnamed[0]}; is it the right file?"
+        )
     class_names = tuple(names[w] for w in wnids)
 
     train_paths, train_labels = [], []
@@ -236,10 +252,17 @@ def tiny_imagenet(root: Path | None = None) -> tuple[DatasetInfo, Split, Split]:
             "the file is incomplete, fetch it again"
         )
 
-    train = Split(decode_images(train_paths, (64, 64), "tiny_imagenet train"), torch.tensor(train_labels, dtype=torch.int64))
+    train = Split(
+        decode_images(train_paths, (64, 64), "tiny_imagenet train"), torch.tensor(train_labels, dtype=torch.int64)
+    )
     test = Split(decode_images(test_paths, (64, 64), "tiny_imagenet val"), torch.tensor(test_labels, dtype=torch.int64))
     info = DatasetInfo(
-        name="tiny_imagenet", class_names=class_names, image_shape=(3, 64, 64), mean=TINY_IMAGENET_MEAN,
-        std=TINY_IMAGENET_STD, augment="crop_flip", augment_padding=8,
+        name="tiny_imagenet",
+        class_names=class_names,
+        image_shape=(3, 64, 64),
+        mean=TINY_IMAGENET_MEAN,
+        std=TINY_IMAGENET_STD,
+        augment="crop_flip",
+        augment_padding=8,
     )
     return info, train, test

@@ -4,6 +4,7 @@ The files are found in whichever layout they were fetched in: plain (`<root>/<na
 torchvision's (`<root>/MNIST/raw/`, `<root>/FashionMNIST/raw/`) or Debian's package
 `dataset-fashion-mnist` (/usr/share/datasets/fashion-mnist/), gzip'd or not.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -41,8 +42,18 @@ MNIST_INFO = DatasetInfo(
 
 FASHION_MNIST_INFO = DatasetInfo(
     name="fashion_mnist",
-    class_names=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-                 "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
+    class_names=(
+        "T-shirt/top",
+        "Trouser",
+        "Pullover",
+        "Dress",
+        "Coat",
+        "Sandal",
+        "Shirt",
+        "Sneaker",
+        "Bag",
+        "Ankle boot",
+    ),
     image_shape=(1, 28, 28),
     mean=(0.2860,),
     std=(0.3530,),
@@ -100,11 +111,15 @@ def find_idx_files(
         found = {key: _find(directory, stem) for key, stem in FILES.items()}
         if all(found.values()):
             return found
-    download = f"python -c \"import torchvision; torchvision.datasets.{torchvision_folder}({str(roots[0])!r}, download=True)\""
+    download = (
+        f'python -c "import torchvision; torchvision.datasets.{torchvision_folder}({str(roots[0])!r}, download=True)"'
+    )
     commands = [download] if debian is None else [f"sudo apt-get install {debian[1]}   (Debian)", download]
     files = ", ".join(f"{stem}[.gz]" for stem in FILES.values())
     raise MissingDataError(
-        name, candidates, commands,
+        name,
+        candidates,
+        commands,
         note=f"or put the four files ({files}) in {roots[0] / name}/ yourself.",
     )
 
@@ -118,7 +133,9 @@ def load_idx_dataset(info: DatasetInfo, files: dict[str, Path]) -> tuple[Split, 
         if images.shape[1:] != info.image_shape[1:]:
             raise ValueError(f"{files[images_key]} holds {images.shape[1:]} images, expected {info.image_shape[1:]}")
         if len(images) != len(labels):
-            raise ValueError(f"{files[images_key]} has {len(images)} images but {files[labels_key]} has {len(labels)} labels")
+            raise ValueError(
+                f"{files[images_key]} has {len(images)} images but {files[labels_key]} has {len(labels)} labels"
+            )
         if len(labels) and labels.max() >= info.num_classes:
             raise ValueError(f"{files[labels_key]} has label {labels.max()}, expected 0..{info.num_classes - 1}")
         # Copies: frombuffer arrays are read-only, and torch wants writable memory.
@@ -137,5 +154,7 @@ def mnist(root: Path | None = None) -> tuple[DatasetInfo, Split, Split]:
 @DATASETS.register("fashion_mnist")
 def fashion_mnist(root: Path | None = None) -> tuple[DatasetInfo, Split, Split]:
     """(info, 60,000 training images, 10,000 test images); classes grouped into tops, footwear, others."""
-    files = find_idx_files("fashion_mnist", "FashionMNIST", root, debian=(DEBIAN_FASHION_MNIST, "dataset-fashion-mnist"))
+    files = find_idx_files(
+        "fashion_mnist", "FashionMNIST", root, debian=(DEBIAN_FASHION_MNIST, "dataset-fashion-mnist")
+    )
     return (FASHION_MNIST_INFO, *load_idx_dataset(FASHION_MNIST_INFO, files))

@@ -3,10 +3,11 @@
 No DataLoader and no per-sample Python: for datasets that fit in memory this is the fastest
 way to feed small models, and its order is fixed by one torch.Generator.
 """
+
 from __future__ import annotations
 
 import warnings
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 
@@ -14,8 +15,9 @@ from ..device import to_device
 from .base import DatasetInfo, Split, normalize
 
 
-def batch_indices(n: int, batch_size: int, *, shuffle: bool, generator: torch.Generator | None = None,
-                  min_last: int = 2) -> list[torch.Tensor]:
+def batch_indices(
+    n: int, batch_size: int, *, shuffle: bool, generator: torch.Generator | None = None, min_last: int = 2
+) -> list[torch.Tensor]:
     """Index chunks covering 0..n-1 once. A trailing batch of fewer than `min_last` samples joins
     the previous one: BatchNorm cannot train on a single sample, and a batch split over W
     processes needs at least W samples, or some process would get none."""
@@ -32,11 +34,15 @@ def check_shards(batch_size: int, n: int, world_size: int) -> None:
     """A ValueError, with the numbers, when a process would get no image of a batch of
     `batch_size` out of `n` images: an empty shard must never reach the loss."""
     if n < world_size:
-        raise ValueError(f"the split has {n} image(s), fewer than the {world_size} processes; "
-                         f"use at most {n} processes or more training images")
+        raise ValueError(
+            f"the split has {n} image(s), fewer than the {world_size} processes; "
+            f"use at most {n} processes or more training images"
+        )
     if batch_size < world_size:
-        raise ValueError(f"batch_size {batch_size} is smaller than the {world_size} processes, so some would get no image; "
-                         f"use batch_size >= {world_size} (it is the global batch, split over the processes)")
+        raise ValueError(
+            f"batch_size {batch_size} is smaller than the {world_size} processes, so some would get no image; "
+            f"use batch_size >= {world_size} (it is the global batch, split over the processes)"
+        )
 
 
 def fit_batch_size(batch_size: int, n: int, world_size: int = 1) -> int:
@@ -44,8 +50,11 @@ def fit_batch_size(batch_size: int, n: int, world_size: int = 1) -> int:
     to n with a warning (a larger batch only ever meant one step per epoch); see check_shards."""
     check_shards(batch_size, n, world_size)
     if batch_size > n:
-        warnings.warn(f"batch_size {batch_size} is larger than the training split ({n} images): using {n}, which is one "
-                      "step per epoch; a smaller batch trains more steps", stacklevel=2)
+        warnings.warn(
+            f"batch_size {batch_size} is larger than the training split ({n} images): using {n}, which is one "
+            "step per epoch; a smaller batch trains more steps",
+            stacklevel=2,
+        )
         return n
     return batch_size
 

@@ -1,9 +1,10 @@
 """Where dataset files are looked for, and the error that says how to get them."""
+
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 ENV_VAR = "KDVIZ_DATA"
 # `data/` next to the kdviz package folder, i.e. at the top of a source checkout.
@@ -28,7 +29,9 @@ def _folder(path: Path, what: str) -> Path:
     """`path`, unless it exists and is not a folder: then a loader would look for files under a file
     and give advice about downloading into it."""
     if path.exists() and not path.is_dir():
-        raise NotADirectoryError(f"{what} {path} is a file, not a folder; point it at the folder that holds the datasets")
+        raise NotADirectoryError(
+            f"{what} {path} is a file, not a folder; point it at the folder that holds the datasets"
+        )
     return path
 
 

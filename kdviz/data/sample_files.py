@@ -8,6 +8,7 @@ tests and in notebooks/03_paper_scale.ipynb, without the real data sets.
 The pixels are random (CIFAR) or one flat colour per image (Tiny ImageNet, so that a JPEG
 round trip keeps them within a few levels): the files check readers and code paths, not accuracy.
 """
+
 from __future__ import annotations
 
 import pickle
@@ -38,15 +39,24 @@ def write_cifar100(folder: Path, *, seed: int = 0, fine_to_coarse: dict[int, int
     for name, per_class in (("train", 4), ("test", 2)):
         fine = [f for _ in range(per_class) for f in fine_to_coarse]
         data = rng.integers(0, 256, (len(fine), 3072), dtype=np.uint8)
-        write_pickle(folder / name, {
-            b"filenames": [b"x.png"] * len(fine), b"batch_label": name.encode(),
-            b"fine_labels": fine, b"coarse_labels": [fine_to_coarse[f] for f in fine], b"data": data,
-        })
+        write_pickle(
+            folder / name,
+            {
+                b"filenames": [b"x.png"] * len(fine),
+                b"batch_label": name.encode(),
+                b"fine_labels": fine,
+                b"coarse_labels": [fine_to_coarse[f] for f in fine],
+                b"data": data,
+            },
+        )
         arrays[name] = (data, fine)
-    write_pickle(folder / "meta", {
-        b"fine_label_names": [n.encode() for n in fine_names],
-        b"coarse_label_names": [n.encode() for n in coarse_names],
-    })
+    write_pickle(
+        folder / "meta",
+        {
+            b"fine_label_names": [n.encode() for n in fine_names],
+            b"coarse_label_names": [n.encode() for n in coarse_names],
+        },
+    )
     return arrays, fine_names, coarse_names
 
 
@@ -59,7 +69,14 @@ WORDS = {
 }
 # The official val images and their classes, by sorted-wnid index. Annotation lines are written
 # in this (shuffled) order; neither file order nor any folder order gives these labels.
-VAL = [("val_3.JPEG", 0), ("val_0.JPEG", 2), ("val_10.JPEG", 1), ("val_1.JPEG", 0), ("val_2.JPEG", 2), ("val_4.JPEG", 1)]
+VAL = [
+    ("val_3.JPEG", 0),
+    ("val_0.JPEG", 2),
+    ("val_10.JPEG", 1),
+    ("val_1.JPEG", 0),
+    ("val_2.JPEG", 2),
+    ("val_4.JPEG", 1),
+]
 
 
 def colour(k, j):
@@ -84,8 +101,12 @@ def write_tiny_imagenet(base: Path, *, per_class: int = 4) -> None:
     wnids = sorted(WNIDS)
     for k, wnid in enumerate(wnids):
         for j in range(per_class):
-            write_jpeg(base / "train" / wnid / "images" / f"{wnid}_{j}.JPEG", colour(k, j), "L" if (k, j) == (2, 3) else "RGB")
-        (base / "train" / wnid / f"{wnid}_boxes.txt").write_text("".join(f"{wnid}_{j}.JPEG\t0\t0\t63\t63\n" for j in range(per_class)))
+            write_jpeg(
+                base / "train" / wnid / "images" / f"{wnid}_{j}.JPEG", colour(k, j), "L" if (k, j) == (2, 3) else "RGB"
+            )
+        (base / "train" / wnid / f"{wnid}_boxes.txt").write_text(
+            "".join(f"{wnid}_{j}.JPEG\t0\t0\t63\t63\n" for j in range(per_class))
+        )
     lines = []
     for j, (filename, k) in enumerate(VAL):
         write_jpeg(base / "val" / "images" / filename, colour(k, j))

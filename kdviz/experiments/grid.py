@@ -17,6 +17,7 @@ teaches every seed of its students. Each run writes its training files and a res
 a run whose result.json exists is finished and never rerun (kdviz.experiments.sweep runs the
 others, in order: teachers before their students).
 """
+
 from __future__ import annotations
 
 import functools
@@ -43,7 +44,7 @@ class Run:
     arm: Arm
     variant: tuple  # ((key, value), ...) of the arm's own sweep
     seed: int
-    teacher: "Run | None" = None
+    teacher: Run | None = None
 
     @property
     def label(self) -> str:
@@ -87,14 +88,21 @@ def run_spec(run: Run, experiment: Experiment) -> dict:
     """Everything a run's result depends on, as JSON: a finished run is reused only if it matches."""
     defaults = experiment.defaults(run.arm)
     spec = {
-        "dataset": experiment.dataset, "n_train": defaults.n_train, "seed": run.seed, "icc_tau": experiment.icc_tau,
+        "dataset": experiment.dataset,
+        "n_train": defaults.n_train,
+        "seed": run.seed,
+        "icc_tau": experiment.icc_tau,
         "teacher": run_spec(run.teacher, experiment) if run.teacher else None,
     }
     if run.arm.role == "snapshot":
         spec["epoch"] = _snapshot_epoch(run)
     else:
-        spec.update(model=defaults.model, model_kwargs=defaults.model_kwargs, objective=run.arm.objective_of(run.variant).spec,
-                    settings=experiment.run_settings(run.arm, run.variant))
+        spec.update(
+            model=defaults.model,
+            model_kwargs=defaults.model_kwargs,
+            objective=run.arm.objective_of(run.variant).spec,
+            settings=experiment.run_settings(run.arm, run.variant),
+        )
     return json.loads(json.dumps(spec))
 
 
@@ -107,8 +115,10 @@ def is_finished(run: Run, experiment: Experiment, out: Path) -> bool:
     wanted = run_spec(run, experiment)
     if stored != wanted:
         changed = sorted(k for k in set(wanted) | set(stored or {}) if (stored or {}).get(k) != wanted.get(k))
-        raise ValueError(f"{out / run.path} holds a run with other settings ({', '.join(changed)}) than this experiment asks for; "
-                         "use another output folder (--out), or delete that folder to rerun it")
+        raise ValueError(
+            f"{out / run.path} holds a run with other settings ({', '.join(changed)}) than this experiment asks for; "
+            "use another output folder (--out), or delete that folder to rerun it"
+        )
     return True
 
 
@@ -137,33 +147,55 @@ def execute(run: Run, experiment: Experiment, out: Path, *, device=None, data_ro
     `keep_epochs`: the epochs whose checkpoints the run keeps for snapshot arms."""
     dev = resolve_device(device)
     role_data = run_data(run, experiment, data_root)
-    row = {"arm": run.arm.name, "role": run.arm.role, "variant": run.label, "seed": run.seed,
-           "teacher_arm": run.teacher.arm.name if run.teacher else None, "teacher_variant": run.teacher.label if run.teacher else None}
+    row = {
+        "arm": run.arm.name,
+        "role": run.arm.role,
+        "variant": run.label,
+        "seed": run.seed,
+        "teacher_arm": run.teacher.arm.name if run.teacher else None,
+        "teacher_variant": run.teacher.label if run.teacher else None,
+    }
     if run.arm.role == "snapshot":
         path = checkpoint_of(run, out)
         if not path.exists():
-            raise FileNotFoundError(f"snapshot {run.arm.name!r} needs {path}, which its teacher run did not keep (it finished "
-                                    f"before the snapshot was added); delete {out / run.teacher.path} to retrain it")
+            raise FileNotFoundError(
+                f"snapshot {run.arm.name!r} needs {path}, which its teacher run did not keep (it finished "
+                f"before the snapshot was added); delete {out / run.teacher.path} to retrain it"
+            )
         model, ckpt = load_model(path, dev)
         report, test_err = _test_measures(model, role_data, dev, experiment.icc_tau)
         row.update(epoch=ckpt["epoch"], val_top1_err=ckpt["val_top1_err"], test_top1_err=test_err)
     else:
         result = train(
-            role_data, **{**experiment.arm_kwargs(run.arm.name, run.variant), "seed": run.seed, "icc_tau": experiment.icc_tau},
-            teacher=checkpoint_of(run.teacher, out) if run.teacher else None, out_dir=out / run.path, resume=True,
-            name=f"{run.arm.name} {run.label} seed {run.seed}", progress=False, keep_epochs=keep_epochs,
-            cache_dir=out / "teacher_cache", device=dev,
+            role_data,
+            **{**experiment.arm_kwargs(run.arm.name, run.variant), "seed": run.seed, "icc_tau": experiment.icc_tau},
+            teacher=checkpoint_of(run.teacher, out) if run.teacher else None,
+            out_dir=out / run.path,
+            resume=True,
+            name=f"{run.arm.name} {run.label} seed {run.seed}",
+            progress=False,
+            keep_epochs=keep_epochs,
+            cache_dir=out / "teacher_cache",
+            device=dev,
         )
         best = result.best
         report, _ = _test_measures(result.model, role_data, dev, experiment.icc_tau)
-        row.update(epoch=result.best_epoch, val_top1_err=best["val_top1_err"], test_top1_err=best["test_top1_err"],
-                   train_seconds=float(result.history["train_seconds"].sum()))
+        row.update(
+            epoch=result.best_epoch,
+            val_top1_err=best["val_top1_err"],
+            test_top1_err=best["test_top1_err"],
+            train_seconds=float(result.history["train_seconds"].sum()),
+        )
     row.update(sigma2=report.sigma2, group_mass=report.group_mass)
     if run.teacher is not None:
         teacher_model, _ = load_model(checkpoint_of(run.teacher, out), dev)
         teacher_report, teacher_err = _test_measures(teacher_model, role_data, dev, experiment.icc_tau)
-        row.update(teacher_sigma2=teacher_report.sigma2, teacher_group_mass=teacher_report.group_mass,
-                   teacher_test_top1_err=teacher_err, **icc_distance(teacher_report, report))
+        row.update(
+            teacher_sigma2=teacher_report.sigma2,
+            teacher_group_mass=teacher_report.group_mass,
+            teacher_test_top1_err=teacher_err,
+            **icc_distance(teacher_report, report),
+        )
     atomic_write(out / run.path / "result.json", json.dumps({**row, "spec": run_spec(run, experiment)}, indent=2))
     return row
 
@@ -171,25 +203,36 @@ def execute(run: Run, experiment: Experiment, out: Path, *, device=None, data_ro
 def _test_measures(model, data: DatasetSplits, dev, tau: float) -> tuple[ICCReport, float]:
     """The test split's ICC report and top-1 error of `model`, from one pass over the split."""
     logits = predict_logits(model, data.test, data.info, dev)
-    return icc_of_logits(logits, data.test.labels, data.info, tau), float(topk_errors(logits, data.test.labels, ks=(1,))[1])
+    return icc_of_logits(logits, data.test.labels, data.info, tau), float(
+        topk_errors(logits, data.test.labels, ks=(1,))[1]
+    )
 
 
 def collect(experiment: Experiment, out_dir: str | os.PathLike) -> pd.DataFrame:
     """One row per finished run of `experiment` in `out_dir` (runs not finished are left out)."""
     out = Path(out_dir)
-    rows = [json.loads((out / run.path / "result.json").read_text()) for run in plan(experiment) if (out / run.path / "result.json").exists()]
+    rows = [
+        json.loads((out / run.path / "result.json").read_text())
+        for run in plan(experiment)
+        if (out / run.path / "result.json").exists()
+    ]
     return pd.DataFrame([{k: v for k, v in row.items() if k != "spec"} for row in rows])
 
 
-def load_run_model(experiment: Experiment, out_dir: str | os.PathLike, arm: str, seed: int, variant: str | None = None, device=None):
+def load_run_model(
+    experiment: Experiment, out_dir: str | os.PathLike, arm: str, seed: int, variant: str | None = None, device=None
+):
     """The model a finished run of `arm` on `seed` hands on (its best.pt, or a snapshot's
     checkpoint), for its variant label `variant` (default: the arm's first variant)."""
     runs = [r for r in plan(experiment) if r.arm.name == experiment.arm(arm).name and r.seed == seed]
     if variant is not None:
         runs = [r for r in runs if r.label == variant]
     if not runs:
-        raise ValueError(f"no run of arm {arm!r} on seed {seed}" + (f" with variant {variant!r}" if variant else "")
-                         + f"; seeds: {list(experiment.seeds)}")
+        raise ValueError(
+            f"no run of arm {arm!r} on seed {seed}"
+            + (f" with variant {variant!r}" if variant else "")
+            + f"; seeds: {list(experiment.seeds)}"
+        )
     path = checkpoint_of(runs[0], Path(out_dir))
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist: run the sweep first (run_sweep or kdviz sweep)")

@@ -24,6 +24,7 @@ A file without arms is a recipe: its arms are `teacher` and `student` (learning 
 when its objective distills), each with its role's objective. The whole file is checked when it
 is loaded, so a typo fails before a long run starts, naming the file and the valid keys.
 """
+
 from __future__ import annotations
 
 import tomllib
@@ -39,7 +40,19 @@ from ..train import TrainConfig
 from . import values
 from .spec import ARM_ROLES, ROLES, Arm, Experiment, Role
 
-TOP_KEYS = ["name", "description", "extends", "dataset", "seeds", "baseline", "icc_tau", "train", "lr_by_model", *ROLES, "arms"]
+TOP_KEYS = [
+    "name",
+    "description",
+    "extends",
+    "dataset",
+    "seeds",
+    "baseline",
+    "icc_tau",
+    "train",
+    "lr_by_model",
+    *ROLES,
+    "arms",
+]
 ROLE_KEYS = ["model", "model_kwargs", "n_train", "objective"]
 ARM_KEYS = ["name", "role", "objective", "teacher", "sweep", "settings", "epoch", "seeds"]
 _MERGED = ("train", "lr_by_model", *ROLES)  # tables an `extends` file's values are merged into
@@ -68,8 +81,10 @@ def experiment_path(name_or_path: str | Path) -> Path:
     if Path(name_or_path).is_file():
         return Path(name_or_path)
     if Path(name_or_path).suffix == ".toml":
-        raise FileNotFoundError(f"no experiment file at {name_or_path}; check the path, or use a named experiment "
-                                f"({', '.join(sorted(bundled))})")
+        raise FileNotFoundError(
+            f"no experiment file at {name_or_path}; check the path, or use a named experiment "
+            f"({', '.join(sorted(bundled))})"
+        )
     raise unknown_name("experiment", str(name_or_path), bundled, ", or the path of a .toml file")
 
 
@@ -91,7 +106,9 @@ def _read(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     try:
         raw = tomllib.loads(path.read_bytes().decode("utf-8"))
     except UnicodeDecodeError as e:
-        raise ExperimentError(f"experiment file {path} is not UTF-8 ({e.reason} at byte {e.start}); save it as UTF-8") from None
+        raise ExperimentError(
+            f"experiment file {path} is not UTF-8 ({e.reason} at byte {e.start}); save it as UTF-8"
+        ) from None
     except tomllib.TOMLDecodeError as e:
         raise ExperimentError(f"experiment file {path} is not valid TOML: {e}") from None
     if "extends" not in raw:
@@ -122,13 +139,26 @@ def _parse(raw: dict, name: str, source: str) -> Experiment:
     teacher, student = (_role(values.table(raw, role, required=True), role, train) for role in ROLES)
     raw_arms = raw.get("arms")
     roles = {"teacher": teacher, "student": student}
-    arms = _default_arms(teacher, student) if raw_arms is None else tuple(_arm(entry, roles) for entry in values.list_of_tables(raw_arms))
+    arms = (
+        _default_arms(teacher, student)
+        if raw_arms is None
+        else tuple(_arm(entry, roles) for entry in values.list_of_tables(raw_arms))
+    )
     icc_tau = values.number(raw.get("icc_tau", 4.0), "icc_tau")
     TrainConfig(icc_tau=icc_tau)  # its range check
     experiment = Experiment(
-        name=raw.get("name", name), source=source, description=description, dataset=dataset,
-        seeds=values.seed_list(raw.get("seeds", [0]), "seeds"), teacher=teacher, student=student, arms=arms,
-        baseline=raw.get("baseline"), icc_tau=icc_tau, train=train, lr_by_model=lr_by_model,
+        name=raw.get("name", name),
+        source=source,
+        description=description,
+        dataset=dataset,
+        seeds=values.seed_list(raw.get("seeds", [0]), "seeds"),
+        teacher=teacher,
+        student=student,
+        arms=arms,
+        baseline=raw.get("baseline"),
+        icc_tau=icc_tau,
+        train=train,
+        lr_by_model=lr_by_model,
     )
     _check_arms(experiment)
     return experiment
@@ -137,7 +167,9 @@ def _parse(raw: dict, name: str, source: str) -> Experiment:
 def _lr_by_model(table: dict, train: dict) -> dict[str, float]:
     for prefix, lr in table.items():
         if not any(name.startswith(prefix) for name in MODELS.names()):
-            raise ValueError(f"[lr_by_model] {prefix!r} is the start of no model name; models: {', '.join(MODELS.names())}")
+            raise ValueError(
+                f"[lr_by_model] {prefix!r} is the start of no model name; models: {', '.join(MODELS.names())}"
+            )
         if not values.fits(lr, 0.0):
             raise TypeError(f"[lr_by_model] {prefix} must be a number, got {lr!r}")
         TrainConfig(**{**train, "lr": lr})
@@ -172,7 +204,13 @@ def _arm(entry: dict, roles: dict[str, Role]) -> Arm:
     role = values.required(entry, f"arm {name!r}", "role")
     seeds = entry.get("seeds")
     default = roles["student" if role == "student" else "teacher"].objective or "ce"
-    return Arm(**{"objective": default, **entry, "seeds": None if seeds is None else values.seed_list(seeds, f"arm {name!r} seeds")})
+    return Arm(
+        **{
+            "objective": default,
+            **entry,
+            "seeds": None if seeds is None else values.seed_list(seeds, f"arm {name!r} seeds"),
+        }
+    )
 
 
 def _check_arms(experiment: Experiment) -> None:
@@ -191,7 +229,9 @@ def _check_arms(experiment: Experiment) -> None:
         if arm.teacher is not None and arm.teacher not in seen:
             raise ValueError(f"arm {arm.name!r} names teacher {arm.teacher!r}, which must be an arm listed before it")
         if arm.teacher is not None and seen[arm.teacher].role == "student":
-            raise ValueError(f"arm {arm.name!r} names teacher {arm.teacher!r}, a student arm; name a teacher or snapshot arm")
+            raise ValueError(
+                f"arm {arm.name!r} names teacher {arm.teacher!r}, a student arm; name a teacher or snapshot arm"
+            )
         if arm.teacher is not None:
             _check_teacher_seeds(experiment, arm, seen[arm.teacher])
         for key, points in arm.sweep.items():
@@ -210,16 +250,20 @@ def _check_teacher_seeds(experiment: Experiment, arm: Arm, teacher: Arm) -> None
     """A run on seed s learns from its teacher's run on seed s, or from the teacher's one run."""
     mine, theirs = experiment.arm_seeds(arm), experiment.arm_seeds(teacher)
     if len(theirs) > 1 and not set(mine) <= set(theirs):
-        raise ValueError(f"arm {arm.name!r} runs on seeds {list(mine)}, its teacher {teacher.name!r} on {list(theirs)}: "
-                         "give the teacher every seed of the arm, or one seed for all")
+        raise ValueError(
+            f"arm {arm.name!r} runs on seeds {list(mine)}, its teacher {teacher.name!r} on {list(theirs)}: "
+            "give the teacher every seed of the arm, or one seed for all"
+        )
 
 
 def _check_snapshot(experiment: Experiment, arm: Arm, source: Arm) -> None:
     epochs = TrainConfig.from_kwargs(**{**experiment.settings("teacher"), **source.settings}).epochs
     wanted = arm.sweep.get("epoch", [arm.epoch])
     if not all(values.is_int(e) and 0 <= e < epochs for e in wanted):
-        raise ValueError(f"snapshot arm {arm.name!r} needs epoch = N (or sweep = {{epoch = [...]}}) with every N in "
-                         f"[0, {epochs}) (its teacher trains {epochs} epochs), got {wanted}")
+        raise ValueError(
+            f"snapshot arm {arm.name!r} needs epoch = N (or sweep = {{epoch = [...]}}) with every N in "
+            f"[0, {epochs}) (its teacher trains {epochs} epochs), got {wanted}"
+        )
 
 
 def add_arms(experiment: Experiment, *arms: Arm) -> Experiment:
@@ -227,7 +271,9 @@ def add_arms(experiment: Experiment, *arms: Arm) -> Experiment:
     teachers listed before their students, sweeps, objectives, settings). Runs of the arms it
     already had keep their folders, so run_sweep trains only the new arms' runs."""
     if not all(isinstance(arm, Arm) for arm in arms):
-        raise TypeError(f"add_arms takes Arm(...) objects, got {[type(a).__name__ for a in arms if not isinstance(a, Arm)]}")
+        raise TypeError(
+            f"add_arms takes Arm(...) objects, got {[type(a).__name__ for a in arms if not isinstance(a, Arm)]}"
+        )
     grown = replace(experiment, arms=(*experiment.arms, *arms))
     try:
         _check_arms(grown)
@@ -239,17 +285,29 @@ def add_arms(experiment: Experiment, *arms: Arm) -> Experiment:
 def shrink(experiment: Experiment) -> Experiment:
     """The experiment cut down to check its code path: the first seed (of it and of each arm), one
     epoch per run (snapshots of epoch 0), the first value of each swept parameter."""
+
     def role(r: Role) -> Role:
         return replace(r, settings={**r.settings, **_SMOKE})
 
     def arm(a: Arm) -> Arm:
         sweep = {key: values[:1] for key, values in a.sweep.items() if key != "epoch"}
         settings = {**a.settings, **{k: v for k, v in _SMOKE.items() if k in a.settings}}
-        return replace(a, sweep=sweep, settings=settings, epoch=0 if a.role == "snapshot" else a.epoch,
-                       seeds=None if a.seeds is None else a.seeds[:1])
+        return replace(
+            a,
+            sweep=sweep,
+            settings=settings,
+            epoch=0 if a.role == "snapshot" else a.epoch,
+            seeds=None if a.seeds is None else a.seeds[:1],
+        )
 
-    return replace(experiment, seeds=experiment.seeds[:1], train={**experiment.train, **_SMOKE}, teacher=role(experiment.teacher),
-                   student=role(experiment.student), arms=tuple(arm(a) for a in experiment.arms))
+    return replace(
+        experiment,
+        seeds=experiment.seeds[:1],
+        train={**experiment.train, **_SMOKE},
+        teacher=role(experiment.teacher),
+        student=role(experiment.student),
+        arms=tuple(arm(a) for a in experiment.arms),
+    )
 
 
 __all__ = ["ExperimentError", "add_arms", "experiment_names", "experiment_path", "load_experiment", "shrink"]

@@ -6,6 +6,7 @@ quickstart, and the studies (arms, sweeps, seeds). The TOML format and its check
 `kdviz.experiments.load`; this module holds the parsed form and the settings it hands to
 `kdviz.train`.
 """
+
 from __future__ import annotations
 
 import copy
@@ -34,7 +35,9 @@ class Arm:
     name: str
     role: str
     objective: str | dict = "ce"
-    teacher: str | None = None  # the teacher arm (students; teachers trained beside a reference), or the source of a snapshot
+    teacher: str | None = (
+        None  # the teacher arm (students; teachers trained beside a reference), or the source of a snapshot
+    )
     sweep: dict = field(default_factory=dict)  # "term.param" or setting -> list of values
     settings: dict = field(default_factory=dict)
     epoch: int | None = None  # snapshots: which epoch of the source run (0-based); may be swept as "epoch"
@@ -82,7 +85,9 @@ class Experiment:
         for arm in self.arms:
             if arm.name == name:
                 return arm
-        raise ValueError(f"experiment {self.name!r} has no arm {name!r}; its arms: {', '.join(a.name for a in self.arms)}")
+        raise ValueError(
+            f"experiment {self.name!r} has no arm {name!r}; its arms: {', '.join(a.name for a in self.arms)}"
+        )
 
     def role(self, name: str) -> Role:
         if name not in ROLES:
@@ -101,7 +106,7 @@ class Experiment:
         """The TrainConfig fields of one run: its role's, the arm's, then the variant's."""
         return {**self.settings(self.role_of(arm)), **arm.settings, **variant_settings(variant)}
 
-    def only(self, names: list[str]) -> "Experiment":
+    def only(self, names: list[str]) -> Experiment:
         """The experiment cut down to the arms `names` and the teacher arms they learn from."""
         wanted = {self.arm(name).name for name in names}
         for arm in reversed(self.arms):  # a teacher is listed before its students
@@ -135,10 +140,16 @@ class Experiment:
         model, model_kwargs, objective and the TrainConfig fields; the seed is the caller's."""
         arm = self.arm(name)
         if arm.role == "snapshot":
-            raise ValueError(f"arm {name!r} is a snapshot of {arm.teacher!r}: it is read from that arm's run, not trained")
+            raise ValueError(
+                f"arm {name!r} is a snapshot of {arm.teacher!r}: it is read from that arm's run, not trained"
+            )
         role = self.defaults(arm)
-        return {"model": role.model, "model_kwargs": copy.deepcopy(role.model_kwargs), "objective": arm.objective_of(variant),
-                **self.run_settings(arm, variant)}
+        return {
+            "model": role.model,
+            "model_kwargs": copy.deepcopy(role.model_kwargs),
+            "objective": arm.objective_of(variant),
+            **self.run_settings(arm, variant),
+        }
 
     def train_kwargs(self, role: str, model: str | None = None) -> dict:
         """Keywords of kdviz.train for `role` training `model` (default: the role's): model,

@@ -4,6 +4,7 @@ Every choice is made on the validation split: an arm's variant (its swept values
 teacher's) is the one with the lowest mean validation error over seeds. Test errors of the
 chosen variants are then reported, with paired differences to the baseline arm seed by seed.
 """
+
 from __future__ import annotations
 
 import math
@@ -11,7 +12,15 @@ import re
 
 import pandas as pd
 
-MEANS = ["sigma2", "group_mass", "teacher_test_top1_err", "teacher_sigma2", "teacher_group_mass", "icc_distance", "icc_pearson"]
+MEANS = [
+    "sigma2",
+    "group_mass",
+    "teacher_test_top1_err",
+    "teacher_sigma2",
+    "teacher_group_mass",
+    "icc_distance",
+    "icc_pearson",
+]
 
 
 def select_variants(runs: pd.DataFrame) -> pd.Series:
@@ -55,8 +64,13 @@ def summarize(runs: pd.DataFrame, baseline: str | None) -> pd.DataFrame:
     for arm, group in picked.groupby("arm", sort=False):
         test = 100 * group["test_top1_err"]
         row = {
-            "arm": arm, "role": group["role"].iloc[0], "variant": chosen[arm], "seeds": len(group),
-            "val_err": 100 * group["val_top1_err"].mean(), "test_err": test.mean(), "test_err_se": _se(test),
+            "arm": arm,
+            "role": group["role"].iloc[0],
+            "variant": chosen[arm],
+            "seeds": len(group),
+            "val_err": 100 * group["val_top1_err"].mean(),
+            "test_err": test.mean(),
+            "test_err_se": _se(test),
         }
         if row["role"] == "student" and baseline is not None:
             paired = 100 * (group.set_index("seed")["test_top1_err"] - base).dropna()
@@ -77,7 +91,9 @@ def verdict(summary: pd.DataFrame, baseline: str, threshold: float = 2.0) -> str
     worse = students[students["z"] > threshold]
     n = int(summary.loc[baseline, "seeds"])
     if better.empty:
-        head = f"No arm beats {baseline} by more than {threshold:g} standard errors of the paired difference ({n} seeds)."
+        head = (
+            f"No arm beats {baseline} by more than {threshold:g} standard errors of the paired difference ({n} seeds)."
+        )
     else:
         wins = ", ".join(f"{arm} ({r.diff_vs_baseline:+.2f} +- {r.diff_se:.2f} points)" for arm, r in better.iterrows())
         head = f"Arms that beat {baseline} by more than {threshold:g} standard errors ({n} seeds): {wins}."

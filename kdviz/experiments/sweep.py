@@ -13,6 +13,7 @@ reruns nothing that had finished; an interrupted run resumes from its last epoch
   one GPU asked for per task when the runs are on CUDA; `out_dir` must be a folder that every
   node sees (a shared file system).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -33,8 +34,17 @@ from .summary import summarize, verdict
 BACKENDS = ("local", "ray")
 
 
-def run_sweep(experiment: Experiment, out_dir: str | os.PathLike, *, jobs: int = 1, backend: str = "local",
-              address: str | None = None, data_root=None, device=None, progress: bool = True) -> pd.DataFrame:
+def run_sweep(
+    experiment: Experiment,
+    out_dir: str | os.PathLike,
+    *,
+    jobs: int = 1,
+    backend: str = "local",
+    address: str | None = None,
+    data_root=None,
+    device=None,
+    progress: bool = True,
+) -> pd.DataFrame:
     """Run every run of `experiment` not finished in `out_dir`; return the tidy table of all runs
     (one row per run, see kdviz.experiments.grid.execute)."""
     if backend not in BACKENDS:
@@ -46,8 +56,13 @@ def run_sweep(experiment: Experiment, out_dir: str | os.PathLike, *, jobs: int =
     runs = plan(experiment)
     todo = [run for run in runs if not is_finished(run, experiment, out)]
     keep = snapshot_epochs(runs)
-    tasks = [[(run, experiment, out, {"device": device, "data_root": data_root, "keep_epochs": keep.get(run, ())}) for run in wave]
-             for wave in waves(todo)]
+    tasks = [
+        [
+            (run, experiment, out, {"device": device, "data_root": data_root, "keep_epochs": keep.get(run, ())})
+            for run in wave
+        ]
+        for wave in waves(todo)
+    ]
     with tqdm(total=len(runs), initial=len(runs) - len(todo), desc=experiment.name, disable=not progress) as bar:
         if backend == "ray":
             _run_on_ray(tasks, bar, address, device)
@@ -153,8 +168,11 @@ def report(experiment: Experiment, runs: pd.DataFrame, out: Path) -> pd.DataFram
         print(f"  {arm}: {variant}")
     if experiment.baseline is not None:
         print("\n" + (out / "verdict.txt").read_text().strip())
-    print(f"\nWrote {out}/: runs.csv, summary.csv" + (", verdict.txt" if experiment.baseline else "")
-          + (", error_vs_sigma2.png" if (out / "error_vs_sigma2.png").exists() else ""))
+    print(
+        f"\nWrote {out}/: runs.csv, summary.csv"
+        + (", verdict.txt" if experiment.baseline else "")
+        + (", error_vs_sigma2.png" if (out / "error_vs_sigma2.png").exists() else "")
+    )
     return summary
 
 

@@ -1,6 +1,7 @@
 """Typed reading of an experiment file's TOML values, each check naming the value and what it
 must be: TOML's types are strict, so `lr = "0.05"` is a mistake worth naming, not a string to
 convert. kdviz.experiments.load builds an Experiment with them."""
+
 from __future__ import annotations
 
 from dataclasses import fields
@@ -70,7 +71,9 @@ def train_settings(where: str, table: dict, base: dict, extra_keys: tuple[str, .
     settings = {k: v for k, v in table.items() if k not in extra_keys}
     for key, value in settings.items():
         if not fits(value, defaults[key]):
-            like = "true or false" if defaults[key] is None else f"like {defaults[key]!r} ({type(defaults[key]).__name__})"
+            like = (
+                "true or false" if defaults[key] is None else f"like {defaults[key]!r} ({type(defaults[key]).__name__})"
+            )
             raise TypeError(f"{where} {key} must be {like}, got {value!r}")
     TrainConfig(**{**base, **settings})  # its range checks
     return settings

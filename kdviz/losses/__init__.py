@@ -1,5 +1,12 @@
 """Loss functions (pure, on tensors) and the named terms the trainer combines."""
+
+from . import feature_terms  # noqa: F401  (registers fitnet, at and crd)
+from .attention import at_loss, attention_map
 from .classic import asymmetric_kd_loss, cross_entropy, kd_loss, kl_divergence, label_smoothing
+from .consensus import ClassConsensus
+from .crd import ContrastMemory, nce_loss
+from .dkd import dkd_loss, nckd, tckd  # (and registers dkd)
+from .fitnet import HintRegressor, hint_loss
 from .icc import (
     class_conditional_icc,
     class_sums,
@@ -19,13 +26,7 @@ from .mimic import (
     icc_mimic_pearson,
     pearson_columns,
 )
-from .consensus import ClassConsensus
-from .terms import LOSS_TERMS, STEP_INPUTS, LossTerm, ModuleTerm, StepOutputs
-from .attention import at_loss, attention_map
-from .crd import ContrastMemory, nce_loss
-from .fitnet import HintRegressor, hint_loss
-from . import feature_terms  # noqa: F401  (registers fitnet, at and crd)
-from .dkd import dkd_loss, nckd, tckd  # (and registers dkd)
 from .objective import PRESETS, Objective
+from .terms import LOSS_TERMS, STEP_INPUTS, LossTerm, ModuleTerm, StepOutputs
 
 __all__ = [name for name in dir() if not name.startswith("_")]

@@ -13,6 +13,7 @@ of their maps:
 Channels need not match (a map has none); sizes meet at the smaller one (`features.py`). This is
 CRD's benchmark form, weighed by 1000 beside CE.
 """
+
 from __future__ import annotations
 
 import torch

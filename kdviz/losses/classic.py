@@ -2,6 +2,7 @@
 
 Every function is pure: tensors in, a scalar tensor out, a mean over the batch.
 """
+
 from __future__ import annotations
 
 import math

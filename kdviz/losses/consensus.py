@@ -4,6 +4,7 @@ Both the ICC regulariser and Online Label Smoothing build their targets from the
 predictions on the training samples it classified correctly, accumulated over an epoch and
 frozen at the epoch's end. The state lives here, in one small object per term.
 """
+
 from __future__ import annotations
 
 import torch

@@ -23,6 +23,7 @@ The bank then moves towards the new embeddings, S_i <- normalise(m S_i + (1 - m)
 likewise T_i), and starts uniform in [-1/sqrt(d/3), 1/sqrt(d/3)]. Defaults: K = 16384, T = 0.07,
 d = 128; CRD's benchmark weighs the loss by 0.8 beside CE.
 """
+
 from __future__ import annotations
 
 import math
@@ -76,13 +77,16 @@ class ContrastMemory(nn.Module):
         super().__init__()
         labels = torch.as_tensor(labels).long().cpu()
         if labels.dim() != 1:
-            raise ValueError(f"CRD needs the training split's labels, int64 [N], to draw its negatives; "
-                             f"got shape {tuple(labels.shape)}")
+            raise ValueError(
+                f"CRD needs the training split's labels, int64 [N], to draw its negatives; "
+                f"got shape {tuple(labels.shape)}"
+            )
         n_data, sizes = len(labels), torch.bincount(labels)
         others = n_data - sizes[sizes > 0]  # M_c of every class present
         if len(others) < 2:
-            raise ValueError(f"CRD draws negatives from the other classes: its {n_data} training labels "
-                             "need two classes or more")
+            raise ValueError(
+                f"CRD draws negatives from the other classes: its {n_data} training labels need two classes or more"
+            )
         stdv = 1.0 / math.sqrt(dim / 3)
         # One spare row, N, receives the padding rows of an all-gather; negatives never reach it.
         self.register_buffer("student_bank", torch.rand(n_data + 1, dim).mul_(2 * stdv).add_(-stdv))
@@ -94,7 +98,10 @@ class ContrastMemory(nn.Module):
         self.register_buffer("n_other", (n_data - sizes[labels]).int(), persistent=False)  # arithmetic on [B, K]
         self.n_data, self.negatives, self.temperature, self.momentum = n_data, negatives, temperature, momentum
         self.max_other = int(others.max())
-        self.draws = (bool((negatives > others).any()), bool((negatives <= others).any()))  # (with, without replacement)
+        self.draws = (
+            bool((negatives > others).any()),
+            bool((negatives <= others).any()),
+        )  # (with, without replacement)
         self.capacity: int | None = None  # under torchrun: the most samples a rank holds in a step
         self.z_ready = False
         self._pending: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
@@ -149,8 +156,14 @@ class ContrastMemory(nn.Module):
         (of every rank under torchrun, so that all ranks share them), computed on the device."""
         log_counts = counts.log()  # a negative drawn c times weighs c; one never drawn, -inf
         pairs = [torch.cat([u_pos, (u + log_counts).flatten()]).logsumexp(0) for u, u_pos in sides]
-        local = torch.stack([*pairs, torch.tensor(math.log(counts.shape[0] * (1 + self.negatives)), device=counts.device,
-                                                  dtype=counts.dtype)])
+        local = torch.stack(
+            [
+                *pairs,
+                torch.tensor(
+                    math.log(counts.shape[0] * (1 + self.negatives)), device=counts.device, dtype=counts.dtype
+                ),
+            ]
+        )
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             every = local.new_empty(dist.get_world_size(), 3)
             dist.all_gather_single(every, local[None])
@@ -179,7 +192,9 @@ class ContrastMemory(nn.Module):
             dist.all_reduce(size, op=dist.ReduceOp.MAX)
             self.capacity = int(size)
         if idx.shape[0] > self.capacity:
-            raise ValueError(f"CRD: a rank's batch of {idx.shape[0]} exceeds the bank's padding capacity {self.capacity}")
+            raise ValueError(
+                f"CRD: a rank's batch of {idx.shape[0]} exceeds the bank's padding capacity {self.capacity}"
+            )
         pad = self.capacity - idx.shape[0]
         # Padding rows write to the spare row N: every rank's tensor then has the same shape.
         parts = [F.pad(idx, (0, pad), value=self.n_data), F.pad(s, (0, 0, 0, pad)), F.pad(t, (0, 0, 0, pad))]

@@ -16,6 +16,7 @@ coupling and weighs the two parts freely:
 The authors train with CE + DKD and ramp DKD linearly from 0 over the first `warmup` epochs
 (`DKDTerm`, the loss term "dkd").
 """
+
 from __future__ import annotations
 
 import torch
@@ -44,15 +45,17 @@ def nontarget_distribution(logits: torch.Tensor, targets: torch.Tensor, tau: flo
     return F.log_softmax((logits / tau).masked_fill(is_target, float("-inf")), dim=1)
 
 
-def tckd(student_logits: torch.Tensor, teacher_logits: torch.Tensor, targets: torch.Tensor,
-         tau: float = 4.0) -> torch.Tensor:
+def tckd(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, targets: torch.Tensor, tau: float = 4.0
+) -> torch.Tensor:
     """Target-class KD per sample, KL(b^T || b^S): [B, C], [B, C], [B] -> [B] (no tau^2)."""
     teacher = target_probabilities(teacher_logits.detach(), targets, tau)
     return kl_divergence(teacher, target_probabilities(student_logits, targets, tau))
 
 
-def nckd(student_logits: torch.Tensor, teacher_logits: torch.Tensor, targets: torch.Tensor,
-         tau: float = 4.0) -> torch.Tensor:
+def nckd(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, targets: torch.Tensor, tau: float = 4.0
+) -> torch.Tensor:
     """Non-target-class KD per sample, KL(p_hat^T || p_hat^S): [B, C], [B, C], [B] -> [B] (no tau^2).
 
     The target entries are -inf on both sides and count as 0 (`kl_divergence` sets 0 log 0 = 0).
@@ -61,8 +64,14 @@ def nckd(student_logits: torch.Tensor, teacher_logits: torch.Tensor, targets: to
     return kl_divergence(teacher, nontarget_distribution(student_logits, targets, tau))
 
 
-def dkd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, targets: torch.Tensor,
-             tau: float = 4.0, alpha: float = 1.0, beta: float = 8.0) -> torch.Tensor:
+def dkd_loss(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    targets: torch.Tensor,
+    tau: float = 4.0,
+    alpha: float = 1.0,
+    beta: float = 8.0,
+) -> torch.Tensor:
     """tau^2 * mean_i (alpha * TCKD_i + beta * NCKD_i): [B, C], [B, C], [B] -> scalar.
 
     Defaults are the authors' CIFAR-100 settings (alpha 1, beta 8, tau 4); the teacher is detached.
@@ -71,7 +80,8 @@ def dkd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, targets
     if not (alpha >= 0 and beta >= 0):
         raise ValueError(f"DKD weights alpha and beta must be >= 0, got alpha={alpha}, beta={beta}")
     per_sample = alpha * tckd(student_logits, teacher_logits, targets, tau) + beta * nckd(
-        student_logits, teacher_logits, targets, tau)
+        student_logits, teacher_logits, targets, tau
+    )
     return tau**2 * per_sample.mean()
 
 

@@ -9,6 +9,7 @@ embeddings and memory bank) before training; the trainer trains their parameters
 student and saves their state in last.pt. The teacher's features are not cached, so these terms
 need the online teacher.
 """
+
 from __future__ import annotations
 
 import torch
@@ -29,7 +30,9 @@ class _FeatureTerm(ModuleTerm):
 
     def _check_ready(self, name: str) -> None:
         if not self._ready:
-            raise RuntimeError(f"loss term {name!r} reads features: set it up first (Objective.setup, which train() calls)")
+            raise RuntimeError(
+                f"loss term {name!r} reads features: set it up first (Objective.setup, which train() calls)"
+            )
 
 
 @_register_class("fitnet")
@@ -53,7 +56,9 @@ class FitNetTerm(_FeatureTerm):
 
     def forward(self, out: StepOutputs) -> torch.Tensor:
         self._check_ready("fitnet")
-        regressed, hint = self.regressor(out.stages[self.params["student_stage"]], out.teacher_stages[self.params["teacher_stage"]])
+        regressed, hint = self.regressor(
+            out.stages[self.params["student_stage"]], out.teacher_stages[self.params["teacher_stage"]]
+        )
         return hint_loss(regressed, hint)
 
 
@@ -67,13 +72,19 @@ class AttentionTerm(_FeatureTerm):
 
     inputs = ("stages", "teacher_stages")
 
-    def __init__(self, stages: tuple[str, ...] = ("stage1", "stage2", "stage3"), teacher_stages: tuple[str, ...] | None = None,
-                 p: float = 2.0):
+    def __init__(
+        self,
+        stages: tuple[str, ...] = ("stage1", "stage2", "stage3"),
+        teacher_stages: tuple[str, ...] | None = None,
+        p: float = 2.0,
+    ):
         stages = tuple(stages)
         teacher_stages = stages if teacher_stages is None else tuple(teacher_stages)
         if not stages or len(stages) != len(teacher_stages):
-            raise ValueError(f"AT pairs student stages {list(stages)} with teacher stages {list(teacher_stages)}: "
-                             "give one teacher stage per student stage, and at least one")
+            raise ValueError(
+                f"AT pairs student stages {list(stages)} with teacher stages {list(teacher_stages)}: "
+                "give one teacher stage per student stage, and at least one"
+            )
         if not p > 0:
             raise ValueError(f"AT's power p must be > 0, got {p}")
         super().__init__(stages=stages, teacher_stages=teacher_stages, p=p)
@@ -82,7 +93,9 @@ class AttentionTerm(_FeatureTerm):
     def setup(self, example: StepOutputs, train_labels: torch.Tensor) -> None:
         student, teacher = _shapes(example.stages), _shapes(example.teacher_stages)
         self.sizes = [
-            common_size(stage_shape(student, s, "student"), stage_shape(teacher, t, "teacher"), f"AT (stages {s!r} -> {t!r})")
+            common_size(
+                stage_shape(student, s, "student"), stage_shape(teacher, t, "teacher"), f"AT (stages {s!r} -> {t!r})"
+            )
             for s, t in zip(self.params["stages"], self.params["teacher_stages"])
         ]
         self._ready = True

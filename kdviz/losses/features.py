@@ -5,6 +5,7 @@ spatial sizes meet at the smaller size: the larger one is average-pooled by the 
 the two (32 -> 16, 16 -> 8, ...), which is exact block averaging. Shapes that cannot meet this way
 are an error that names them, raised when the term is set up, before any training step.
 """
+
 from __future__ import annotations
 
 import torch
@@ -14,8 +15,9 @@ import torch.nn.functional as F
 def stage_shape(shapes: dict[str, tuple[int, ...]], stage: str, role: str) -> tuple[int, ...]:
     """The shape (without batch) of `role`'s stage `stage`, or an error listing the stages it has."""
     if stage not in shapes:
-        raise ValueError(f"the {role} model has no stage {stage!r}; its stages are {', '.join(shapes)} "
-                         "(see kdviz/models/stages.py)")
+        raise ValueError(
+            f"the {role} model has no stage {stage!r}; its stages are {', '.join(shapes)} (see kdviz/models/stages.py)"
+        )
     return tuple(shapes[stage])
 
 
@@ -26,16 +28,22 @@ def common_size(student: tuple[int, ...], teacher: tuple[int, ...], what: str) -
     (vectors, different aspect ratios, 12 vs 8) raises an error naming both shapes.
     """
     if len(student) != 3 or len(teacher) != 3:
-        raise ValueError(f"{what} needs feature maps [C, H, W] on both sides; got student {list(student)} "
-                         f"and teacher {list(teacher)}: pick stages with spatial maps (stage1..3)")
+        raise ValueError(
+            f"{what} needs feature maps [C, H, W] on both sides; got student {list(student)} "
+            f"and teacher {list(teacher)}: pick stages with spatial maps (stage1..3)"
+        )
     size = (min(student[1], teacher[1]), min(student[2], teacher[2]))
     if any(s % k or t % k for s, t, k in zip(student[1:], teacher[1:], size)):
-        raise ValueError(f"{what} cannot match student map {list(student)} with teacher map {list(teacher)}: "
-                         "one size must be a multiple of the other; pick stages of compatible sizes")
+        raise ValueError(
+            f"{what} cannot match student map {list(student)} with teacher map {list(teacher)}: "
+            "one size must be a multiple of the other; pick stages of compatible sizes"
+        )
     ratio_s, ratio_t = (student[1] // size[0], student[2] // size[1]), (teacher[1] // size[0], teacher[2] // size[1])
     if len(set(ratio_s)) != 1 or len(set(ratio_t)) != 1:
-        raise ValueError(f"{what} cannot match student map {list(student)} with teacher map {list(teacher)}: "
-                         "their aspect ratios differ")
+        raise ValueError(
+            f"{what} cannot match student map {list(student)} with teacher map {list(teacher)}: "
+            "their aspect ratios differ"
+        )
     return size
 
 
@@ -44,7 +52,6 @@ def pool_to(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     if tuple(x.shape[-2:]) == tuple(size):
         return x
     return F.avg_pool2d(x, (x.shape[-2] // size[0], x.shape[-1] // size[1]))
-
 
 
 def at_least_float32(x: torch.Tensor) -> torch.Tensor:

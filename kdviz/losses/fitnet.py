@@ -10,6 +10,7 @@ norm for vector stages), nothing when they are equal. Maps of different sizes me
 one (`features.py`). The mean over every element makes the loss independent of the batch size;
 CRD's benchmark weighs it by 100 beside CE.
 """
+
 from __future__ import annotations
 
 import torch
@@ -44,7 +45,9 @@ class HintRegressor(nn.Module):
         self.size = None
         if len(student_shape) == 1 and len(teacher_shape) == 1:
             d_s, d_t = student_shape[0], teacher_shape[0]
-            self.net = nn.Identity() if d_s == d_t else nn.Sequential(nn.Linear(d_s, d_t, bias=False), _batch_norm(d_t, 1))
+            self.net = (
+                nn.Identity() if d_s == d_t else nn.Sequential(nn.Linear(d_s, d_t, bias=False), _batch_norm(d_t, 1))
+            )
             return
         self.size = common_size(student_shape, teacher_shape, "FitNet")
         c_s, c_t = student_shape[0], teacher_shape[0]

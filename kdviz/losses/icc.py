@@ -2,6 +2,7 @@
 
 Notation: B samples, C classes, P = softmax(z / tau) row-wise, Y one-hot labels, n = Y^T 1.
 """
+
 from __future__ import annotations
 
 import contextlib

@@ -4,6 +4,7 @@ All terms are label-free unless they say otherwise, detach the teacher, and are 
 repeating the batch: each matrix is normalised before it is compared (docs/method.md §3, "Scale
 conventions").
 """
+
 from __future__ import annotations
 
 import torch

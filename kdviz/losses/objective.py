@@ -1,15 +1,16 @@
 """An objective: a weighted dict of named loss terms, written the way a notebook cell writes it.
 
-    Objective({"ce": 0.1, "kd": 0.9, "icc_mimic": {"weight": 0.1, "tau": 4}})
-    Objective.parse("ce=0.1,kd=0.9,icc_mimic=0.1")     # the CLI's form
-    Objective.preset("kd+icc_mimic")                   # a named objective of docs/method.md
-    Objective.coerce(x)                                # any of the three, or an Objective
-    Objective.preset("kd").with_params({"kd": {"tau": 2.0}})
+Objective({"ce": 0.1, "kd": 0.9, "icc_mimic": {"weight": 0.1, "tau": 4}})
+Objective.parse("ce=0.1,kd=0.9,icc_mimic=0.1")     # the CLI's form
+Objective.preset("kd+icc_mimic")                   # a named objective of docs/method.md
+Objective.coerce(x)                                # any of the three, or an Objective
+Objective.preset("kd").with_params({"kd": {"tau": 2.0}})
 """
+
 from __future__ import annotations
 
 import math
-from typing import Iterator, Mapping
+from collections.abc import Iterator, Mapping
 
 import torch
 from torch import nn
@@ -46,7 +47,9 @@ class Objective:
             raise ValueError(f"an objective needs at least one loss term; valid terms: {', '.join(LOSS_TERMS.names())}")
         self.spec = {name: _normalise(name, s) for name, s in spec.items()}
         if not any(s["weight"] > 0 for s in self.spec.values()):
-            raise ValueError(f"every weight of the objective {dict(spec)} is 0, so nothing would be learnt; give at least one term a weight > 0")
+            raise ValueError(
+                f"every weight of the objective {dict(spec)} is 0, so nothing would be learnt; give at least one term a weight > 0"
+            )
         self.terms: dict[str, LossTerm] = {}
         self.weights: dict[str, float] = {}
         for name, s in self.spec.items():
@@ -55,13 +58,13 @@ class Objective:
             self.weights[name] = s["weight"]
 
     @classmethod
-    def preset(cls, name: str, **overrides: TermSpec) -> "Objective":
+    def preset(cls, name: str, **overrides: TermSpec) -> Objective:
         if name not in PRESETS:
             raise unknown_name("objective preset", name, PRESETS)
         return cls({**PRESETS[name], **overrides})
 
     @classmethod
-    def parse(cls, text: str) -> "Objective":
+    def parse(cls, text: str) -> Objective:
         """'ce=0.1,kd=0.9' (name=weight pairs, default parameters) or a preset name."""
         text = text.strip()
         if text in PRESETS:
@@ -77,11 +80,13 @@ class Objective:
             try:
                 spec[name.strip()] = float(weight)
             except ValueError:
-                raise ValueError(f"cannot read loss {part!r}: the weight of {name.strip()!r} must be a number, got {weight.strip()!r}") from None
+                raise ValueError(
+                    f"cannot read loss {part!r}: the weight of {name.strip()!r} must be a number, got {weight.strip()!r}"
+                ) from None
         return cls(spec)
 
     @classmethod
-    def coerce(cls, objective: "Objective | str | Mapping[str, TermSpec]") -> "Objective":
+    def coerce(cls, objective: Objective | str | Mapping[str, TermSpec]) -> Objective:
         """Any form an objective is written in: an Objective (returned as is), a preset or
         'ce=0.1,kd=0.9' string, or a {term: weight or {weight, param: value}} mapping."""
         if isinstance(objective, Objective):
@@ -90,10 +95,12 @@ class Objective:
             return cls.parse(objective)
         if isinstance(objective, Mapping):
             return cls(objective)
-        raise TypeError(f"an objective is a preset or 'ce=0.1,kd=0.9' string, a {{term: weight}} mapping or an Objective, "
-                        f"got {objective!r}")
+        raise TypeError(
+            f"an objective is a preset or 'ce=0.1,kd=0.9' string, a {{term: weight}} mapping or an Objective, "
+            f"got {objective!r}"
+        )
 
-    def with_params(self, params: Mapping[str, Mapping[str, float]]) -> "Objective":
+    def with_params(self, params: Mapping[str, Mapping[str, float]]) -> Objective:
         """A new Objective with term parameters laid over this one's, e.g. {"kd": {"tau": 2.0}}
         (a "weight" key sets the weight); every named term must be in the objective."""
         spec = {name: dict(s) for name, s in self.spec.items()}
@@ -101,7 +108,7 @@ class Objective:
             if name not in spec:
                 raise ValueError(f"term parameters name {name!r}, which is not in the objective ({', '.join(spec)})")
             if not isinstance(extra, Mapping):
-                raise TypeError(f"parameters of term {name!r} must be a mapping such as {{\"tau\": 2.0}}, got {extra!r}")
+                raise TypeError(f'parameters of term {name!r} must be a mapping such as {{"tau": 2.0}}, got {extra!r}')
             spec[name].update(extra)
         return type(self)(spec)
 

@@ -6,13 +6,14 @@ scalar. The trainer sums a weighted dict of terms, so an ablation changes a dict
 term is one function and one registry line here: what the function reads is what its parameters
 are named (see `FunctionTerm`).
 """
+
 from __future__ import annotations
 
 import inspect
 import math
 import numbers
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import nn
@@ -126,7 +127,7 @@ def _step_parameters(fn: Callable) -> tuple[tuple[str, ...], bool]:
     """(the StepOutputs fields fn reads by name, whether its first parameter takes the logits)."""
     names = list(inspect.signature(fn).parameters)
     logits_first = names[0] not in STEP_INPUTS
-    return tuple(n for n in names[1 if logits_first else 0:] if n in STEP_INPUTS), logits_first
+    return tuple(n for n in names[1 if logits_first else 0 :] if n in STEP_INPUTS), logits_first
 
 
 def _register_function(name: str, fn: Callable) -> None:

@@ -6,6 +6,7 @@ resnet32x4, wrn_*, vgg8/13, mobilenetv2, shufflenetv1, shufflenetv2_*) registers
 when its modules are imported below. Every model's forward is
 `forward(x, return_features=False, return_stages=False)`; `stages.py` describes the named stages.
 """
+
 from __future__ import annotations
 
 import inspect

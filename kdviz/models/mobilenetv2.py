@@ -6,6 +6,7 @@ classifier. The CIFAR stem has stride 2 and the stage strides are 1, 1, 2, 2, 1,
 2x2. Like the reference, every inverted residual block has its 1x1 expansion conv, including the t=1 one.
 Pooling is adaptive (the reference's pool is sized from a fixed input_size).
 """
+
 from __future__ import annotations
 
 import torch
@@ -16,12 +17,22 @@ from .resnet_cifar import init_conv_bn
 from .stages import CONV_STAGES, run_stages
 
 # (expansion t, channels c, repeats n, first stride s); t=None means "the model's expansion ratio".
-_SETTING = ((1, 16, 1, 1), (None, 24, 2, 1), (None, 32, 3, 2), (None, 64, 4, 2), (None, 96, 3, 1),
-            (None, 160, 3, 2), (None, 320, 1, 1))
+_SETTING = (
+    (1, 16, 1, 1),
+    (None, 24, 2, 1),
+    (None, 32, 3, 2),
+    (None, 64, 4, 2),
+    (None, 96, 3, 1),
+    (None, 160, 3, 2),
+    (None, 320, 1, 1),
+)
 
 
 def _conv_bn(c_in: int, c_out: int, k: int, stride: int = 1, groups: int = 1, relu: bool = True) -> list[nn.Module]:
-    layers: list[nn.Module] = [nn.Conv2d(c_in, c_out, k, stride, k // 2, groups=groups, bias=False), nn.BatchNorm2d(c_out)]
+    layers: list[nn.Module] = [
+        nn.Conv2d(c_in, c_out, k, stride, k // 2, groups=groups, bias=False),
+        nn.BatchNorm2d(c_out),
+    ]
     return layers + [nn.ReLU(inplace=True)] if relu else layers
 
 
@@ -78,7 +89,8 @@ class MobileNetV2(nn.Module):
 
 
 @MODELS.register("mobilenetv2")
-def mobilenetv2(num_classes: int, image_shape: tuple[int, int, int], expand_ratio: int = 6,
-                width_mult: float = 0.5) -> nn.Module:
+def mobilenetv2(
+    num_classes: int, image_shape: tuple[int, int, int], expand_ratio: int = 6, width_mult: float = 0.5
+) -> nn.Module:
     """CRD's MobileNetV2 (`mobile_half`: expansion 6, width 0.5)."""
     return MobileNetV2(num_classes, in_channels=image_shape[0], expand_ratio=expand_ratio, width_mult=width_mult)

@@ -3,6 +3,7 @@
 It lives apart from the package's `__init__`, so that the modules of the zoo can register into it
 without importing the package that imports them.
 """
+
 from __future__ import annotations
 
 from ..registry import Registry

@@ -8,6 +8,7 @@ classifier. `resnetN` uses widths (16, 16, 32, 64) = (stem, stage1, stage2, stag
 Unlike the reference, pooling is adaptive (the reference's AvgPool2d(8) only fits 32 px inputs), so the
 same network runs at 32 px (CIFAR) and 64 px (Tiny ImageNet).
 """
+
 from __future__ import annotations
 
 import torch
@@ -64,7 +65,9 @@ class CifarResNet(nn.Module):
             raise ValueError(f"depth must be 6n+2 (8, 14, 20, 32, 44, 56, 110, ...), got {depth}")
         n = (depth - 2) // 6
         self.stem = nn.Sequential(
-            nn.Conv2d(in_channels, widths[0], 3, padding=1, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=True)
+            nn.Conv2d(in_channels, widths[0], 3, padding=1, bias=False),
+            nn.BatchNorm2d(widths[0]),
+            nn.ReLU(inplace=True),
         )
         stages, c_in = [], widths[0]
         for c_out, stride in zip(widths[1:], (1, 2, 2)):

@@ -12,6 +12,7 @@ ShuffleNetV2: stage widths and final 1x1 conv width per size, 3/7/3 basic blocks
 downsampling block; channel table from CRD's `configs` (CRD's `ShuffleV2` is size 1.0). Note CRD's size 2.0
 uses 224 channels in stage 1 where the ShuffleNetV2 paper has 244; we follow CRD.
 """
+
 from __future__ import annotations
 
 import torch
@@ -60,8 +61,14 @@ class ShuffleNetV1(nn.Module):
 
     feature_stages = CONV_STAGES
 
-    def __init__(self, num_classes: int, in_channels: int = 3, widths: tuple[int, int, int] = (240, 480, 960),
-                 num_blocks: tuple[int, int, int] = (4, 8, 4), groups: int = 3):
+    def __init__(
+        self,
+        num_classes: int,
+        in_channels: int = 3,
+        widths: tuple[int, int, int] = (240, 480, 960),
+        num_blocks: tuple[int, int, int] = (4, 8, 4),
+        groups: int = 3,
+    ):
         super().__init__()
         self.stem = nn.Sequential(nn.Conv2d(in_channels, 24, 1, bias=False), nn.BatchNorm2d(24), nn.ReLU(inplace=True))
         blocks: list[nn.Module] = []
@@ -104,7 +111,10 @@ V2_BLOCKS = (3, 7, 3)
 
 
 def _cbr(c_in: int, c_out: int, k: int, stride: int = 1, groups: int = 1, relu: bool = True) -> nn.Sequential:
-    layers: list[nn.Module] = [nn.Conv2d(c_in, c_out, k, stride, k // 2, groups=groups, bias=False), nn.BatchNorm2d(c_out)]
+    layers: list[nn.Module] = [
+        nn.Conv2d(c_in, c_out, k, stride, k // 2, groups=groups, bias=False),
+        nn.BatchNorm2d(c_out),
+    ]
     return nn.Sequential(*layers, nn.ReLU(inplace=True)) if relu else nn.Sequential(*layers)
 
 
@@ -114,7 +124,9 @@ class ShuffleV2Block(nn.Module):
     def __init__(self, channels: int):
         super().__init__()
         half = channels // 2
-        self.branch = nn.Sequential(_cbr(half, half, 1), _cbr(half, half, 3, groups=half, relu=False), _cbr(half, half, 1))
+        self.branch = nn.Sequential(
+            _cbr(half, half, 1), _cbr(half, half, 3, groups=half, relu=False), _cbr(half, half, 1)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         keep, transform = x.chunk(2, dim=1)
@@ -173,7 +185,9 @@ def _register_v2(size: str) -> None:
         return ShuffleNetV2(num_classes, in_channels=image_shape[0], size=size)
 
     factory.__name__ = factory.__qualname__ = name
-    factory.__doc__ = f"ShuffleNetV2 {size.replace('_', '.')}x, CIFAR variant of CRD (stage widths {V2_CONFIGS[size][0]})."
+    factory.__doc__ = (
+        f"ShuffleNetV2 {size.replace('_', '.')}x, CIFAR variant of CRD (stage widths {V2_CONFIGS[size][0]})."
+    )
     MODELS.register(name)(factory)
 
 

@@ -3,6 +3,7 @@
 Both take any number of channels and classes, and can return their penultimate features or their
 named stages (`stages.py`) too.
 """
+
 from __future__ import annotations
 
 import torch

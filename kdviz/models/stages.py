@@ -12,6 +12,7 @@ Each model's docstring gives their shapes at 32 px. The MLP has no maps: its sta
 hidden layers "hidden1", ..., "hidden<depth>" [B, hidden], and "pool", the last of them.
 `stage_shapes` measures them for any model and input shape.
 """
+
 from __future__ import annotations
 
 import torch

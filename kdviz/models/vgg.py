@@ -4,6 +4,7 @@ Five blocks of 3x3 conv (with bias) + BN + ReLU; max-pools after the first three
 for inputs of 64 px or more, which is what the reference does for 64 px Tiny ImageNet), global average pooling
 over the last 512-channel map, and a single linear classifier (no VGG fully connected head).
 """
+
 from __future__ import annotations
 
 import torch

@@ -5,6 +5,7 @@ three stages of pre-activation blocks of width 16k, 32k, 64k (depth = 6n + 4, n 
 BN-ReLU, global average pooling and a linear classifier. When a block changes width its shortcut is a 1x1
 conv applied to the pre-activated input. Pooling is adaptive, so 32 px and 64 px inputs both work.
 """
+
 from __future__ import annotations
 
 import torch
@@ -53,7 +54,9 @@ class WideResNet(nn.Module):
         self.conv1 = nn.Conv2d(in_channels, 16, 3, padding=1, bias=False)
         stages, c_in = [], 16
         for c_out, stride in zip(widths, (1, 2, 2)):
-            blocks = [PreActBlock(c_in if i == 0 else c_out, c_out, stride if i == 0 else 1, drop_rate) for i in range(n)]
+            blocks = [
+                PreActBlock(c_in if i == 0 else c_out, c_out, stride if i == 0 else 1, drop_rate) for i in range(n)
+            ]
             stages.append(nn.Sequential(*blocks))
             c_in = c_out
         self.block1, self.block2, self.block3 = stages

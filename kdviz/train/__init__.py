@@ -1,4 +1,5 @@
 """Training: one loop for teachers and students, configs, checkpoints."""
+
 from __future__ import annotations
 
 from .checkpoint import CheckpointError, atomic_save, load_checkpoint, load_model
@@ -19,6 +20,14 @@ def distill(data, teacher: TeacherLike, model: str = "cnn", objective="kd", **kw
 
 
 __all__ = [
-    "CheckpointError", "SCHEDULES", "TrainConfig", "TrainResult", "atomic_save", "distill",
-    "load_checkpoint", "load_model", "train", "train_teacher",
+    "CheckpointError",
+    "SCHEDULES",
+    "TrainConfig",
+    "TrainResult",
+    "atomic_save",
+    "distill",
+    "load_checkpoint",
+    "load_model",
+    "train",
+    "train_teacher",
 ]

@@ -4,6 +4,7 @@ A model checkpoint records how to rebuild the model (registry name and keyword a
 the dataset it was trained on and the versions that wrote it, so that `load_model` needs
 nothing but the path.
 """
+
 from __future__ import annotations
 
 import os
@@ -35,13 +36,17 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
     """Read a kdviz checkpoint safely (weights_only=True: a pickle that runs code is refused)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}; train one with `kdviz train-teacher --out DIR` (it writes DIR/best.pt)")
+        raise FileNotFoundError(
+            f"no checkpoint at {path}; train one with `kdviz train-teacher --out DIR` (it writes DIR/best.pt)"
+        )
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, OSError) as e:
         raise _unreadable(path, e) from e
     if not isinstance(ckpt, dict) or not str(ckpt.get("format", "")).startswith("kdviz-checkpoint-"):
-        raise CheckpointError(f"{path} is not a kdviz checkpoint (expected format {FORMAT!r}); pass a best.pt or last.pt written by kdviz")
+        raise CheckpointError(
+            f"{path} is not a kdviz checkpoint (expected format {FORMAT!r}); pass a best.pt or last.pt written by kdviz"
+        )
     if ckpt["format"] != FORMAT:
         raise CheckpointError(
             f"{path} was written by kdviz {ckpt.get('kdviz_version', '?')} in format {ckpt['format']!r}; this kdviz "
@@ -69,8 +74,12 @@ def _unreadable(path: Path, e: BaseException) -> CheckpointError:
     reason = next((line.strip() for line in text.splitlines() if line.strip()), type(e).__name__).split(". ")[0]
     state = "empty (0 bytes)" if size == 0 else f"truncated or corrupt ({size} bytes: {reason})"
     # last.pt is a run's resume point: re-running the training would only trip over it again.
-    fix = ("That run cannot be resumed from it (--resume reads this file): delete it to start the run over, or "
-           "choose another --out (out_dir)." if path.name == "last.pt" else "Re-run the training that writes it.")
+    fix = (
+        "That run cannot be resumed from it (--resume reads this file): delete it to start the run over, or "
+        "choose another --out (out_dir)."
+        if path.name == "last.pt"
+        else "Re-run the training that writes it."
+    )
     return CheckpointError(f"{path} is not a readable kdviz checkpoint: the file is {state}. {fix}")
 
 
@@ -94,5 +103,7 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> t
     try:
         model.load_state_dict(ckpt["state_dict"])
     except RuntimeError as e:
-        raise CheckpointError(f"{path}: weights do not fit model {spec['name']!r} with {spec.get('kwargs', {})}: {e}") from e
+        raise CheckpointError(
+            f"{path}: weights do not fit model {spec['name']!r} with {spec.get('kwargs', {})}: {e}"
+        ) from e
     return model.to(device).eval(), ckpt

@@ -1,4 +1,5 @@
 """Training hyper-parameters in one validated dataclass, and the learning-rate schedules."""
+
 from __future__ import annotations
 
 import math
@@ -66,12 +67,18 @@ class TrainConfig:
             (self.lr > 0, f"lr must be > 0, got {self.lr}"),
             (0 <= self.momentum < 1, f"momentum must be in [0, 1), got {self.momentum}"),
             (0 <= self.weight_decay < math.inf, f"weight_decay must be finite and >= 0, got {self.weight_decay}"),
-            (0 <= self.warmup_epochs < self.epochs, f"warmup_epochs must be in [0, epochs={self.epochs}), got {self.warmup_epochs}"),
+            (
+                0 <= self.warmup_epochs < self.epochs,
+                f"warmup_epochs must be in [0, epochs={self.epochs}), got {self.warmup_epochs}",
+            ),
             (0 < self.icc_tau < math.inf, f"icc_tau must be finite and > 0, got {self.icc_tau}"),
             (0 < self.gamma <= 1, f"gamma must be in (0, 1], got {self.gamma}"),
             (self.cache_views >= 1, f"cache_views must be >= 1, got {self.cache_views}"),
             (self.cache_topk >= 0, f"cache_topk must be >= 0 (0 keeps all logits), got {self.cache_topk}"),
-            (self.val_subset >= 0, f"val_subset must be >= 0 (0 evaluates every validation image), got {self.val_subset}"),
+            (
+                self.val_subset >= 0,
+                f"val_subset must be >= 0 (0 evaluates every validation image), got {self.val_subset}",
+            ),
         ]
         for ok, message in checks:
             if not ok:
@@ -79,7 +86,7 @@ class TrainConfig:
         SCHEDULES.get(self.schedule)
 
     @classmethod
-    def from_kwargs(cls, **kwargs) -> "TrainConfig":
+    def from_kwargs(cls, **kwargs) -> TrainConfig:
         check_keywords("training settings", kwargs, [f.name for f in fields(cls)])
         return cls(**kwargs)
 
@@ -90,7 +97,7 @@ class TrainConfig:
         """Whether the training images are augmented: augment on and the dataset has an augmentation."""
         return self.augment and info.augment == "crop_flip"
 
-    def resolved(self, info: DatasetInfo, objective, model: torch.nn.Module, device: torch.device) -> "TrainConfig":
+    def resolved(self, info: DatasetInfo, objective, model: torch.nn.Module, device: torch.device) -> TrainConfig:
         """A copy with the settings left to kdviz (None) decided for training `model` with `objective`
         (an Objective) on `device`, as config.json records them: channels_last on for a convolutional
         model on a CPU; the teacher cache on when the objective distills from logits only and the
@@ -132,6 +139,12 @@ def lr_factor(cfg: TrainConfig, epoch: int) -> float:
 
 def make_optimizer(params, cfg: TrainConfig) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
     """SGD over `params` (the model's, then the objective's trainable terms') and its lr schedule."""
-    opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=cfg.nesterov and cfg.momentum > 0)
+    opt = torch.optim.SGD(
+        params,
+        lr=cfg.lr,
+        momentum=cfg.momentum,
+        weight_decay=cfg.weight_decay,
+        nesterov=cfg.nesterov and cfg.momentum > 0,
+    )
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda epoch: lr_factor(cfg, epoch))
     return opt, sched

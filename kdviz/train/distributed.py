@@ -5,6 +5,7 @@ global batch and the gradient (DDP averages it over ranks) match a single-proces
 for BatchNorm, whose statistics are those of each rank's slice unless `sync_bn` makes them the
 global batch's. Only rank 0 writes files and shows a progress bar.
 """
+
 from __future__ import annotations
 
 import os

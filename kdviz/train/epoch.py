@@ -4,6 +4,7 @@ The step never waits for the device: losses, error counts and the step at which 
 teacher's logits first turned non-finite are kept on the device and read once per epoch, with a
 check of the weights after the epoch's last update.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -24,7 +25,6 @@ from .distributed import all_reduce
 from .run import Run
 from .teacher import Teacher
 
-
 TEST_COLUMNS = ("test_loss", "test_top1_err", "test_top5_err")
 
 
@@ -35,14 +35,29 @@ def train_epoch(run: Run, epoch: int) -> dict:
     run.net.train()
     if run.teacher is not None:
         run.teacher.start_epoch(len(run.data.train), run.augment_gen)
-    autocast = functools.partial(torch.autocast, "cuda", dtype=torch.bfloat16) if cfg.amp and dev.type == "cuda" else contextlib.nullcontext
+    autocast = (
+        functools.partial(torch.autocast, "cuda", dtype=torch.bfloat16)
+        if cfg.amp and dev.type == "cuda"
+        else contextlib.nullcontext
+    )
     sums = torch.zeros(len(objective.terms) + 2, device=dev, dtype=torch.float64)  # terms, total, errors
-    first_bad = torch.full((1 if run.teacher is None else 2,), -1, device=dev)  # first step of a non-finite loss (, teacher logit)
+    first_bad = torch.full(
+        (1 if run.teacher is None else 2,), -1, device=dev
+    )  # first step of a non-finite loss (, teacher logit)
     n, step = 0, -1
     wanted = objective.inputs
     average_terms = run.ctx.enabled and objective.trainable
-    batches = iterate_batches(run.data.train, run.data.info, cfg.batch_size, dev, shuffle=True, generator=run.shuffle_gen,
-                              shard=(run.ctx.rank, run.ctx.world_size), augment=_augment(run), with_indices=True)
+    batches = iterate_batches(
+        run.data.train,
+        run.data.info,
+        cfg.batch_size,
+        dev,
+        shuffle=True,
+        generator=run.shuffle_gen,
+        shard=(run.ctx.rank, run.ctx.world_size),
+        augment=_augment(run),
+        with_indices=True,
+    )
     for step, (x, y, idx) in enumerate(batches):
         if cfg.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -64,7 +79,9 @@ def train_epoch(run: Run, epoch: int) -> dict:
             bad = torch.stack([~torch.isfinite(t).all() for t in checked])
             first_bad = torch.where(bad & (first_bad < 0), step, first_bad)
     # The last step's update is seen by no loss of this epoch: the weights are checked, once.
-    weights_bad = ~torch.stack([torch.isfinite(p).all() for p in [*run.model.parameters(), *objective.parameters()]]).all()
+    weights_bad = ~torch.stack(
+        [torch.isfinite(p).all() for p in [*run.model.parameters(), *objective.parameters()]]
+    ).all()
     first_bad = torch.cat([first_bad, torch.where(weights_bad, step, -1).view(1)])
     # Sums and counts, not per-rank means, are reduced: ranks may hold batches of unequal size.
     sums = all_reduce(torch.cat([sums, torch.tensor([n], device=dev, dtype=sums.dtype)]), run.ctx)
@@ -78,7 +95,9 @@ def train_epoch(run: Run, epoch: int) -> dict:
     return stats
 
 
-def step_outputs(net, teacher: Teacher | None, wanted: set[str], x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor) -> StepOutputs:
+def step_outputs(
+    net, teacher: Teacher | None, wanted: set[str], x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor
+) -> StepOutputs:
     """What `net` and the teacher give on batch x (labels y, training indices idx): the logits, and the
     fields in `wanted` (Objective.inputs) among features, teacher_features, stages, teacher_stages and
     indices. The named stages come with the logits from one forward pass; "pool" is the features."""
@@ -93,14 +112,22 @@ def step_outputs(net, teacher: Teacher | None, wanted: set[str], x: torch.Tensor
     def pick(field, value):
         return value if field in wanted else None
 
-    return StepOutputs(logits, y, teacher_logits, pick("features", stages and stages["pool"]),
-                       pick("teacher_features", teacher_stages and teacher_stages["pool"]), pick("indices", idx),
-                       pick("stages", stages), pick("teacher_stages", teacher_stages))
+    return StepOutputs(
+        logits,
+        y,
+        teacher_logits,
+        pick("features", stages and stages["pool"]),
+        pick("teacher_features", teacher_stages and teacher_stages["pool"]),
+        pick("indices", idx),
+        pick("stages", stages),
+        pick("teacher_stages", teacher_stages),
+    )
 
 
 @torch.no_grad()
-def example_outputs(model: nn.Module, teacher: Teacher | None, objective: Objective, data: DatasetSplits,
-                    device: torch.device) -> StepOutputs:
+def example_outputs(
+    model: nn.Module, teacher: Teacher | None, objective: Objective, data: DatasetSplits, device: torch.device
+) -> StepOutputs:
     """StepOutputs of the first validation batch, in eval mode: the shapes ModuleTerm.setup builds for."""
     x, y = next(iterate_batches(data.val, data.info, 2, device))
     was_training = model.training
@@ -161,7 +188,9 @@ def _kept(run: Run, epoch: int) -> str:
         return "Nothing was saved (no out_dir)."
     if epoch > 0:
         return f"The last good checkpoint, {run.run_dir / 'last.pt'} (after epoch {epoch - 1}), is kept."
-    return f"No checkpoint exists yet: it stopped in the run's first epoch, before {run.run_dir / 'last.pt'} was written."
+    return (
+        f"No checkpoint exists yet: it stopped in the run's first epoch, before {run.run_dir / 'last.pt'} was written."
+    )
 
 
 def evaluate(run: Run, with_test: bool) -> tuple[dict, ICCReport]:
@@ -186,7 +215,7 @@ def validation_part(data: DatasetSplits, cfg) -> Split:
     """The validation images a run evaluates: all, or cfg.val_subset of them drawn from cfg.seed
     (the same images every epoch, and on resume)."""
     if 0 < cfg.val_subset < len(data.val):
-        chosen = torch.randperm(len(data.val), generator=torch.Generator().manual_seed(cfg.seed))[:cfg.val_subset]
+        chosen = torch.randperm(len(data.val), generator=torch.Generator().manual_seed(cfg.seed))[: cfg.val_subset]
         return data.val.subset(chosen)
     return data.val
 
@@ -197,6 +226,9 @@ def split_scores(run: Run, part: Split, split: str) -> tuple[dict, torch.Tensor,
     logits = predict_logits(run.model, part, run.data.info, run.device)
     labels = part.labels.to(run.device)
     errs = topk_errors(logits, labels)
-    scores = {f"{split}_loss": float(F.cross_entropy(logits, labels)),
-              f"{split}_top1_err": float(errs[1]), f"{split}_top5_err": float(errs[5])}
+    scores = {
+        f"{split}_loss": float(F.cross_entropy(logits, labels)),
+        f"{split}_top1_err": float(errs[1]),
+        f"{split}_top5_err": float(errs[5]),
+    }
     return scores, logits, labels

@@ -3,6 +3,7 @@
 fcntl.flock is released by the kernel when the holder exits, even on SIGKILL, so a crashed run
 never leaves a stuck lock behind; the PID written into the file only serves the error message.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -19,7 +20,7 @@ class RunLock:
         self.path = Path(run_dir) / ".lock"
         self._fd: int | None = None
 
-    def __enter__(self) -> "RunLock":
+    def __enter__(self) -> RunLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:

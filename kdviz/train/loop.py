@@ -8,20 +8,22 @@ It reads top to bottom: set up the run, then for each epoch train, evaluate and 
 teacher (kdviz.train.teacher), the epoch (kdviz.train.epoch) and the run's state on disk
 (kdviz.train.run) each live in their own module.
 """
+
 from __future__ import annotations
 
 import contextlib
 import dataclasses
 import random
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from ..correlation import ICCReport
 from ..data.base import DatasetSplits
 from ..data.loader import fit_batch_size
 from ..device import resolve_device
@@ -75,7 +77,12 @@ def train(
     ctx, dev = setup_distributed(resolve_device(device))
     cfg.batch_size = fit_batch_size(cfg.batch_size, len(data.train), ctx.world_size)
     teacher = load_teacher(teacher, objective, data, dev)
-    spec = {"name": model, "kwargs": dict(model_kwargs or {}), "num_classes": data.num_classes, "image_shape": list(data.info.image_shape)}
+    spec = {
+        "name": model,
+        "kwargs": dict(model_kwargs or {}),
+        "num_classes": data.num_classes,
+        "image_shape": list(data.info.image_shape),
+    }
     name = name or f"{model}:{objective.describe()}"
     _seed_everything(cfg.seed)
     core = build_model(spec["name"], spec["num_classes"], tuple(spec["image_shape"]), **spec["kwargs"]).to(dev)
@@ -89,18 +96,36 @@ def train(
         objective.setup(example_outputs(core, teacher, objective, data, dev), data.train.labels)
     opt, sched = make_optimizer([*core.parameters(), *objective.parameters()], cfg)
     run = Run(
-        model=core, net=core, spec=spec, objective=objective, teacher=teacher, data=data, cfg=cfg, device=dev, ctx=ctx,
-        opt=opt, sched=sched, shuffle_gen=torch.Generator().manual_seed(cfg.seed),
+        model=core,
+        net=core,
+        spec=spec,
+        objective=objective,
+        teacher=teacher,
+        data=data,
+        cfg=cfg,
+        device=dev,
+        ctx=ctx,
+        opt=opt,
+        sched=sched,
+        shuffle_gen=torch.Generator().manual_seed(cfg.seed),
         # Its own generator per rank, so that ranks' shuffles stay in step whatever their shard sizes.
         augment_gen=torch.Generator().manual_seed(cfg.seed * 1009 + ctx.rank + 1),
         run_dir=Path(out_dir) if out_dir is not None else None,
     )
 
     online = teacher.module if teacher is not None and not cfg.teacher_cache else None
-    with RunLock(run.run_dir) if run.writes else contextlib.nullcontext(), \
-            training_threads(core, online, data.info.image_shape, cfg.batch_size, dev):
+    with (
+        RunLock(run.run_dir) if run.writes else contextlib.nullcontext(),
+        training_threads(core, online, data.info.image_shape, cfg.batch_size, dev),
+    ):
         _open(run, name, resume, cache_dir, progress)
-        bar = tqdm(total=cfg.epochs, initial=run.progress.next_epoch, desc=name, disable=not (progress and ctx.is_main), leave=True)
+        bar = tqdm(
+            total=cfg.epochs,
+            initial=run.progress.next_epoch,
+            desc=name,
+            disable=not (progress and ctx.is_main),
+            leave=True,
+        )
         for epoch in range(run.progress.next_epoch, cfg.epochs):
             start = time.perf_counter()
             # A named range in profiler traces (benchmarks/profile_step.py); free when none is recording.
@@ -111,7 +136,14 @@ def train(
             run.sched.step()
             objective.end_epoch()
             scores, snapshot = evaluate(run, with_test=cfg.eval_test or epoch in keep_epochs)
-            row = {"epoch": epoch, "lr": lr, **train_stats, **scores, "train_seconds": train_seconds, "seconds": time.perf_counter() - start}
+            row = {
+                "epoch": epoch,
+                "lr": lr,
+                **train_stats,
+                **scores,
+                "train_seconds": train_seconds,
+                "seconds": time.perf_counter() - start,
+            }
             improved = run.progress.record(row, snapshot, run.model)
             if run.writes:
                 save_run(run, improved, keep=epoch in keep_epochs)
@@ -126,14 +158,27 @@ def train(
     if not cfg.eval_test:
         _test_chosen_epoch(run)
     return TrainResult(
-        name=name, model=run.model, history=pd.DataFrame(run.progress.history), best_epoch=run.progress.best_epoch, config=cfg,
-        objective=objective.describe(), model_spec=run.spec, info=data.info, icc_snapshots=run.progress.snapshots,
+        name=name,
+        model=run.model,
+        history=pd.DataFrame(run.progress.history),
+        best_epoch=run.progress.best_epoch,
+        config=cfg,
+        objective=objective.describe(),
+        model_spec=run.spec,
+        info=data.info,
+        icc_snapshots=run.progress.snapshots,
         out_dir=run.run_dir,
     )
 
 
-def _resolve(cfg: TrainConfig, objective: Objective, data: DatasetSplits, core: torch.nn.Module, dev: torch.device,
-             resumed: Path | None) -> TrainConfig:
+def _resolve(
+    cfg: TrainConfig,
+    objective: Objective,
+    data: DatasetSplits,
+    core: torch.nn.Module,
+    dev: torch.device,
+    resumed: Path | None,
+) -> TrainConfig:
     """cfg with its None settings decided (TrainConfig.resolved); a resumed run (in `resumed`) keeps
     the choices it recorded, so that it goes on as it started, even on another device."""
     left = tuple(k for k in ("channels_last", "teacher_cache") if getattr(cfg, k) is None)
@@ -166,9 +211,18 @@ def _open(run: Run, name: str, resume: bool, cache_dir, progress: bool) -> None:
     if run.teacher is not None and run.cfg.teacher_cache:
         # A small split's teacher pass takes seconds: its logits stay in memory unless a folder is given.
         on_disk = cache_dir is not None or len(run.data.train) >= DISK_CACHE_IMAGES
-        run.teacher = run.teacher.cached(run.data, run.cfg, run.objective, run.device, cache_dir=cache_dir,
-                                         write=run.ctx.is_main and on_disk, progress=progress and run.ctx.is_main)
-    run.net = wrap_model(run.model, run.ctx, run.device, run.cfg.sync_bn)  # after restoring, so every rank starts from the same weights
+        run.teacher = run.teacher.cached(
+            run.data,
+            run.cfg,
+            run.objective,
+            run.device,
+            cache_dir=cache_dir,
+            write=run.ctx.is_main and on_disk,
+            progress=progress and run.ctx.is_main,
+        )
+    run.net = wrap_model(
+        run.model, run.ctx, run.device, run.cfg.sync_bn
+    )  # after restoring, so every rank starts from the same weights
     if run.cfg.compile and run.device.type == "cuda":
         run.net = torch.compile(run.net)
 
@@ -176,10 +230,10 @@ def _open(run: Run, name: str, resume: bool, cache_dir, progress: bool) -> None:
 def _check_splits(data: DatasetSplits) -> None:
     for split in ("train", "val", "test"):
         if len(data.split(split)) == 0:
-            raise ValueError(f"the {split} split of {data.info.name} is empty (0 images); load it with a larger "
-                             "n_train / train_fraction / val_fraction, or check the dataset's files")
-
-
+            raise ValueError(
+                f"the {split} split of {data.info.name} is empty (0 images); load it with a larger "
+                "n_train / train_fraction / val_fraction, or check the dataset's files"
+            )
 
 
 def _seed_everything(seed: int) -> None:

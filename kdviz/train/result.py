@@ -1,4 +1,5 @@
 """What train() returns."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

@@ -1,5 +1,6 @@
 """A run's state, in memory (`Run`, `Progress`) and in its run directory (config.json, metrics.csv,
 best.pt, last.pt), so that an interrupted run resumes to the very result of an uninterrupted one."""
+
 from __future__ import annotations
 
 import json
@@ -83,23 +84,37 @@ def check_run_dir(run: Run, resume: bool, config: dict) -> None:
     if last.exists() and not resume:
         done = load_checkpoint(last)["next_epoch"] >= run.cfg.epochs
         what = "a finished run" if done else "an unfinished run"
-        raise FileExistsError(f"{run.run_dir} already holds {what}; pass resume=True (CLI --resume) to continue it, or choose another out_dir")
+        raise FileExistsError(
+            f"{run.run_dir} already holds {what}; pass resume=True (CLI --resume) to continue it, or choose another out_dir"
+        )
     if resume and last.exists() and config_path.exists():
         ignored = ("kdviz_version", "torch_version", "teacher")
         saved = {k: v for k, v in json.loads(config_path.read_text()).items() if k not in ignored}
         # A setting that the run's older kdviz did not have, left at its default now, is no change.
         defaults = TrainConfig().to_dict()
-        new = {k: v for k, v in config.items() if k not in ignored and (k in saved or k not in defaults or v != defaults[k])}
+        new = {
+            k: v
+            for k, v in config.items()
+            if k not in ignored and (k in saved or k not in defaults or v != defaults[k])
+        }
         changed = sorted(k for k in set(saved) | set(new) if saved.get(k) != new.get(k))
         if changed:
-            raise ValueError(f"cannot resume {run.run_dir}: it was started with different settings ({', '.join(changed)}); "
-                             "resume with the same settings, or choose another out_dir")
+            raise ValueError(
+                f"cannot resume {run.run_dir}: it was started with different settings ({', '.join(changed)}); "
+                "resume with the same settings, or choose another out_dir"
+            )
 
 
 def run_config(run: Run, name: str) -> dict:
     """config.json's content, in the form it takes on disk (for comparing with a saved one)."""
-    config = {"name": name, "dataset": run.data.info.name, "model": run.spec, "objective": run.objective.spec,
-              "teacher": run.teacher.identity if run.teacher is not None else None, **run.cfg.to_dict()}
+    config = {
+        "name": name,
+        "dataset": run.data.info.name,
+        "model": run.spec,
+        "objective": run.objective.spec,
+        "teacher": run.teacher.identity if run.teacher is not None else None,
+        **run.cfg.to_dict(),
+    }
     return json.loads(json.dumps(config, default=str))
 
 
@@ -116,22 +131,37 @@ def save_run(run: Run, improved: bool, keep: bool) -> None:
     atomic_save(p.snapshots[-1].to_dict(), snapshot_path(run.run_dir, p.next_epoch - 1))
     write_metrics(run)
     if improved:  # the model holds the best weights right now
-        atomic_save(model_checkpoint(run.model, run.spec, name, epoch=p.best_epoch, val_top1_err=p.best_val[0]), run.run_dir / "best.pt")
+        atomic_save(
+            model_checkpoint(run.model, run.spec, name, epoch=p.best_epoch, val_top1_err=p.best_val[0]),
+            run.run_dir / "best.pt",
+        )
     atomic_save(
         model_checkpoint(
-            run.model, run.spec, name,
-            next_epoch=p.next_epoch, optimizer=run.opt.state_dict(), scheduler=run.sched.state_dict(),
-            objective=run.objective.state_dict(), history=p.history, best_epoch=p.best_epoch, best_val=p.best_val,
-            best_weights=p.best_weights, shuffle_rng=run.shuffle_gen.get_state(), augment_rng=run.augment_gen.get_state(),
-            rng=rng_states(), snapshots=[(r.sums, r.counts, r.sigma2, r.group_mass, r.n) for r in p.snapshots],
+            run.model,
+            run.spec,
+            name,
+            next_epoch=p.next_epoch,
+            optimizer=run.opt.state_dict(),
+            scheduler=run.sched.state_dict(),
+            objective=run.objective.state_dict(),
+            history=p.history,
+            best_epoch=p.best_epoch,
+            best_val=p.best_val,
+            best_weights=p.best_weights,
+            shuffle_rng=run.shuffle_gen.get_state(),
+            augment_rng=run.augment_gen.get_state(),
+            rng=rng_states(),
+            snapshots=[(r.sums, r.counts, r.sigma2, r.group_mass, r.n) for r in p.snapshots],
             teacher=run.teacher.identity if run.teacher is not None else None,
         ),
         run.run_dir / "last.pt",
     )
     if keep:
         row = p.history[-1]
-        atomic_save(model_checkpoint(run.model, run.spec, name, epoch=row["epoch"], val_top1_err=row["val_top1_err"]),
-                    run.run_dir / f"epoch_{row['epoch']}.pt")
+        atomic_save(
+            model_checkpoint(run.model, run.spec, name, epoch=row["epoch"], val_top1_err=row["val_top1_err"]),
+            run.run_dir / f"epoch_{row['epoch']}.pt",
+        )
 
 
 def write_metrics(run: Run) -> None:
@@ -159,7 +189,10 @@ def restore(run: Run, path: Path) -> Progress:
     run.augment_gen.set_state(ckpt["augment_rng"])
     set_rng_states(ckpt["rng"])
     return Progress(
-        next_epoch=ckpt["next_epoch"], history=ckpt["history"], best_val=tuple(ckpt["best_val"]), best_epoch=ckpt["best_epoch"],
+        next_epoch=ckpt["next_epoch"],
+        history=ckpt["history"],
+        best_val=tuple(ckpt["best_val"]),
+        best_epoch=ckpt["best_epoch"],
         best_weights=ckpt["best_weights"],
         snapshots=[ICCReport(run.data.info, run.cfg.icc_tau, *snapshot) for snapshot in ckpt["snapshots"]],
     )

@@ -6,6 +6,7 @@ metrics.csv. A reader needs neither last.pt (which also holds the optimizer stat
 set, and never sees half a file. A RunRecord reads a run directory again on `refresh()`, so a run
 that is still training shows its new epochs; it also wraps a TrainResult in memory.
 """
+
 from __future__ import annotations
 
 import os
@@ -35,14 +36,16 @@ class RunRecord:
         self.result = None if isinstance(source, (str, os.PathLike)) else source
         self.path = Path(source) if self.result is None else None
         if self.path is not None and not self.path.is_dir():
-            raise FileNotFoundError(f"run {name!r}: no run directory at {self.path}; pass the out_dir a run was trained into")
+            raise FileNotFoundError(
+                f"run {name!r}: no run directory at {self.path}; pass the out_dir a run was trained into"
+            )
         self.history = pd.DataFrame({"epoch": pd.Series(dtype=int)})
         self.snapshots: dict[int, ICCReport] = {}
         self.best_epoch: int | None = None
         self._read: dict[Path, tuple[int, ICCReport]] = {}  # file -> (mtime, report): read each version once
         self.refresh()
 
-    def refresh(self) -> "RunRecord":
+    def refresh(self) -> RunRecord:
         """Read the run directory again: epochs finished since the last call appear."""
         if self.result is not None:
             self.history = self.result.history
@@ -53,7 +56,9 @@ class RunRecord:
             mtime = file.stat().st_mtime_ns
             if self._read.get(file, (None,))[0] != mtime:
                 self._read[file] = (mtime, ICCReport.load(file))
-        self.snapshots = {int(f.stem.split("_")[1]): report for f, (_, report) in sorted(self._read.items()) if f.exists()}
+        self.snapshots = {
+            int(f.stem.split("_")[1]): report for f, (_, report) in sorted(self._read.items()) if f.exists()
+        }
         self.history = _read_history(self.path / "metrics.csv", self.history)
         self.best_epoch = _best_epoch(self.path / "best.pt")
         return self
@@ -71,10 +76,14 @@ class RunRecord:
     def waiting(self) -> str:
         """Why the run has no epoch to show, in words for the reader."""
         if self.path is not None and (self.path / "last.pt").exists():
-            return (f"run {self.name!r} has a checkpoint but no ICC snapshots in {self.path / SNAPSHOT_DIR}: it was "
-                    "written by an older kdviz; train it again to explore its epochs")
-        return (f"run {self.name!r} has no finished epoch yet (still in its first epoch, or not started): "
-                "move the epoch slider or press reload to look again")
+            return (
+                f"run {self.name!r} has a checkpoint but no ICC snapshots in {self.path / SNAPSHOT_DIR}: it was "
+                "written by an older kdviz; train it again to explore its epochs"
+            )
+        return (
+            f"run {self.name!r} has no finished epoch yet (still in its first epoch, or not started): "
+            "move the epoch slider or press reload to look again"
+        )
 
 
 def open_runs(runs) -> dict[str, RunRecord]:

@@ -11,6 +11,7 @@ teacher is refused. The step then asks it, batch by batch, for the teacher's out
   (kdviz.train.teacher_cache). When training augmentation is on, it also chooses each image's
   view for the epoch (`chooses_views`), so that the student sees the images the logits are of.
 """
+
 from __future__ import annotations
 
 import functools
@@ -64,20 +65,39 @@ class Teacher:
         # Clones are ordinary tensors again, which autograd accepts beside the student's outputs.
         return logits.clone(), ({k: v.clone() for k, v in stages.items()} if stages is not None else None)
 
-    def cached(self, data: DatasetSplits, cfg: TrainConfig, objective: Objective, device: torch.device, *, cache_dir,
-               write: bool, progress: bool) -> "CachedTeacher":
+    def cached(
+        self,
+        data: DatasetSplits,
+        cfg: TrainConfig,
+        objective: Objective,
+        device: torch.device,
+        *,
+        cache_dir,
+        write: bool,
+        progress: bool,
+    ) -> CachedTeacher:
         """This teacher with its logits of every training view loaded from `cache_dir`, or computed
         (and, when `write`, stored there) now."""
         if objective.inputs & {"teacher_features", "teacher_stages"}:
-            raise ValueError("the teacher cache holds logits only, and a term of the objective "
-                             f"{objective.describe()!r} reads the teacher's features, so it needs the online teacher; "
-                             "train with teacher_cache=False")
+            raise ValueError(
+                "the teacher cache holds logits only, and a term of the objective "
+                f"{objective.describe()!r} reads the teacher's features, so it needs the online teacher; "
+                "train with teacher_cache=False"
+            )
         # With top-k, the dropped classes' mass is kept at the temperature of the distillation terms.
         taus = [t.params["tau"] for t in objective.terms.values() if t.needs_teacher and "tau" in t.params]
         cache = load_or_build_teacher_cache(
-            self.module, data.train, data.info, device, cache_dir=cache_dir, write=write,
-            progress=progress, **view_options(data.info, cfg.augment, cfg.cache_views), seed=cfg.seed,
-            topk=cfg.cache_topk, tau=taus[0] if taus else 4.0,
+            self.module,
+            data.train,
+            data.info,
+            device,
+            cache_dir=cache_dir,
+            write=write,
+            progress=progress,
+            **view_options(data.info, cfg.augment, cfg.cache_views),
+            seed=cfg.seed,
+            topk=cfg.cache_topk,
+            tau=taus[0] if taus else 4.0,
         )
         return CachedTeacher(self, cache)
 
@@ -104,25 +124,35 @@ class CachedTeacher(Teacher):
         return self.cache.logits(idx, self._views[idx]), None
 
 
-def load_teacher(teacher: TeacherLike, objective: Objective, data: DatasetSplits, device: torch.device) -> Teacher | None:
+def load_teacher(
+    teacher: TeacherLike, objective: Objective, data: DatasetSplits, device: torch.device
+) -> Teacher | None:
     """The online Teacher of `teacher` for training on `data` with `objective`, checked; None when the
     objective does not distill (a teacher is then refused, as it would go unused)."""
     if not objective.needs_teacher:
         if teacher is not None:
-            raise ValueError(f"a teacher was given but the objective {objective.describe()!r} has no distillation term; add e.g. 'kd'")
+            raise ValueError(
+                f"a teacher was given but the objective {objective.describe()!r} has no distillation term; add e.g. 'kd'"
+            )
         return None
     if teacher is None:
-        raise ValueError(f"the objective {objective.describe()!r} distills, so it needs teacher= (a TrainResult, a model or a checkpoint path)")
+        raise ValueError(
+            f"the objective {objective.describe()!r} distills, so it needs teacher= (a TrainResult, a model or a checkpoint path)"
+        )
     module, checkpoint, label, image_shape = _resolve(teacher, data, device)
     if image_shape is not None and tuple(image_shape) != tuple(data.info.image_shape):
-        raise ValueError(f"the teacher {label} was trained on images of shape {tuple(image_shape)}, {data.info.name} has "
-                         f"{tuple(data.info.image_shape)}; use a teacher trained on these images")
+        raise ValueError(
+            f"the teacher {label} was trained on images of shape {tuple(image_shape)}, {data.info.name} has "
+            f"{tuple(data.info.image_shape)}; use a teacher trained on these images"
+        )
     module = module.to(device).eval()
     x, _ = next(iterate_batches(data.val, data.info, 2, device))
     with torch.no_grad():
         c = module(x).shape[1]
     if c != data.num_classes:
-        raise ValueError(f"the teacher predicts {c} classes but {data.info.name} has {data.num_classes}; use a teacher trained on this dataset")
+        raise ValueError(
+            f"the teacher predicts {c} classes but {data.info.name} has {data.num_classes}; use a teacher trained on this dataset"
+        )
     return Teacher(module, checkpoint, label)
 
 
@@ -130,20 +160,26 @@ def _resolve(teacher: TeacherLike, data: DatasetSplits, device) -> tuple[nn.Modu
     """(module, checkpoint path or None, label, image shape it was trained on or None if unknown)."""
     if isinstance(teacher, TrainResult):
         if teacher.info.name != data.info.name:
-            raise ValueError(f"teacher was trained on {teacher.info.name!r}, the student on {data.info.name!r}; use a teacher of the same dataset")
+            raise ValueError(
+                f"teacher was trained on {teacher.info.name!r}, the student on {data.info.name!r}; use a teacher of the same dataset"
+            )
         best = teacher.out_dir / "best.pt" if teacher.out_dir is not None else None
         checkpoint = str(best) if best is not None and best.is_file() else None
         return teacher.model, checkpoint, f"{teacher.name!r}", teacher.info.image_shape
     if isinstance(teacher, (str, Path)):
         module, ckpt = load_model(teacher, device)
         if ckpt["dataset"] != data.info.name:
-            raise ValueError(f"teacher checkpoint {teacher} is for dataset {ckpt['dataset']!r}, the student trains on {data.info.name!r}")
+            raise ValueError(
+                f"teacher checkpoint {teacher} is for dataset {ckpt['dataset']!r}, the student trains on {data.info.name!r}"
+            )
         return module, str(teacher), str(teacher), ckpt["model"]["image_shape"]
     label = f"({type(teacher).__name__} module)"
-    warnings.warn(f"the teacher is a bare {type(teacher).__name__} module, which records no dataset or image shape: kdviz "
-                  f"checks only that it predicts {data.num_classes} classes, not that it was trained on {data.info.name}'s "
-                  f"{'x'.join(map(str, data.info.image_shape))} images. Pass its TrainResult or checkpoint path to have that checked.",
-                  stacklevel=4)
+    warnings.warn(
+        f"the teacher is a bare {type(teacher).__name__} module, which records no dataset or image shape: kdviz "
+        f"checks only that it predicts {data.num_classes} classes, not that it was trained on {data.info.name}'s "
+        f"{'x'.join(map(str, data.info.image_shape))} images. Pass its TrainResult or checkpoint path to have that checked.",
+        stacklevel=4,
+    )
     return teacher, None, label, None
 
 
@@ -153,8 +189,11 @@ def check_same_teacher(last: dict, teacher: Teacher | None, where: Path) -> None
     if teacher is None:  # no teacher now, so none then either: the objectives, compared already, agree
         return
     if "teacher" not in last:
-        warnings.warn(f"{where} records no teacher (an older kdviz wrote it), so kdviz cannot check that the run resumes "
-                      f"with the teacher it started with; it resumes with {_describe(teacher.identity)}", stacklevel=2)
+        warnings.warn(
+            f"{where} records no teacher (an older kdviz wrote it), so kdviz cannot check that the run resumes "
+            f"with the teacher it started with; it resumes with {_describe(teacher.identity)}",
+            stacklevel=2,
+        )
     elif last["teacher"] is None or last["teacher"]["sha256"] != teacher.sha256:
         raise ValueError(
             f"cannot resume {where.parent}: it was trained from teacher {_describe(last['teacher'])}, this run was given "

@@ -19,6 +19,7 @@ Memory: K * N * C * 4 bytes (CIFAR-100, K = 8: 160 MB), or K * N * k * 12 bytes 
 The file is keyed by a SHA-256 of the teacher's weights and of the data, and is never used
 when either changed: a changed teacher or dataset gets a new key, hence a new file.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -66,7 +67,7 @@ class TeacherLogitCache:
     def num_views(self) -> int:
         return self.values.shape[0]
 
-    def to(self, device) -> "TeacherLogitCache":
+    def to(self, device) -> TeacherLogitCache:
         moved = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in vars(self).items()}
         return TeacherLogitCache(**moved)
 
@@ -113,11 +114,23 @@ def _hash_weights(h, model: nn.Module) -> None:
         h.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
 
 
-def cache_key(teacher: nn.Module, split: Split, info: DatasetInfo, *, views: int, padding: int, seed: int,
-              topk: int, tau: float) -> str:
+def cache_key(
+    teacher: nn.Module, split: Split, info: DatasetInfo, *, views: int, padding: int, seed: int, topk: int, tau: float
+) -> str:
     """SHA-256 of everything the cached logits depend on."""
     h = hashlib.sha256()
-    for part in (FORMAT, type(teacher).__name__, info.mean, info.std, info.image_shape, views, padding, seed, topk, tau):
+    for part in (
+        FORMAT,
+        type(teacher).__name__,
+        info.mean,
+        info.std,
+        info.image_shape,
+        views,
+        padding,
+        seed,
+        topk,
+        tau,
+    ):
         h.update(repr(part).encode())
     _hash_weights(h, teacher)
     for tensor in (split.images, split.labels):
@@ -126,9 +139,21 @@ def cache_key(teacher: nn.Module, split: Split, info: DatasetInfo, *, views: int
 
 
 @torch.no_grad()
-def build_teacher_cache(teacher: nn.Module, split: Split, info: DatasetInfo, device: torch.device, *, views: int = 1,
-                        padding: int = 0, seed: int = 0, topk: int = 0, tau: float = 4.0, batch_size: int = 512,
-                        progress: bool = True, key: str | None = None) -> TeacherLogitCache:
+def build_teacher_cache(
+    teacher: nn.Module,
+    split: Split,
+    info: DatasetInfo,
+    device: torch.device,
+    *,
+    views: int = 1,
+    padding: int = 0,
+    seed: int = 0,
+    topk: int = 0,
+    tau: float = 4.0,
+    batch_size: int = 512,
+    progress: bool = True,
+    key: str | None = None,
+) -> TeacherLogitCache:
     """Run `teacher` (in eval mode) over every view of every image of `split`.
 
     views == 1 with padding == 0 is the exact cache of the plain images; otherwise each view is
@@ -140,7 +165,10 @@ def build_teacher_cache(teacher: nn.Module, split: Split, info: DatasetInfo, dev
     augmented = views > 1 or padding > 0
     offsets = flips = None
     if augmented:
-        drawn = [draw_crop_flip(len(split), padding, generator=torch.Generator().manual_seed(seed * 7919 + v)) for v in range(views)]
+        drawn = [
+            draw_crop_flip(len(split), padding, generator=torch.Generator().manual_seed(seed * 7919 + v))
+            for v in range(views)
+        ]
         offsets = torch.stack([o for o, _ in drawn]).to(device)
         flips = torch.stack([f for _, f in drawn]).to(device)
     images = split.images.to(device)
@@ -167,10 +195,21 @@ def build_teacher_cache(teacher: nn.Module, split: Split, info: DatasetInfo, dev
     return TeacherLogitCache(key, num_classes, values, indices, fill, offsets=offsets, flips=flips, padding=padding)
 
 
-def load_or_build_teacher_cache(teacher: nn.Module, split: Split, info: DatasetInfo, device: torch.device, *,
-                                cache_dir: str | os.PathLike | None = None, write: bool = True, views: int = 1,
-                                padding: int = 0, seed: int = 0, topk: int = 0, tau: float = 4.0,
-                                progress: bool = True) -> TeacherLogitCache:
+def load_or_build_teacher_cache(
+    teacher: nn.Module,
+    split: Split,
+    info: DatasetInfo,
+    device: torch.device,
+    *,
+    cache_dir: str | os.PathLike | None = None,
+    write: bool = True,
+    views: int = 1,
+    padding: int = 0,
+    seed: int = 0,
+    topk: int = 0,
+    tau: float = 4.0,
+    progress: bool = True,
+) -> TeacherLogitCache:
     """The cache for (teacher, split, options) from `cache_dir` if a file with its key is there,
     else built (and, when `write`, saved atomically there). Options as in build_teacher_cache."""
     folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
@@ -189,6 +228,9 @@ def load_or_build_teacher_cache(teacher: nn.Module, split: Split, info: DatasetI
         try:
             atomic_save({"format": FORMAT, **vars(cache.to("cpu"))}, path)
         except OSError as e:  # a folder that is a file, read-only or full: the cache only saves time
-            warnings.warn(f"cannot keep the teacher's logits in the cache folder {folder} ({e.strerror or e}); training "
-                          "goes on from the logits in memory. Pass another cache_dir (--cache-dir) to keep them.", stacklevel=2)
+            warnings.warn(
+                f"cannot keep the teacher's logits in the cache folder {folder} ({e.strerror or e}); training "
+                "goes on from the logits in memory. Pass another cache_dir (--cache-dir) to keep them.",
+                stacklevel=2,
+            )
     return cache.to(device)

@@ -4,6 +4,7 @@ Each explorer is a FigureView: displayed as a cell's value it shows its controls
 a PNG image and a note, and redraws when a control changes. ipywidgets comes with
 `pip install -e ".[notebooks]"`.
 """
+
 from .explorers import curves_explorer, icc_explorer, study_explorer
 from .run_explorer import run_explorer
 from .view import Drawing, FigureView

@@ -1,7 +1,8 @@
 """Explorers over results already in memory: ICC reports, error curves, a study's table."""
+
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import pandas as pd
 
@@ -20,17 +21,25 @@ def icc_explorer(reports: Mapping[str, ICCReport], teacher_of: Mapping[str, str]
 
     def show(model, secondary, cluster, compare):
         if compare and model in teacher_of:
-            return plot_icc_comparison(reports[teacher_of[model]], reports[model], secondary=secondary, cluster=cluster,
-                                       names=(teacher_of[model], model))
+            return plot_icc_comparison(
+                reports[teacher_of[model]],
+                reports[model],
+                secondary=secondary,
+                cluster=cluster,
+                names=(teacher_of[model], model),
+            )
         kind = "secondary ICC" if secondary else "ICC"
         return plot_icc(reports[model], secondary=secondary, cluster=cluster, title=f"{model}: {kind}")
 
-    return FigureView(show, {
-        "model": w.Dropdown(options=list(reports), description="model"),
-        "secondary": w.Checkbox(value=True, description="secondary (target removed)"),
-        "cluster": w.Checkbox(value=False, description="cluster classes"),
-        "compare": w.Checkbox(value=bool(teacher_of), description="beside its teacher"),
-    })
+    return FigureView(
+        show,
+        {
+            "model": w.Dropdown(options=list(reports), description="model"),
+            "secondary": w.Checkbox(value=True, description="secondary (target removed)"),
+            "cluster": w.Checkbox(value=False, description="cluster classes"),
+            "compare": w.Checkbox(value=bool(teacher_of), description="beside its teacher"),
+        },
+    )
 
 
 def curves_explorer(runs: Mapping[str, object]) -> FigureView:
@@ -41,10 +50,13 @@ def curves_explorer(runs: Mapping[str, object]) -> FigureView:
     def show(selected, split):
         return plot_error_curves({n: runs[n] for n in selected or names[:1]}, splits=(split, "train"))
 
-    return FigureView(show, {
-        "selected": w.SelectMultiple(options=names, value=tuple(names), description="runs"),
-        "split": w.ToggleButtons(options=["val", "test"], description="split"),
-    })
+    return FigureView(
+        show,
+        {
+            "selected": w.SelectMultiple(options=names, value=tuple(names), description="runs"),
+            "split": w.ToggleButtons(options=["val", "test"], description="split"),
+        },
+    )
 
 
 def study_explorer(runs: pd.DataFrame, summary: pd.DataFrame | None = None) -> FigureView:

@@ -1,4 +1,5 @@
 """The ICC explorer over training runs: scrub through epochs of runs on disk or in memory."""
+
 from __future__ import annotations
 
 import html
@@ -49,7 +50,11 @@ def run_explorer(runs, teacher: str | None = None, model: str | None = None) -> 
         controls["epoch"].max = max(shown.epochs, default=0)
         epoch = min(epoch, controls["epoch"].max)
         with_history = {n: records[n] for n in curves if len(records[n].history)}
-        curve_fig = plot_error_curves(with_history, splits=("val", "train"), mark_epoch=epoch, zoom=zoom) if with_history else None
+        curve_fig = (
+            plot_error_curves(with_history, splits=("val", "train"), mark_epoch=epoch, zoom=zoom)
+            if with_history
+            else None
+        )
         if shown.at(epoch) is None:
             return Drawing([curve_fig, None], f"<p>{html.escape(shown.waiting())}</p>")
         pair = {"model": (model, *shown.at(epoch))}
@@ -59,8 +64,10 @@ def run_explorer(runs, teacher: str | None = None, model: str | None = None) -> 
         if list(controls["focus"].options) != classes:  # known once a run has an epoch
             controls["focus"].options = classes
             controls["focus"].value = focus = classes[0]
-        return Drawing([curve_fig, _heatmaps(pair, secondary, cluster)],
-                       _numbers(pair, records, focus) + _notes(teacher, records, epoch))
+        return Drawing(
+            [curve_fig, _heatmaps(pair, secondary, cluster)],
+            _numbers(pair, records, focus) + _notes(teacher, records, epoch),
+        )
 
     return FigureView(draw, controls, images=2, reload=True)
 
@@ -71,8 +78,13 @@ def _heatmaps(pair: dict, secondary: bool, cluster: bool):
     if "teacher" not in pair:
         return plot_icc(report, secondary=secondary, cluster=cluster, title=f"{name}, epoch {epoch}: {kind}")
     t_name, t_epoch, t_report = pair["teacher"]
-    return plot_icc_comparison(t_report, report, secondary=secondary, cluster=cluster,
-                               names=(f"{t_name} (epoch {t_epoch})", f"{name} (epoch {epoch})"))
+    return plot_icc_comparison(
+        t_report,
+        report,
+        secondary=secondary,
+        cluster=cluster,
+        names=(f"{t_name} (epoch {t_epoch})", f"{name} (epoch {epoch})"),
+    )
 
 
 def _numbers(pair: dict, records: dict[str, RunRecord], focus: str | None) -> str:
@@ -82,16 +94,23 @@ def _numbers(pair: dict, records: dict[str, RunRecord], focus: str | None) -> st
         history = records[name].history.set_index("epoch")
         error = history["val_top1_err"].get(epoch) if "val_top1_err" in history else None
         confused = report.top_confusions(focus) if focus in report.info.class_names else pd.Series(dtype=float)
-        rows[role] = {"run": name, "epoch": epoch, "val error (%)": None if error is None else 100 * error,
-                      "sigma2": report.sigma2, "group mass": report.group_mass,
-                      f"class {focus} goes to": ", ".join(f"{k} ({v:.2f})" for k, v in confused.items())}
+        rows[role] = {
+            "run": name,
+            "epoch": epoch,
+            "val error (%)": None if error is None else 100 * error,
+            "sigma2": report.sigma2,
+            "group mass": report.group_mass,
+            f"class {focus} goes to": ", ".join(f"{k} ({v:.2f})" for k, v in confused.items()),
+        }
     frame = pd.DataFrame.from_dict(rows, orient="index").dropna(axis=1, how="all")  # no group mass without groups
     table = frame.to_html(na_rep="-", float_format=lambda v: f"{v:.4g}", escape=True)
     if "teacher" not in pair:
         return table
     distance = icc_distance(pair["teacher"][2], pair["model"][2])
-    return table + (f"<p>teacher-model ICC distance ||M_t - M_s||_F / C = {distance['icc_distance']:.4f}; "
-                    f"Pearson r of their off-diagonal entries = {distance['icc_pearson']:.3f}</p>")
+    return table + (
+        f"<p>teacher-model ICC distance ||M_t - M_s||_F / C = {distance['icc_distance']:.4f}; "
+        f"Pearson r of their off-diagonal entries = {distance['icc_pearson']:.3f}</p>"
+    )
 
 
 def _notes(teacher: str, records: dict[str, RunRecord], epoch: int) -> str:

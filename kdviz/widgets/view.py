@@ -4,13 +4,14 @@ The figure is drawn to PNG bytes and put in an `ipywidgets.Image`, so what the n
 does not depend on matplotlib's backend or on the kernel capturing output: the image widget
 holds exactly what is displayed, which is also what the tests read back.
 """
+
 from __future__ import annotations
 
 import base64
 import html
 import io
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Callable, Mapping
 
 import PIL.Image  # installed with matplotlib
 from matplotlib.figure import Figure
@@ -55,8 +56,14 @@ class FigureView(w.VBox):
     Shown as a cell's value it also offers the last image as image/png, so that a notebook saved
     with its outputs shows the figure where widgets are not rendered (GitHub, nbviewer)."""
 
-    def __init__(self, draw: Callable[..., Figure | Drawing], controls: Mapping[str, w.ValueWidget], *,
-                 images: int = 1, reload: bool = False):
+    def __init__(
+        self,
+        draw: Callable[..., Figure | Drawing],
+        controls: Mapping[str, w.ValueWidget],
+        *,
+        images: int = 1,
+        reload: bool = False,
+    ):
         self.draw, self.controls = draw, dict(controls)
         self.images = [w.Image(format="png", layout=w.Layout(max_width="100%", height="auto")) for _ in range(images)]
         self.note = w.HTML()
@@ -101,7 +108,9 @@ class FigureView(w.VBox):
         try:
             self.redraw()
         except Exception as e:  # shown to the user instead of only the kernel's log
-            self.note.value = f'<b style="color:#b00020">could not redraw: {html.escape(f"{type(e).__name__}: {e}")}</b>'
+            self.note.value = (
+                f'<b style="color:#b00020">could not redraw: {html.escape(f"{type(e).__name__}: {e}")}</b>'
+            )
 
     def _repr_mimebundle_(self, **kwargs):
         bundle = super()._repr_mimebundle_(**kwargs)
