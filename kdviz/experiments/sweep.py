@@ -51,9 +51,14 @@ def run_sweep(
         raise ValueError(f"unknown backend {backend!r}; valid choices: {', '.join(BACKENDS)}")
     if not (isinstance(jobs, int) and jobs >= 1):
         raise ValueError(f"jobs must be a whole number >= 1, got {jobs!r}")
+    runs = plan(experiment)
+    if not runs:  # checked before the output folder is made, which would stay empty
+        raise ValueError(
+            f"experiment {experiment.name!r} has no run to make (arms: {[a.name for a in experiment.arms]}); "
+            "give it arms (kdviz.experiments.add_arms, or [[arms]] in its file)"
+        )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    runs = plan(experiment)
     todo = [run for run in runs if not is_finished(run, experiment, out)]
     keep = snapshot_epochs(runs)
     tasks = [
