@@ -55,8 +55,8 @@ def sigterm_as_interrupt():
     before = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         yield
-    finally:
-        signal.signal(signal.SIGTERM, before)
+    finally:  # None: a handler set outside Python, which Python cannot set again
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if before is None else before)
 
 
 def worker_init(parent: int) -> None:
