@@ -3,7 +3,9 @@
 Every file a run writes (checkpoints, config.json, metrics.csv, result tables) goes through
 `atomic_write`: the content goes to a temporary file in the same folder, is fsync'ed, then
 renamed over the target. An interruption or a full disk leaves the old file or the new one,
-never half of one, and no stray temporary file.
+never half of one, and no stray temporary file. Only a process killed outright (SIGKILL, a power
+cut) can leave one, `.<name>.<random>.tmp`: `remove_stale_temporaries` removes them when the
+folder is next opened by a process that holds its lock (kdviz.train.lock.RunLock).
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
+TEMPORARY_SUFFIX = ".tmp"
+
 
 def atomic_write(path: str | os.PathLike, content: str | bytes | Callable[[BinaryIO], None]) -> Path:
     """Write `content` to `path` atomically; returns the path.
@@ -25,7 +29,7 @@ def atomic_write(path: str | os.PathLike, content: str | bytes | Callable[[Binar
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMPORARY_SUFFIX)
     try:
         with os.fdopen(fd, "wb") as f:
             if callable(content):
@@ -48,6 +52,16 @@ def atomic_write(path: str | os.PathLike, content: str | bytes | Callable[[Binar
             ) from e
         raise
     return path
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Remove the temporary files that atomic_write left in `folder` when its process was killed
+    mid-write; returns them. Call it only where no other process can be writing into `folder`
+    (holding its lock): their temporary files look the same."""
+    stale = [p for p in Path(folder).glob(f".*{TEMPORARY_SUFFIX}") if p.is_file()]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
 
 
 def _disk_full(e: BaseException | None) -> bool:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shlex
 import sys
 from pathlib import Path
 
+from .interrupts import exit_status, sigterm_as_interrupt
 from .train.lock import RunLockedError
 
 # The flags that set a TrainConfig field of the same name; teacher_cache exists on distill only.
@@ -250,6 +252,7 @@ def _sweep(args):
     # A smoke run's one-epoch results must never be mistaken for the real ones (run_sweep refuses a
     # folder of other settings, but a separate default folder avoids the question).
     out = Path(args.out or f"runs/{experiment.name}{'-smoke' if args.smoke else ''}")
+    args.out = str(out)  # for the message of an interrupted sweep
     runs = run_sweep(
         experiment,
         out,
@@ -367,10 +370,32 @@ def _cmd_correlations(args) -> None:
     )
 
 
+def _where_to_resume(args, argv: list[str]) -> str:
+    """What an interrupted command leaves and the command that goes on from there."""
+    if args.command not in ("sweep", "quickstart", "train-teacher", "distill") or args.out is None:
+        return "nothing to resume"
+    again = ["kdviz", *argv]
+    if args.command in ("sweep", "quickstart"):
+        return (
+            f"the finished runs in {args.out} are kept and each run under way resumes from its last finished "
+            f"epoch; go on with: {shlex.join(again)}"
+        )
+    return (
+        f"the run in {args.out} keeps its finished epochs (last.pt); resume it with: "
+        f"{shlex.join(again if args.resume else [*again, '--resume'])}"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     try:
-        args.run(args)
+        with sigterm_as_interrupt():  # a scheduler's SIGTERM stops a run as Ctrl-C does
+            args.run(args)
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (Terminated): every file is whole, no temporary is left
+        what = e.args[0] if e.args else "stopped by Ctrl-C (SIGINT)"
+        print(f"\nkdviz {args.command}: {what}; {_where_to_resume(args, argv)}", file=sys.stderr)
+        return exit_status(e)
     # OSError includes a missing file and a full disk (whose message kdviz rewrites to say so first).
     except (ValueError, TypeError, OSError, FloatingPointError, RunLockedError) as e:
         print(f"kdviz {args.command}: error: {e}", file=sys.stderr)

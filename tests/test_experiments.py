@@ -174,7 +174,8 @@ def test_arms_added_in_code_train_only_their_own_runs(tmp_path, monkeypatch):
     "arm, message",
     [
         (Arm("kd", "student", "kd", teacher="teacher_ce"), "arm names must be unique"),
-        (Arm("kd_late", "student", "kd", teacher="teacher_later"), "must be an arm listed before it"),
+        (Arm("kd_late", "student", "kd", teacher="teacher_later"), "'teacher_later', which is no arm"),
+        (Arm("kd_alone", "student", "kd"), "distills from a teacher, but names none"),
         (Arm("mimic", "student", "kd", teacher="teacher_ce", sweep={"icc_mimic.weight": [0.1]}), "icc_mimic"),
         (Arm("bad_tau", "student", "kd", teacher="teacher_ce", sweep={"kd.tau": [-1.0]}), "tau"),
     ],
@@ -250,7 +251,7 @@ def test_verdict_names_arms_beyond_two_standard_errors():
     "edit, message",
     [
         (lambda t: t.replace('baseline = "kd"', 'baseline = "kd"\ncolour = "red"'), "colour"),
-        (lambda t: t.replace('teacher = "early"', 'teacher = "nobody"'), "must be an arm listed before it"),
+        (lambda t: t.replace('teacher = "early"', 'teacher = "nobody"'), "'nobody', which is no arm"),
         (lambda t: t.replace("epoch = 0", "epoch = 5"), "in [0, 2)"),
         (
             lambda t: t.replace('"icc_mimic.weight"', '"icc_mimik.weight"'),

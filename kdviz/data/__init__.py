@@ -13,7 +13,7 @@ import torch
 
 from . import cifar, digits, folders, idx  # noqa: F401  (importing them registers their datasets)
 from .base import DatasetInfo, DatasetSplits, Split, normalize, stratified_order
-from .registry import DATASETS
+from .registry import DATASETS, SIZES, DatasetSize
 from .roots import MissingDataError, data_roots
 
 
@@ -55,7 +55,7 @@ def split_indices(
     """
     _check_split_args(val_fraction, n_train, train_fraction)
     num_classes = len(torch.unique(labels))
-    n_val = max(num_classes, round(val_fraction * len(labels)))
+    n_val = _n_val(len(labels), num_classes, val_fraction)
     if len(labels) - n_val < num_classes:
         raise ValueError(
             f"val_fraction={val_fraction} leaves {len(labels) - n_val} of {len(labels)} images for training, "
@@ -66,6 +66,23 @@ def split_indices(
     val, rest = order[:n_val], order[n_val:]
     train = _training_subset(labels, rest, n_train, train_fraction, generator, "left after validation")
     return train.sort().values, val.sort().values
+
+
+def _n_val(n_images: int, num_classes: int, val_fraction: float) -> int:
+    """Validation images carved from a training split of n_images: val_fraction of them, and at
+    least one per class."""
+    return max(num_classes, round(val_fraction * n_images))
+
+
+def n_train_range(name: str, val_fraction: float = 0.1) -> tuple[int, int] | None:
+    """(lowest, highest) n_train that load_dataset(name, n_train=...) accepts, from the dataset's
+    declared size (SIZES) without reading its files: one image per class, at most the training
+    images left after validation. None for a dataset that declares no size."""
+    size = SIZES.get(name)
+    if size is None:
+        return None
+    left = size.train if size.own_val else size.train - _n_val(size.train, size.classes, val_fraction)
+    return size.classes, left
 
 
 def _training_subset(
@@ -137,13 +154,16 @@ def load_dataset(
 __all__ = [
     "DATASETS",
     "DatasetInfo",
+    "DatasetSize",
     "DatasetSplits",
     "MissingDataError",
     "Split",
     "data_roots",
     "dataset_names",
     "load_dataset",
+    "n_train_range",
     "normalize",
+    "SIZES",
     "split_indices",
     "subset_indices",
 ]

@@ -5,6 +5,7 @@ load_dataset carves validation (where none ships) and low-data subsets from the 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..registry import Registry
@@ -13,3 +14,26 @@ from .base import DatasetInfo, Split
 DatasetLoader = Callable[[Path | None], tuple[DatasetInfo, Split, Split] | tuple[DatasetInfo, Split, Split, Split]]
 
 DATASETS: Registry[DatasetLoader] = Registry("dataset")
+
+
+@dataclass(frozen=True)
+class DatasetSize:
+    """What a dataset's official files hold, known without reading them: an experiment file's
+    n_train is checked against it when the file is loaded, before anything trains."""
+
+    train: int  # images in the full training split (before load_dataset carves validation from it)
+    classes: int
+    own_val: bool = False  # the dataset ships its own validation split (none is carved)
+
+
+# The official releases' sizes (each loader's docstring says the same); a dataset registered
+# without one (e.g. a user's own) has its n_train checked when it is loaded.
+SIZES: dict[str, DatasetSize] = {
+    "digits": DatasetSize(1_258, 10),
+    "cifar10": DatasetSize(50_000, 10),
+    "cifar100": DatasetSize(50_000, 100),
+    "mnist": DatasetSize(60_000, 10),
+    "fashion_mnist": DatasetSize(60_000, 10),
+    "tiny_imagenet": DatasetSize(100_000, 200),
+    "cinic10": DatasetSize(90_000, 10, own_val=True),
+}

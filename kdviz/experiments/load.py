@@ -22,7 +22,11 @@
 An objective is a preset, "ce=0.1,kd=0.9", or a table {term = weight or {weight = ..., tau = ...}}.
 A file without arms is a recipe: its arms are `teacher` and `student` (learning from `teacher`
 when its objective distills), each with its role's objective. The whole file is checked when it
-is loaded, so a typo fails before a long run starts, naming the file and the valid keys.
+is loaded, so a typo fails before a long run starts, naming the file and the valid keys: every
+value's type and range, model arguments, n_train against the dataset's declared size
+(kdviz.data.SIZES), and the arms (kdviz.experiments.checks: teachers, cycles, objectives that
+need a teacher, sweeps, snapshot epochs). tests/test_experiment_format.py gives every setting
+one bad value.
 """
 
 from __future__ import annotations
@@ -32,13 +36,14 @@ from dataclasses import replace
 from importlib import resources
 from pathlib import Path
 
-from ..data import DATASETS
+from ..data import DATASETS, n_train_range
 from ..losses import Objective
-from ..models import MODELS
+from ..models import MODELS, model_arguments
 from ..registry import UnknownNameError, check_keywords, unknown_name
 from ..train import TrainConfig
 from . import values
-from .spec import ARM_ROLES, ROLES, Arm, Experiment, Role
+from .checks import check_arms
+from .spec import ROLES, Arm, Experiment, Role
 
 TOP_KEYS = [
     "name",
@@ -136,18 +141,18 @@ def _parse(raw: dict, name: str, source: str) -> Experiment:
         raise TypeError(f"description must be a string, got {description!r}")
     train = values.train_settings("[train]", values.table(raw, "train"), {})
     lr_by_model = _lr_by_model(values.table(raw, "lr_by_model"), train)
-    teacher, student = (_role(values.table(raw, role, required=True), role, train) for role in ROLES)
+    teacher, student = (_role(values.table(raw, role, required=True), role, train, dataset) for role in ROLES)
     raw_arms = raw.get("arms")
     roles = {"teacher": teacher, "student": student}
     arms = (
         _default_arms(teacher, student)
         if raw_arms is None
-        else tuple(_arm(entry, roles) for entry in values.list_of_tables(raw_arms))
+        else tuple(_arm(entry, roles, train) for entry in values.list_of_tables(raw_arms))
     )
     icc_tau = values.number(raw.get("icc_tau", 4.0), "icc_tau")
     TrainConfig(icc_tau=icc_tau)  # its range check
     experiment = Experiment(
-        name=raw.get("name", name),
+        name=values.folder_name(raw.get("name", name), "name"),
         source=source,
         description=description,
         dataset=dataset,
@@ -160,7 +165,7 @@ def _parse(raw: dict, name: str, source: str) -> Experiment:
         train=train,
         lr_by_model=lr_by_model,
     )
-    _check_arms(experiment)
+    check_arms(experiment)
     return experiment
 
 
@@ -176,17 +181,42 @@ def _lr_by_model(table: dict, train: dict) -> dict[str, float]:
     return dict(table)
 
 
-def _role(table: dict, role: str, train: dict) -> Role:
+def _role(table: dict, role: str, train: dict, dataset: str) -> Role:
     settings = values.train_settings(f"[{role}]", table, train, tuple(ROLE_KEYS))
     model = values.required(table, f"[{role}]", "model")
-    MODELS.get(model)
+    model_kwargs = values.table(table, "model_kwargs", name=f"{role}.model_kwargs")
+    _check_model_kwargs(f"[{role}] model_kwargs", model, model_kwargs)
     n_train = table.get("n_train")
-    if n_train is not None and not (values.is_int(n_train) and n_train >= 1):
-        raise ValueError(f"[{role}] n_train must be a whole number >= 1, got {n_train!r}")
+    if n_train is not None:
+        _check_n_train(f"[{role}] n_train", n_train, dataset)
     objective = table.get("objective")
     if objective is not None:
         Objective.coerce(objective)
-    return Role(model, values.table(table, "model_kwargs", name=f"{role}.model_kwargs"), n_train, objective, settings)
+    return Role(model, model_kwargs, n_train, objective, settings)
+
+
+def _check_model_kwargs(where: str, model: str, kwargs: dict) -> None:
+    """The model's own argument names, each value of its default's type (a value's range is the
+    model's to check when it is built)."""
+    arguments = model_arguments(model)
+    check_keywords(f"{where} of model {model!r}", kwargs, list(arguments))
+    for key, value in kwargs.items():
+        if not values.fits(value, arguments[key]):
+            default = arguments[key]
+            raise TypeError(f"{where}: {key} must be like {default!r} ({type(default).__name__}), got {value!r}")
+
+
+def _check_n_train(where: str, n_train, dataset: str) -> None:
+    """A whole number of images that the dataset's declared size (kdviz.data.SIZES) can give."""
+    if not (values.is_int(n_train) and n_train >= 1):
+        raise ValueError(f"{where} must be a whole number >= 1, got {n_train!r}")
+    bounds = n_train_range(dataset)
+    if bounds is not None and not bounds[0] <= n_train <= bounds[1]:
+        raise ValueError(
+            f"{where} must be in [{bounds[0]}, {bounds[1]}] for {dataset} (at least one image per class, at most the "
+            f"{bounds[1]} training images left after validation), got {n_train}; give a number in that range, "
+            "or remove n_train to train on all of them"
+        )
 
 
 def _default_arms(teacher: Role, student: Role) -> tuple[Arm, ...]:
@@ -197,73 +227,23 @@ def _default_arms(teacher: Role, student: Role) -> tuple[Arm, ...]:
     return teacher_arm, Arm("student", "student", objective, teacher="teacher" if distills else None)
 
 
-def _arm(entry: dict, roles: dict[str, Role]) -> Arm:
-    """One [[arms]] table; without an objective, its role's (else "ce")."""
+def _arm(entry: dict, roles: dict[str, Role], train: dict) -> Arm:
+    """One [[arms]] table; without an objective, its role's (else "ce"). Its settings are checked
+    for names and types here (TOML's), for ranges with its variants (kdviz.experiments.checks)."""
     check_keywords(f"arm {entry.get('name', '(no name)')!r}", entry, ARM_KEYS)
     name = values.required(entry, "an arm", "name")
     role = values.required(entry, f"arm {name!r}", "role")
     seeds = entry.get("seeds")
-    default = roles["student" if role == "student" else "teacher"].objective or "ce"
+    role_defaults = roles["student" if role == "student" else "teacher"]
+    settings = values.table(entry, "settings", name=f"arm {name!r} settings")
+    values.train_settings(f"arm {name!r} settings", settings, {**train, **role_defaults.settings})
     return Arm(
         **{
-            "objective": default,
+            "objective": role_defaults.objective or "ce",
             **entry,
             "seeds": None if seeds is None else values.seed_list(seeds, f"arm {name!r} seeds"),
         }
     )
-
-
-def _check_arms(experiment: Experiment) -> None:
-    """Every arm's role, teacher, snapshot epoch, sweep, objective and settings, before anything trains."""
-    names = [a.name for a in experiment.arms]
-    if len(set(names)) != len(names):
-        raise ValueError(f"arm names must be unique, got {names}")
-    if experiment.baseline is not None:
-        experiment.arm(experiment.baseline)
-    seen: dict[str, Arm] = {}
-    for arm in experiment.arms:
-        if arm.role not in ARM_ROLES:
-            raise ValueError(f"arm {arm.name!r} has role {arm.role!r}; valid roles: {', '.join(ARM_ROLES)}")
-        if arm.role == "snapshot" and arm.teacher is None:
-            raise ValueError(f"snapshot arm {arm.name!r} needs teacher = <the teacher arm listed before it>")
-        if arm.teacher is not None and arm.teacher not in seen:
-            raise ValueError(f"arm {arm.name!r} names teacher {arm.teacher!r}, which must be an arm listed before it")
-        if arm.teacher is not None and seen[arm.teacher].role == "student":
-            raise ValueError(
-                f"arm {arm.name!r} names teacher {arm.teacher!r}, a student arm; name a teacher or snapshot arm"
-            )
-        if arm.teacher is not None:
-            _check_teacher_seeds(experiment, arm, seen[arm.teacher])
-        for key, points in arm.sweep.items():
-            if not isinstance(points, list) or not points:
-                raise ValueError(f"arm {arm.name!r} sweeps {key!r} over {points!r}; give a non-empty list")
-        if arm.role == "snapshot":
-            _check_snapshot(experiment, arm, seen[arm.teacher])
-        else:
-            for variant in arm.variants():
-                arm.objective_of(variant)
-                TrainConfig.from_kwargs(**experiment.run_settings(arm, variant))
-        seen[arm.name] = arm
-
-
-def _check_teacher_seeds(experiment: Experiment, arm: Arm, teacher: Arm) -> None:
-    """A run on seed s learns from its teacher's run on seed s, or from the teacher's one run."""
-    mine, theirs = experiment.arm_seeds(arm), experiment.arm_seeds(teacher)
-    if len(theirs) > 1 and not set(mine) <= set(theirs):
-        raise ValueError(
-            f"arm {arm.name!r} runs on seeds {list(mine)}, its teacher {teacher.name!r} on {list(theirs)}: "
-            "give the teacher every seed of the arm, or one seed for all"
-        )
-
-
-def _check_snapshot(experiment: Experiment, arm: Arm, source: Arm) -> None:
-    epochs = TrainConfig.from_kwargs(**{**experiment.settings("teacher"), **source.settings}).epochs
-    wanted = arm.sweep.get("epoch", [arm.epoch])
-    if not all(values.is_int(e) and 0 <= e < epochs for e in wanted):
-        raise ValueError(
-            f"snapshot arm {arm.name!r} needs epoch = N (or sweep = {{epoch = [...]}}) with every N in "
-            f"[0, {epochs}) (its teacher trains {epochs} epochs), got {wanted}"
-        )
 
 
 def add_arms(experiment: Experiment, *arms: Arm) -> Experiment:
@@ -276,7 +256,7 @@ def add_arms(experiment: Experiment, *arms: Arm) -> Experiment:
         )
     grown = replace(experiment, arms=(*experiment.arms, *arms))
     try:
-        _check_arms(grown)
+        check_arms(grown)
     except (ValueError, TypeError) as e:  # UnknownNameError included
         raise ExperimentError(f"arms added to experiment {experiment.name!r}: {e}") from e
     return grown

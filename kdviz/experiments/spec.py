@@ -56,7 +56,11 @@ class Arm:
                 term, param = key.split(".", 1)
                 params.setdefault(term, {})[param] = value
         try:
-            return Objective.coerce(self.objective).with_params(params)
+            objective = Objective.coerce(self.objective)
+        except ValueError as e:
+            raise ValueError(f"arm {self.name!r} objective: {e}") from None
+        try:
+            return objective.with_params(params)
         except ValueError as e:
             raise ValueError(f"arm {self.name!r} sweeps {', '.join(f'{t}.*' for t in params)}: {e}") from None
 

@@ -8,7 +8,9 @@ reruns nothing that had finished; an interrupted run resumes from its last epoch
 - jobs = 1: every run in this process, one after another.
 - jobs = N: N worker processes of the standard library's ProcessPoolExecutor, each with
   max(1, cores // N) torch threads, so that together they never ask for more threads than the
-  machine has, and OMP_WAIT_POLICY=PASSIVE, so that an idle worker's threads do not spin.
+  machine has, and OMP_WAIT_POLICY=PASSIVE, so that an idle worker's threads do not spin. The
+  workers end with the sweep: when it is interrupted (Ctrl-C, SIGTERM) they unwind their runs
+  and exit, and when it dies (even by kill -9) they get SIGTERM (kdviz.interrupts.worker_init).
 - backend "ray": one Ray task per run on a Ray cluster (`address`; None starts a local one),
   one GPU asked for per task when the runs are on CUDA; `out_dir` must be a folder that every
   node sees (a shared file system).
@@ -26,6 +28,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from ..atomic import atomic_write
+from ..interrupts import worker_init, worker_task
 from ..threads import worker_environment
 from .grid import Run, collect, execute, is_finished, plan, snapshot_epochs
 from .spec import Experiment
@@ -51,9 +54,14 @@ def run_sweep(
         raise ValueError(f"unknown backend {backend!r}; valid choices: {', '.join(BACKENDS)}")
     if not (isinstance(jobs, int) and jobs >= 1):
         raise ValueError(f"jobs must be a whole number >= 1, got {jobs!r}")
+    runs = plan(experiment)
+    if not runs:  # checked before the output folder is made, which would stay empty
+        raise ValueError(
+            f"experiment {experiment.name!r} has no run to make (arms: {[a.name for a in experiment.arms]}); "
+            "give it arms (kdviz.experiments.add_arms, or [[arms]] in its file)"
+        )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    runs = plan(experiment)
     todo = [run for run in runs if not is_finished(run, experiment, out)]
     keep = snapshot_epochs(runs)
     tasks = [
@@ -93,6 +101,11 @@ def _execute_task(task) -> None:
     execute(run, experiment, out, **options)
 
 
+def _execute_in_worker(task) -> None:
+    with worker_task():
+        _execute_task(task)
+
+
 @contextlib.contextmanager
 def _worker_environment(jobs: int):
     """The spawned workers start with kdviz.threads.worker_environment(jobs) (the cores split
@@ -112,16 +125,24 @@ def _worker_environment(jobs: int):
 
 def _run_in_processes(tasks: list[list], bar, jobs: int) -> None:
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: no torch state forked mid-use
-    with _worker_environment(jobs), ProcessPoolExecutor(jobs, mp_context=context) as pool:
-        for wave in tasks:
-            pending = {pool.submit(_execute_task, task) for task in wave}
-            while pending:
-                done, pending = wait(pending, return_when=FIRST_EXCEPTION)
-                for future in done:
-                    if future.exception() is not None:
-                        pool.shutdown(cancel_futures=True)  # the runs under way finish and keep their files
-                        raise future.exception()
-                    bar.update(1)
+    workers = {"mp_context": context, "initializer": worker_init, "initargs": (os.getpid(),)}
+    with _worker_environment(jobs), ProcessPoolExecutor(jobs, **workers) as pool:
+        try:
+            for wave in tasks:
+                pending = {pool.submit(_execute_in_worker, task) for task in wave}
+                while pending:
+                    done, pending = wait(pending, return_when=FIRST_EXCEPTION)
+                    for future in done:
+                        if future.exception() is not None:
+                            pool.shutdown(cancel_futures=True)  # the runs under way finish and keep their files
+                            raise future.exception()
+                        bar.update(1)
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the workers unwind their runs too, and exit
+            # The pool has no public list of its processes; SIGTERM makes each end (worker_task).
+            for process in list(pool._processes.values()):
+                process.terminate()
+            pool.shutdown(cancel_futures=True)
+            raise
 
 
 def _run_on_ray(tasks: list[list], bar, address: str | None, device) -> None:

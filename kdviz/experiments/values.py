@@ -33,6 +33,14 @@ def required(table: dict, where: str, key: str):
     return table[key]
 
 
+def folder_name(value, what: str) -> str:
+    """A name that becomes a folder (an experiment's output, an arm's runs): a non-empty string
+    that is one path component."""
+    if not (isinstance(value, str) and value.strip() and value not in (".", "..")) or any(c in value for c in "/\\\0"):
+        raise ValueError(f"{what} must be a non-empty string without / or \\ (it names a folder), got {value!r}")
+    return value
+
+
 def is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 

@@ -35,13 +35,19 @@ def build_model(name: str, num_classes: int, image_shape: tuple[int, int, int], 
     """Build a registered model; kwargs are the architecture's own (e.g. width=32 for "cnn")."""
     if num_classes < 2:
         raise ValueError(f"num_classes must be >= 2, got {num_classes}")
-    factory = MODELS.get(name)
-    check_keywords(f"model {name!r}", kwargs, list(inspect.signature(factory).parameters)[2:])
-    return factory(num_classes, tuple(image_shape), **kwargs)
+    check_keywords(f"model {name!r}", kwargs, list(model_arguments(name)))
+    return MODELS.get(name)(num_classes, tuple(image_shape), **kwargs)
+
+
+def model_arguments(name: str) -> dict[str, object]:
+    """A registered model's own keyword arguments (those after num_classes and image_shape) and
+    their defaults, e.g. {"width": 16} for "cnn"."""
+    parameters = list(inspect.signature(MODELS.get(name)).parameters.values())[2:]
+    return {p.name: p.default for p in parameters}
 
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-__all__ = ["MODELS", "build_model", "count_parameters", "stage_shapes", "SmallCNN", "MLP"]
+__all__ = ["MODELS", "build_model", "count_parameters", "model_arguments", "stage_shapes", "SmallCNN", "MLP"]

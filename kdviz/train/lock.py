@@ -2,6 +2,8 @@
 
 fcntl.flock is released by the kernel when the holder exits, even on SIGKILL, so a crashed run
 never leaves a stuck lock behind; the PID written into the file only serves the error message.
+Whoever takes the lock removes the temporary files a killed holder left mid-write: nobody else
+can be writing them.
 """
 
 from __future__ import annotations
@@ -9,6 +11,8 @@ from __future__ import annotations
 import fcntl
 import os
 from pathlib import Path
+
+from ..atomic import remove_stale_temporaries
 
 
 class RunLockedError(RuntimeError):
@@ -35,6 +39,7 @@ class RunLock:
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
         self._fd = fd
+        remove_stale_temporaries(self.path.parent)
         return self
 
     def __exit__(self, *exc) -> None:
