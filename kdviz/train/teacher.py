@@ -84,6 +84,12 @@ class Teacher:
                 f"{objective.describe()!r} reads the teacher's features, so it needs the online teacher; "
                 "train with teacher_cache=False"
             )
+        if cfg.cache_topk and any(t.params.get("logit_std") for t in objective.terms.values()):
+            raise ValueError(
+                f"cache_topk={cfg.cache_topk} keeps only the largest teacher logits, but logit_std standardizes "
+                "with the mean and std of all of them; train with cache_topk=0 (the cache then holds every logit, "
+                "exactly, and the term standardizes them as it reads them)"
+            )
         # With top-k, the dropped classes' mass is kept at the temperature of the distillation terms.
         taus = [t.params["tau"] for t in objective.terms.values() if t.needs_teacher and "tau" in t.params]
         cache = load_or_build_teacher_cache(
