@@ -20,6 +20,7 @@ from .device import resolve_device
 from .live import LiveCurves
 from .losses import LOSS_TERMS, PRESETS, Objective
 from .models import MODELS, build_model
+from .models.published import PublishedTeacher, load_teacher
 from .train import TrainConfig, TrainResult, distill, load_model, train, train_teacher
 
 _threads.remember_torch_threads()
@@ -50,6 +51,7 @@ __all__ = [
     "Objective",
     "PRESETS",
     "TrainConfig",
+    "PublishedTeacher",
     "TrainResult",
     "build_model",
     "distill",
@@ -58,6 +60,7 @@ __all__ = [
     "icc_of_logits",
     "load_dataset",
     "load_model",
+    "load_teacher",
     "resolve_device",
     "train",
     "train_teacher",
