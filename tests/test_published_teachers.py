@@ -309,3 +309,49 @@ def test_a_published_teacher_distills_and_is_recorded(tmp_path):
     assert "resnet8x4_vanilla/ckpt_epoch_240.pth" in config
     with pytest.raises(ValueError, match="trained on 'cifar100'.*'cifar10'"):
         kd.distill(_cifar_like("cifar10"), teacher, "resnet8", "kd", epochs=1, progress=False)
+
+
+# ---------------------------------------------------------------- kdviz distill --teacher-checkpoint
+@pytest.mark.slow
+def test_distill_checks_a_published_teacher_on_the_test_split_before_training(tmp_path, capsys):
+    from kdviz.cli import main
+    from kdviz.data.base import normalize
+    from kdviz.data.sample_files import write_cifar100
+
+    write_cifar100(tmp_path / "cifar-100-python")
+    data = kd.load_dataset("cifar100", root=tmp_path)
+    sd = STATES["resnet32x4"]()
+    # A teacher that favours the commonest test label, so that its accuracy is neither 0 nor 100 %.
+    sd["fc.weight"] *= 1e-6
+    sd["fc.bias"][data.test.labels.mode().values] += 10.0
+    path = repdistiller_file(tmp_path / "cifar_teachers", "resnet32x4", sd)
+    out = tmp_path / "student"
+    flags = ["--recipe", "crd-cifar100", "--data-root", str(tmp_path), "--n-train", "6", "--epochs", "1"]
+    args = ["distill", *flags, "--teacher-checkpoint", str(path), "--teacher-format", "mdistiller"]
+    assert main([*args, "--model", "resnet8x4", "--out", str(out), "--no-progress", "--device", "cpu"]) == 0
+    with torch.no_grad():
+        logits = resnet_forward(sd, normalize(data.test.images, data.info))
+    top1 = 100 * (logits.argmax(1) == data.test.labels).float().mean().item()
+    assert 0 < top1 < 100
+    printed = capsys.readouterr().out
+    assert f"teacher resnet32x4 (mdistiller, {path}): cifar100 test top-1 {top1:.2f} % (12 images)" in printed
+    assert "published 79.42 %" in printed
+    assert printed.index("published 79.42") < printed.index("best epoch")  # before training's summary
+    assert str(path) in (out / "config.json").read_text()
+
+
+def test_distill_refuses_incomplete_teacher_flags(tmp_path, capsys):
+    from kdviz.cli import main
+
+    path = repdistiller_file(tmp_path, "resnet8x4", STATES["resnet8x4"]())
+    common = ["distill", "--recipe", "smoke", "--out", str(tmp_path / "s"), "--no-progress"]
+    assert main([*common, "--teacher-checkpoint", str(path)]) == 2
+    assert "needs --teacher-format repdistiller or mdistiller" in capsys.readouterr().err
+    assert main([*common, "--teacher", "x/best.pt", "--teacher-format", "mdistiller"]) == 2
+    assert "describe a --teacher-checkpoint" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # argparse: one teacher or the other
+        main([*common, "--teacher", "x/best.pt", "--teacher-checkpoint", str(path)])
+    assert "not allowed with argument" in capsys.readouterr().err
+    # The smoke recipe's teacher is a CNN: no published layout, said before any data is read.
+    assert main([*common, "--teacher-checkpoint", str(path), "--teacher-format", "repdistiller"]) == 2
+    assert "'cnn' has no RepDistiller/mdistiller layout" in capsys.readouterr().err
