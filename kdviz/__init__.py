@@ -32,6 +32,7 @@ _LAZY = {
     ),
     **dict.fromkeys(("plot_error_vs_sigma2", "plot_arms", "plot_sweep"), "experiment_plots"),
     **dict.fromkeys(("icc_explorer", "curves_explorer", "run_explorer", "study_explorer"), "widgets"),
+    "published_table": "experiments.published",
 }
 
 
