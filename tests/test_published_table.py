@@ -79,4 +79,5 @@ def test_kdviz_numbers_come_from_the_runs(tmp_path):
     _run(tmp_path / "crd" / row.out, 2, [(0, 0.5, 1.0, 0.25), (1, 0.6, 1.0, nan)])
     table = kd.published_table(runs=tmp_path / "crd")
     assert table["kdviz top-1"].iloc[0] == 75.0 and (table["kdviz top-1"].iloc[1:] == "not run yet").all()
-    assert table["command"].iloc[0].endswith(f"--out {tmp_path / 'crd'}/{row.out}")
+    assert table["command"].iloc[0].endswith(f"--out {tmp_path / 'crd'}/{table['run'].iloc[0]}")
+    assert table["run"].iloc[0] == "resnet32x4-resnet8x4-kd"

@@ -92,8 +92,8 @@ def measured_top1(run_dir: str | Path) -> float | str:
 
 def published_table(runs: str | Path = "runs/crd", teachers: str = TEACHERS) -> pd.DataFrame:
     """The CRD CIFAR-100 rows (`ROWS`) as a DataFrame: teacher, student, method, published top-1 (%),
-    its source, kdviz's top-1 (%) read from runs/<row's folder> (or "not run yet"), and the command
-    that trains the row (the teacher file under `teachers`)."""
+    its source, kdviz's top-1 (%) read from runs/<run> (or "not run yet"), the run folder's name, and
+    the command that trains the row (the teacher file under `teachers`)."""
     return pd.DataFrame(
         [
             {
@@ -103,6 +103,7 @@ def published_table(runs: str | Path = "runs/crd", teachers: str = TEACHERS) -> 
                 "published top-1": r.published_top1,
                 "source": r.source,
                 "kdviz top-1": measured_top1(Path(runs) / r.out),
+                "run": r.out,
                 "command": r.command(str(runs), teachers),
             }
             for r in ROWS
