@@ -20,6 +20,7 @@ from .device import resolve_device
 from .live import LiveCurves
 from .losses import LOSS_TERMS, PRESETS, Objective
 from .models import MODELS, build_model
+from .models.published import PublishedTeacher, load_teacher
 from .train import TrainConfig, TrainResult, distill, load_model, train, train_teacher
 
 _threads.remember_torch_threads()
@@ -31,6 +32,7 @@ _LAZY = {
     ),
     **dict.fromkeys(("plot_error_vs_sigma2", "plot_arms", "plot_sweep"), "experiment_plots"),
     **dict.fromkeys(("icc_explorer", "curves_explorer", "run_explorer", "study_explorer"), "widgets"),
+    "published_table": "experiments.published",
 }
 
 
@@ -50,6 +52,7 @@ __all__ = [
     "Objective",
     "PRESETS",
     "TrainConfig",
+    "PublishedTeacher",
     "TrainResult",
     "build_model",
     "distill",
@@ -58,6 +61,7 @@ __all__ = [
     "icc_of_logits",
     "load_dataset",
     "load_model",
+    "load_teacher",
     "resolve_device",
     "train",
     "train_teacher",

@@ -165,11 +165,29 @@ def build_parser() -> argparse.ArgumentParser:
     _add_training(t, "teacher")
     t.set_defaults(run=_cmd_train)
 
+    from .models.published import SOURCES
     from .train.config import DISK_CACHE_IMAGES
 
     d = sub.add_parser("distill", help="train a student from a teacher checkpoint")
     _add_training(d, "student")
-    d.add_argument("--teacher", required=True, help="teacher checkpoint (a best.pt written by train-teacher)")
+    which = d.add_mutually_exclusive_group(required=True)
+    which.add_argument("--teacher", help="teacher checkpoint (a best.pt written by train-teacher)")
+    which.add_argument(
+        "--teacher-checkpoint",
+        help="a published CIFAR-100 teacher of RepDistiller or mdistiller, e.g. "
+        "cifar_teachers/resnet32x4_vanilla/ckpt_epoch_240.pth (docs/published_teachers.md); its test accuracy "
+        "is measured and printed beside the published one before training",
+    )
+    d.add_argument(
+        "--teacher-format",
+        choices=SOURCES,
+        help="the project that wrote --teacher-checkpoint (needed with it)",
+    )
+    d.add_argument(
+        "--teacher-model",
+        help="kdviz's name of the --teacher-checkpoint's model (default: the recipe's teacher model, "
+        "e.g. resnet32x4 for crd-cifar100)",
+    )
     d.add_argument(
         "--teacher-cache",
         action=argparse.BooleanOptionalAction,
@@ -185,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
         f"teacher (default: in memory below {DISK_CACHE_IMAGES:,} training images, else "
         "$KDVIZ_CACHE or ~/.cache/kdviz/teacher_logits)",
     )
-    d.set_defaults(run=lambda args: _cmd_train(args, teacher=args.teacher))
+    d.set_defaults(run=_cmd_train)
 
     c = sub.add_parser("correlations", help="ICC matrix of a checkpoint: CSV and heatmap PNG")
     c.add_argument("checkpoint", help="a best.pt or last.pt written by kdviz")
@@ -312,16 +330,50 @@ def run_settings(args, recipe) -> tuple[dict, dict]:
     return data, settings
 
 
-def _cmd_train(args, teacher=None) -> None:
+def _teacher_of(args, recipe):
+    """What distill's teacher flags name: a kdviz checkpoint path, a published teacher, or None (train-teacher)."""
+    if args.command != "distill":
+        return None
+    if args.teacher_checkpoint is None:
+        if args.teacher_format or args.teacher_model:
+            raise ValueError("--teacher-format and --teacher-model describe a --teacher-checkpoint; give one")
+        return args.teacher
+    if args.teacher_format is None:
+        raise ValueError(
+            "--teacher-checkpoint needs --teacher-format repdistiller or mdistiller (the project that wrote it)"
+        )
+    from .models.published import load_teacher
+
+    return load_teacher(args.teacher_model or recipe.teacher.model, args.teacher_checkpoint, args.teacher_format)
+
+
+def _check_published(teacher, data, device) -> None:
+    """Print a published teacher's test top-1 on these data beside the published number."""
+    from .device import resolve_device
+    from .inference import top1_accuracy
+
+    measured = top1_accuracy(teacher.model, data.test, data.info, resolve_device(device))
+    published = "none published" if teacher.published_top1 is None else f"published {teacher.published_top1:.2f} %"
+    print(
+        f"teacher {teacher.name} ({teacher.source}, {teacher.path}): {data.info.name} test top-1 "
+        f"{measured:.2f} % ({len(data.test)} images), {published}"
+    )
+
+
+def _cmd_train(args) -> None:
     from .data import load_dataset
     from .experiments import load_experiment
+    from .models.published import PublishedTeacher
     from .train import train
 
     recipe = load_experiment(args.recipe or "default")
     data_kwargs, settings = run_settings(args, recipe)
     if args.recipe:
         print(f"recipe {recipe.name}: {recipe.description}")
+    teacher = _teacher_of(args, recipe)
     data = load_dataset(root=args.data_root, **data_kwargs)
+    if isinstance(teacher, PublishedTeacher):
+        _check_published(teacher, data, args.device)
     if args.resume and not (Path(args.out) / "last.pt").is_file():
         print(f"nothing to resume in {args.out} (no last.pt); starting a new run", file=sys.stderr)
     extra = {"cache_dir": args.cache_dir} if teacher is not None else {}

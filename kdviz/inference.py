@@ -34,3 +34,10 @@ def topk_errors(logits: torch.Tensor, labels: torch.Tensor, ks: tuple[int, ...] 
     top = logits.topk(min(max(ks), logits.shape[1]), dim=1).indices
     hits = top == labels.unsqueeze(1)
     return {k: 1.0 - hits[:, : min(k, logits.shape[1])].any(1).float().mean() for k in ks}
+
+
+def top1_accuracy(model: nn.Module, split: Split, info: DatasetInfo, device: torch.device) -> float:
+    """Top-1 accuracy (%) of `model` over `split`: what papers report, e.g. a published teacher's
+    CIFAR-100 test accuracy (`kd.load_teacher(...).published_top1`)."""
+    logits = predict_logits(model, split, info, device)
+    return 100.0 * (1.0 - topk_errors(logits, split.labels, ks=(1,))[1].item())

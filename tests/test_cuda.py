@@ -76,10 +76,13 @@ def sync_sites(run) -> collections.Counter:
         ("kd", {}),  # the online teacher, with the batch crop-and-flip
         ("kd+icc_mimic", {"teacher_cache": True, "cache_views": 2}),
         ("dkd", {}),
+        # Logit standardization, cached (the cache keeps raw logits, the term standardizes them) and online.
+        ("kd+logit_std", {"teacher_cache": True, "cache_views": 2}),
+        ("dkd+logit_std", {}),
         # Feature terms read both models' stages (online teacher); CRD's bank moves every step.
         ({"ce": 1, "kd": 1, "fitnet": 1, "at": 1, "crd": {"weight": 0.8, "negatives": 64}}, {}),
     ],
-    ids=["ce", "icc_teacher", "kd", "kd+icc_mimic", "dkd", "kd+fitnet+at+crd"],
+    ids=["ce", "icc_teacher", "kd", "kd+icc_mimic", "dkd", "kd+logit_std", "dkd+logit_std", "kd+fitnet+at+crd"],
 )
 def test_training_makes_no_host_sync_per_step(data, teacher, tmp_path, objective, extra):
     """An epoch of 16 steps waits for the GPU exactly as often as one of 4 steps: per epoch, never per step.

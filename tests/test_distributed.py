@@ -5,6 +5,7 @@ import sys
 import textwrap
 from copy import deepcopy
 
+import pytest
 import torch
 
 SCRIPT = textwrap.dedent(
@@ -159,3 +160,42 @@ def test_sync_batchnorm_is_plain_batchnorm_outside_torchrun():
     weight = model[1].weight
     convert_sync_batchnorm(model)
     assert model[1].weight is weight
+
+
+LOGIT_STD_SCRIPT = textwrap.dedent(
+    """
+    import sys, warnings, torch
+    import torch.distributed as dist
+    import kdviz as kd
+    torch.set_num_threads(1)
+    warnings.simplefilter("ignore")  # the bare teacher module's warning
+    data = kd.load_dataset("digits", seed=0)
+    torch.manual_seed(0)
+    teacher = kd.build_model("mlp", 10, data.info.image_shape, hidden=16)
+    r = kd.train(data, "mlp", sys.argv[2], teacher=teacher, model_kwargs={"hidden": 32}, epochs=2, batch_size=64,
+                 seed=0, teacher_cache=sys.argv[3] == "cache", out_dir=sys.argv[1], progress=False)
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    torch.save({"history": r.history.to_dict("list")}, f"{sys.argv[1]}/result_rank{rank}.pt")
+    """
+)
+
+
+@pytest.mark.distributed
+@pytest.mark.parametrize("objective, cache", [("kd+logit_std", "cache"), ("dkd+logit_std", "online")])
+def test_logit_standardization_under_torchrun_matches_one_process(tmp_path, objective, cache):
+    """Standardization is per sample, so the global batch split over 2 ranks gives the 1-process run."""
+    script = tmp_path / "ls_script.py"
+    script.write_text(LOGIT_STD_SCRIPT)
+    results = {}
+    for nproc in (1, 2):
+        out = tmp_path / f"n{nproc}"
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
+        done = subprocess.run(
+            [*cmd, str(script), str(out), objective, cache], capture_output=True, text=True, timeout=300
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        results[nproc] = torch.load(out / "result_rank0.pt", weights_only=True)["history"]
+    term = objective.split("+")[0]
+    for key in (f"train_{term}", "train_loss", "val_loss"):
+        one, two = torch.tensor(results[1][key]), torch.tensor(results[2][key])
+        assert torch.isfinite(one).all() and torch.allclose(one, two, rtol=1e-4), (key, one, two)

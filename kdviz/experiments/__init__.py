@@ -3,6 +3,7 @@ the grid of its runs, a sweep that runs them (one process, N processes, or Ray),
 
 from .grid import Run, collect, load_run_model, plan
 from .load import ExperimentError, add_arms, experiment_names, experiment_path, load_experiment
+from .published import published_table
 from .spec import Arm, Experiment, Role
 from .summary import select_variants, summarize, swept, verdict
 from .sweep import report, run_sweep
@@ -20,6 +21,7 @@ __all__ = [
     "load_experiment",
     "load_run_model",
     "plan",
+    "published_table",
     "report",
     "run_sweep",
     "select_variants",

@@ -27,6 +27,7 @@ from .mimic import (
     pearson_columns,
 )
 from .objective import PRESETS, Objective
+from .standardize import LogitStandardized, standardize_logits
 from .terms import LOSS_TERMS, STEP_INPUTS, LossTerm, ModuleTerm, StepOutputs
 
 __all__ = [name for name in dir() if not name.startswith("_")]

@@ -22,6 +22,8 @@ def label_smoothing(logits: torch.Tensor, targets: torch.Tensor, eps: float = 0.
 
     logits [B, C], targets [B] -> scalar. A negative control for teachers: it flattens the
     non-target probabilities, which is known to make a worse teacher (Mueller et al. 2019).
+    This is label smoothing; the "LS" of recent KD papers, logit standardization (Sun et al.,
+    CVPR 2024), is the `logit_std=True` parameter of a distillation term (kdviz/losses/standardize.py).
     """
     if not 0.0 <= eps < 1.0:
         raise ValueError(f"label smoothing eps must be in [0, 1), got {eps}")

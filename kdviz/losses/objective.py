@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from ..registry import did_you_mean, unknown_name
+from .standardize import LABEL_SMOOTHING, PAPER, LogitStandardized, takes_logit_std
 from .terms import LOSS_TERMS, LossTerm, StepOutputs
 
 # Defaults from docs/method.md: alpha = 0.9, tau = 4, beta = 0.1, lambda_T = 0.1, p = 1.
@@ -30,6 +31,13 @@ PRESETS: dict[str, dict] = {
     "dist": {"ce": 1.0, "dist": {"weight": 1.0, "tau": 4.0}},
     # Zhao et al. 2022's CIFAR-100 setting (their code's defaults: CE 1, warm-up 20 epochs).
     "dkd": {"ce": 1.0, "dkd": {"weight": 1.0, "tau": 4.0, "alpha": 1.0, "beta": 8.0, "warmup": 20}},
+    # Logit standardization (Sun et al. 2024, kdviz/losses/standardize.py) over KD and DKD, as its
+    # authors' CIFAR-100 commands set them (--logit-stand --base-temp 2 --kd-weight 9).
+    "kd+logit_std": {"ce": 0.1, "kd": {"weight": 9.0, "tau": 2.0, "logit_std": True}},
+    "dkd+logit_std": {
+        "ce": 1.0,
+        "dkd": {"weight": 9.0, "tau": 2.0, "alpha": 1.0, "beta": 8.0, "warmup": 20, "logit_std": True},
+    },
     # The feature baselines as CRD's benchmark weighs them beside CE (its code's -r 1 -a 0 -b ...).
     "fitnet": {"ce": 1.0, "fitnet": 100.0},
     "at": {"ce": 1.0, "at": 1000.0},
@@ -53,8 +61,8 @@ class Objective:
         self.terms: dict[str, LossTerm] = {}
         self.weights: dict[str, float] = {}
         for name, s in self.spec.items():
-            params = {k: v for k, v in s.items() if k != "weight"}
-            self.terms[name] = LOSS_TERMS.get(name)(**params)
+            params = {k: v for k, v in s.items() if k not in ("weight", "logit_std")}
+            self.terms[name] = _with_modifiers(name, LOSS_TERMS.get(name)(**params), s.get("logit_std", False))
             self.weights[name] = s["weight"]
 
     @classmethod
@@ -165,10 +173,33 @@ class Objective:
         return " + ".join(parts)
 
 
+# Names people try for logit standardization, which is a parameter of the distillation terms.
+_NOT_TERMS = ("ls", "logit_std", "logit_standardization", "logit_stand")
+
+
 def _normalise(name: str, spec: TermSpec) -> dict:
+    if name in _NOT_TERMS:
+        raise ValueError(f"{name!r} is not a loss term: {LABEL_SMOOTHING}")
     LOSS_TERMS.get(name)  # fail early, listing the valid names
     spec = {"weight": float(spec)} if isinstance(spec, (int, float)) else dict(spec)
     weight = spec.setdefault("weight", 1.0)
     if not (isinstance(weight, (int, float)) and math.isfinite(weight) and weight >= 0):
         raise ValueError(f"weight of loss term {name!r} must be a finite number >= 0, got {weight!r}")
     return spec
+
+
+def _with_modifiers(name: str, term: LossTerm, logit_std) -> LossTerm:
+    """`term`, computed on standardized logits when logit_std is true (kdviz/losses/standardize.py)."""
+    if not isinstance(logit_std, bool):
+        raise ValueError(f"loss term {name!r}: logit_std must be true or false, got {logit_std!r}")
+    if not logit_std:
+        return term
+    if not takes_logit_std(term):
+        if name == "label_smoothing":
+            raise ValueError(f"loss term 'label_smoothing' does not take logit_std: {LABEL_SMOOTHING}")
+        takers = [n for n in LOSS_TERMS.names() if takes_logit_std(LOSS_TERMS.get(n)())]
+        raise ValueError(
+            f"loss term {name!r} does not take logit_std: {PAPER} z-scores both models' logits before a "
+            f"distillation term's temperature softmax, so only these terms take it: {', '.join(takers)}"
+        )
+    return LogitStandardized(term)

@@ -36,7 +36,7 @@ from .epoch import evaluate, example_outputs, split_scores, train_epoch
 from .lock import RunLock
 from .result import TrainResult
 from .run import Run, check_run_dir, recorded_choices, restore, run_config, save_run, write_config, write_metrics
-from .teacher import TeacherLike, load_teacher
+from .teacher import TeacherLike, resolve_teacher
 
 
 def train(
@@ -61,7 +61,8 @@ def train(
 
     objective: a preset name ("ce", "icc_teacher", "kd", "kd+icc_mimic", ...), a "ce=0.1,kd=0.9"
     string, a {term: weight or {weight, **params}} dict, or an Objective.
-    teacher: needed when a term distills; a TrainResult, a module, or a checkpoint path.
+    teacher: needed when a term distills; a TrainResult, a module, a checkpoint path, or a published
+    teacher (kd.load_teacher).
     settings: TrainConfig fields (epochs=, lr=, batch_size=, seed=, ...), overriding `config`.
     keep_epochs: epochs (0-based) whose weights are also written to out_dir/epoch_<e>.pt, e.g. to
     distill from an intermediate checkpoint of a teacher.
@@ -76,7 +77,7 @@ def train(
     objective = Objective.coerce(objective)
     ctx, dev = setup_distributed(resolve_device(device))
     cfg.batch_size = fit_batch_size(cfg.batch_size, len(data.train), ctx.world_size)
-    teacher = load_teacher(teacher, objective, data, dev)
+    teacher = resolve_teacher(teacher, objective, data, dev)
     spec = {
         "name": model,
         "kwargs": dict(model_kwargs or {}),

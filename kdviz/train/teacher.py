@@ -1,7 +1,7 @@
 """The teacher as the training step sees it: a source of logits (and features) for each batch.
 
-`load_teacher` turns what a user passes as teacher= (a TrainResult, a module, a checkpoint path)
-into a `Teacher`: the module in eval mode on the device, checked against the student's data
+`resolve_teacher` turns what a user passes as teacher= (a TrainResult, a module, a checkpoint path,
+a published teacher of `kdviz.models.published`) into a `Teacher`: the module in eval mode on the device, checked against the student's data
 (dataset, image shape where it is recorded, class count) and identified by its checkpoint path
 and a SHA-256 of its weights, which config.json and last.pt record so that a resume with another
 teacher is refused. The step then asks it, batch by batch, for the teacher's outputs:
@@ -24,12 +24,13 @@ from torch import nn
 from ..data.base import DatasetSplits
 from ..data.loader import iterate_batches
 from ..losses import Objective
+from ..models.published import PublishedTeacher
 from .checkpoint import load_model
 from .config import TrainConfig
 from .result import TrainResult
 from .teacher_cache import load_or_build_teacher_cache, view_options, weights_sha256
 
-TeacherLike = nn.Module | TrainResult | str | Path | None
+TeacherLike = nn.Module | TrainResult | PublishedTeacher | str | Path | None
 
 
 class Teacher:
@@ -84,6 +85,12 @@ class Teacher:
                 f"{objective.describe()!r} reads the teacher's features, so it needs the online teacher; "
                 "train with teacher_cache=False"
             )
+        if cfg.cache_topk and any(t.params.get("logit_std") for t in objective.terms.values()):
+            raise ValueError(
+                f"cache_topk={cfg.cache_topk} keeps only the largest teacher logits, but logit_std standardizes "
+                "with the mean and std of all of them; train with cache_topk=0 (the cache then holds every logit, "
+                "exactly, and the term standardizes them as it reads them)"
+            )
         # With top-k, the dropped classes' mass is kept at the temperature of the distillation terms.
         taus = [t.params["tau"] for t in objective.terms.values() if t.needs_teacher and "tau" in t.params]
         cache = load_or_build_teacher_cache(
@@ -124,7 +131,7 @@ class CachedTeacher(Teacher):
         return self.cache.logits(idx, self._views[idx]), None
 
 
-def load_teacher(
+def resolve_teacher(
     teacher: TeacherLike, objective: Objective, data: DatasetSplits, device: torch.device
 ) -> Teacher | None:
     """The online Teacher of `teacher` for training on `data` with `objective`, checked; None when the
@@ -137,7 +144,8 @@ def load_teacher(
         return None
     if teacher is None:
         raise ValueError(
-            f"the objective {objective.describe()!r} distills, so it needs teacher= (a TrainResult, a model or a checkpoint path)"
+            f"the objective {objective.describe()!r} distills, so it needs teacher= (a TrainResult, a model, a checkpoint "
+            "path or kd.load_teacher(...) of a published one)"
         )
     module, checkpoint, label, image_shape = _resolve(teacher, data, device)
     if image_shape is not None and tuple(image_shape) != tuple(data.info.image_shape):
@@ -166,6 +174,13 @@ def _resolve(teacher: TeacherLike, data: DatasetSplits, device) -> tuple[nn.Modu
         best = teacher.out_dir / "best.pt" if teacher.out_dir is not None else None
         checkpoint = str(best) if best is not None and best.is_file() else None
         return teacher.model, checkpoint, f"{teacher.name!r}", teacher.info.image_shape
+    if isinstance(teacher, PublishedTeacher):
+        if teacher.dataset != data.info.name:
+            raise ValueError(
+                f"the published teacher {teacher.path} was trained on {teacher.dataset!r}, the student trains on "
+                f"{data.info.name!r}; distill on {teacher.dataset}"
+            )
+        return teacher.model, teacher.path, f"{teacher.path} ({teacher.source} {teacher.name})", teacher.image_shape
     if isinstance(teacher, (str, Path)):
         module, ckpt = load_model(teacher, device)
         if ckpt["dataset"] != data.info.name:
