@@ -86,16 +86,6 @@ class RunRecord:
         )
 
 
-def open_runs(runs) -> dict[str, RunRecord]:
-    """{name: RunRecord} from {name: run directory or TrainResult}, or from a list of run
-    directories (named by their folder)."""
-    if not isinstance(runs, dict):
-        runs = {Path(path).name: path for path in runs}
-    if not runs:
-        raise ValueError("no runs given: pass {name: run directory or TrainResult}")
-    return {name: source if isinstance(source, RunRecord) else RunRecord(name, source) for name, source in runs.items()}
-
-
 def _read_history(path: Path, previous: pd.DataFrame) -> pd.DataFrame:
     # metrics.csv is rewritten in place after each epoch, so a read can catch it half-written: keep
     # the previous history then, and drop a last row cut short (its final column is empty).
