@@ -199,7 +199,37 @@ def icc_of_logits(logits: torch.Tensor, labels: torch.Tensor, info: DatasetInfo,
     """ICCReport from precomputed logits [N, C] and labels [N]."""
     acc = ICCAccumulator(info, tau, device=logits.device)
     acc.update(logits, labels.to(logits.device))
-    return acc.report()
+    report = acc.report()
+    warn_if_tau_degenerate(report)
+    return report
+
+
+def warn_if_tau_degenerate(report: ICCReport, uniform: float = 1e-6) -> None:
+    """Warn when the temperature leaves no secondary structure to read: at a tiny tau the softened
+    predictions are one-hot, and a class whose images are all right gets no probability outside its
+    target (its secondary ICC row is all 0, which does not mean it confuses nothing); at a huge tau
+    they are uniform, and every secondary ICC entry is 1 / (C - 1) to within `uniform` (relative)."""
+    present = report.counts > 0
+    matrix = report.matrix[present]
+    c = matrix.shape[1]
+    off = ~torch.eye(c, dtype=torch.bool)[present]
+    empty = (matrix * off).sum(1) <= torch.finfo(matrix.dtype).tiny
+    names = [n for n, gone in zip((n for n, p in zip(report.info.class_names, present) if p), empty) if gone]
+    advice = "a tau of about 1 to 20 keeps it (kdviz's default is 4)"
+    if names:
+        warnings.warn(
+            f"tau = {report.tau:g} makes the secondary probabilities vanish: {len(names)} class(es) "
+            f"({', '.join(map(repr, names[:5]))}{', ...' if len(names) > 5 else ''}) put no probability outside "
+            f"their target, so their secondary ICC rows are all 0, which does not mean they confuse nothing; {advice}",
+            stacklevel=3,
+        )
+    spread = (secondary_icc(report.matrix)[present][off] - 1 / (c - 1)).abs()
+    if spread.numel() and c > 2 and float(spread.max()) <= uniform / (c - 1):
+        warnings.warn(
+            f"tau = {report.tau:g} makes the secondary probabilities uniform: every secondary ICC entry is "
+            f"1/{c - 1} to within {float(spread.max()) * (c - 1):.1e} (relative), so no class structure is left; {advice}",
+            stacklevel=3,
+        )
 
 
 def extract_icc(

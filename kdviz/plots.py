@@ -145,7 +145,7 @@ def plot_icc_comparison(
     same = lim <= UNIFORM * float(np.nanmax(np.abs(both), initial=0.0))  # rounding noise, or exactly equal
     lim = 1.0 if same else lim
     _heatmap(axes[2], diff, secondary=secondary, cmap="RdBu_r", vmin=-lim, vmax=lim, below=True, difference=True)
-    axes[2].set_title(f"{first}\nminus {second}" + (" (uniform: equal within rounding)" if same else ""), fontsize=10)
+    axes[2].set_title(f"{first}\nminus {second}" + ("\n(uniform: equal within rounding)" if same else ""), fontsize=10)
     for ax in axes[1:]:  # one class order for all three: the rows are named once, on the left
         ax.set_ylabel("")
         ax.tick_params(labelleft=False)
@@ -175,7 +175,7 @@ def colour_limits(values: np.ndarray) -> tuple[float | None, float | None, bool]
 
 
 def _uniform_note(uniform: bool, values: np.ndarray) -> str:
-    return f" (uniform: every value {np.nanmean(values):.3g})" if uniform else ""
+    return f"\n(uniform: every value {np.nanmean(values):.3g})" if uniform else ""
 
 
 def _heatmap(
