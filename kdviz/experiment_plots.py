@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from .fonts import label
+from .fonts import short_label
 from .inputs import read_table
 from .plots import figure_for, settle
 
@@ -50,7 +50,7 @@ def plot_error_vs_sigma2(
             "o",
             color=color,
             markersize=7,
-            label=label(arm),
+            label=short_label(arm),
         )
         if summary is not None and arm in summary.index:
             chosen = arm_means.loc[summary.loc[arm, "variant"]]
@@ -66,7 +66,7 @@ def plot_error_vs_sigma2(
     r = float(np.corrcoef(x, y)[0, 1]) if len(means) > 2 and x.std() > 0 else float("nan")
     ax.set_xlabel("teacher sigma2 (spread of secondary probabilities, test split)")
     ax.set_ylabel("student test error (%)")
-    ax.set_title(f"student error against teacher expressiveness (r over arm-variant means = {r:.2f})")
+    ax.set_title(f"student error against teacher expressiveness\n(r over arm-variant means = {r:.2f})")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, ncol=2)
     settle(fig)
@@ -91,7 +91,7 @@ def plot_arms(
     rows = summary[(summary["role"] == "student") & summary[column].notna()].sort_values(column, ascending=False)
     fig, ax = figure_for(ax, (7, 1.2 + 0.35 * len(rows)))
     ax.errorbar(rows[column], np.arange(len(rows)), xerr=rows[se[column]].fillna(0), fmt="o", color="C0", capsize=3)
-    ax.set_yticks(np.arange(len(rows)), [f"{label(arm)} ({int(n)} seeds)" for arm, n in rows["seeds"].items()])
+    ax.set_yticks(np.arange(len(rows)), [f"{short_label(arm)} ({int(n)} seeds)" for arm, n in rows["seeds"].items()])
     if column == "diff_vs_baseline":
         ax.axvline(0, color="grey", lw=1)
         ax.set_xlabel("test error minus the baseline's, seed by seed\n(points, < 0 is better; mean +- se over seeds)")
@@ -130,7 +130,7 @@ def plot_sweep(
             fmt="o-",
             color=f"C{i % 10}",
             capsize=3,
-            label=f"{label(arm)} ({int(test['count'].max())} seeds)",
+            label=f"{short_label(arm)} ({int(test['count'].max())} seeds)",
         )
         best = stats["val_top1_err"]["mean"].idxmin()
         ax.plot([best], [test.loc[best, "mean"]], "o", markersize=12, markerfacecolor="none", markeredgecolor="black")

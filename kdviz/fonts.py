@@ -8,7 +8,7 @@ Arabic, Hebrew, Thai, ...) that are installed after the user's own families. mat
 list is cached when it is first built, so fonts installed later are added from the system's font
 folders by file name.
 
-matplotlib lays text out left to right without shaping: `label` puts right-to-left runs (Arabic,
+matplotlib lays text out left to right without shaping: `short_label` puts right-to-left runs (Arabic,
 Hebrew) in display order, so they read right; Arabic letters are drawn in their isolated forms.
 """
 
@@ -53,7 +53,7 @@ def use_fallback_fonts() -> list[str]:
     return added
 
 
-def label(name, width: int = LABEL_WIDTH) -> str:
+def short_label(name, width: int = LABEL_WIDTH) -> str:
     """`name` as drawn in a figure: at most `width` characters (the middle cut out, so that names
     differing at either end stay apart), right-to-left runs in display order, `$` drawn as itself
     rather than starting mathtext."""

@@ -17,7 +17,7 @@ from matplotlib.ticker import MaxNLocator
 from seaborn.utils import relative_luminance
 
 from .correlation import ICCReport, sigma2_per_sample
-from .fonts import label, use_fallback_fonts, warn_missing_glyphs
+from .fonts import short_label, use_fallback_fonts, warn_missing_glyphs
 from .inputs import open_runs
 
 MatrixLike = ICCReport | pd.DataFrame
@@ -52,7 +52,8 @@ def settle(fig: Figure) -> None:
     engine = fig.get_layout_engine()
     if engine is None:
         fig.tight_layout()
-    else:
+        return
+    for _ in range(2):  # the second pass places titles for the axes as the first one shrank them
         engine.execute(fig)
 
 
@@ -136,7 +137,7 @@ def plot_icc_comparison(
     both = np.concatenate([t.to_numpy(dtype=float)[off], s.to_numpy(dtype=float)[off]])
     vmin, vmax, uniform = colour_limits(both)
     kind = "secondary ICC" if secondary else "ICC"
-    first, second = label(names[0]), label(names[1])
+    first, second = short_label(names[0]), short_label(names[1])
     for ax, frame, name in ((axes[0], t, first), (axes[1], s, second)):
         _heatmap(ax, frame, secondary=secondary, cmap="viridis", vmin=vmin, vmax=vmax, below=True)
         ax.set_title(f"{name}\n{kind}{_uniform_note(uniform, both)}", fontsize=10)
@@ -184,11 +185,10 @@ def _heatmap(
     # The secondary ICC's diagonal is 0 by construction, not a measurement: masked, it shows as
     # a grey gap instead of the darkest colour, and it leaves the colour scale to the real values.
     mask = np.eye(len(frame), dtype=bool) if secondary else None
-    what = "share of the non-target probability" if secondary else "probability"
-    bar_label = f"difference of the mean {what}" if difference else f"mean {what}"
+    bar_label = "difference" if difference else "mean secondary probability" if secondary else "mean probability"
     # Side by side, colour bars go below the heatmaps: the figure's width is what limits the cells.
     bar = {"location": "bottom", "shrink": 0.8, "aspect": 30} if below else {"shrink": 0.8}
-    names = [label(name) for name in frame.index]  # short in the figure; the frame keeps full names
+    names = [short_label(name) for name in frame.index]  # short in the figure; the frame keeps full names
     warn_missing_glyphs(frame.index)
     sns.heatmap(
         frame,
@@ -269,7 +269,14 @@ def plot_error_curves(
             values = history[column].astype(float)
             # A split evaluated on some epochs only (the test split without eval_test): its points.
             marker = "o" if values.isna().any() else None
-            ax.plot(history["epoch"], 100 * values, style, marker=marker, color=color, label=f"{label(name)} ({split})")
+            ax.plot(
+                history["epoch"],
+                100 * values,
+                style,
+                marker=marker,
+                color=color,
+                label=f"{short_label(name)} ({split})",
+            )
             framed.append(100 * values.to_numpy())
         best = run.best_epoch
         if best is not None and best >= 0:
@@ -328,7 +335,9 @@ def plot_training(
     )
     curve_ax = axes[0] if snapshot is not None else axes
     last = int(history["epoch"].iloc[-1])
-    plot_error_curves({label: history}, splits=("val", "train"), ax=curve_ax, title=f"{label}: epoch {last}")
+    plot_error_curves(
+        {label: history}, splits=("val", "train"), ax=curve_ax, title=f"{short_label(label)}: epoch {last}"
+    )
     if epochs is not None:
         curve_ax.set_xlim(-0.5, epochs - 0.5)
     if snapshot is not None:
@@ -368,7 +377,7 @@ def plot_soft_targets(
             f"tau {tau:g}: p(target) {float(p[target]):.3f}, secondary mass {1 - float(p[target]):.3f}, sigma2 {sigma2:.4f}"
         )
     long_names = max(len(n) for n in names) > 3
-    shown = [label(name) for name in names]
+    shown = [short_label(name) for name in names]
     ax.set_xticks(np.arange(c), shown, rotation=45 if long_names else 0, ha="right" if long_names else "center")
     ax.get_xticklabels()[target].set_fontweight("bold")
     ax.set_ylabel("probability")

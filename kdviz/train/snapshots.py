@@ -80,6 +80,8 @@ class RunRecord:
                 f"run {self.name!r} has a checkpoint but no ICC snapshots in {self.path / SNAPSHOT_DIR}: it was "
                 "written by an older kdviz; train it again to explore its epochs"
             )
+        if len(self.history):
+            return f"run {self.name!r} has no ICC snapshots: a history holds only its curves"
         return (
             f"run {self.name!r} has no finished epoch yet (still in its first epoch, or not started): "
             "move the epoch slider or press reload to look again"
