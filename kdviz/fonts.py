@@ -2,7 +2,7 @@
 no installed font has.
 
 matplotlib draws each character with the first font of `font.family` that has it (fallback since
-matplotlib 3.6). `use_fallback_fonts` (run once, when kdviz.plots loads) appends the Noto fonts of
+matplotlib 3.6). `use_fallback_fonts` (run by kdviz.plots for each figure it makes) appends the Noto fonts of
 Debian's fonts-noto-core and fonts-noto-cjk packages (CJK, Devanagari and other Indic scripts,
 Arabic, Hebrew, Thai, ...) that are installed after the user's own families. matplotlib's font
 list is cached when it is first built, so fonts installed later are added from the system's font
@@ -35,6 +35,7 @@ FALLBACK_FONTS = {
 LABEL_WIDTH = 24  # characters of a name drawn in a figure; pickers and tables keep the whole name
 _RTL = {"R", "AL"}  # Unicode bidirectional classes of right-to-left letters
 _warned: set[str] = set()
+_searched: list[bool] = []
 
 
 def use_fallback_fonts() -> list[str]:
@@ -42,7 +43,8 @@ def use_fallback_fonts() -> list[str]:
     which still draws every character it has); return the families appended."""
     known = {f.name for f in font_manager.fontManager.ttflist}
     missing = {file: family for family, file in FALLBACK_FONTS.items() if family not in known}
-    if missing:  # installed after matplotlib cached its font list: add them by file name
+    if missing and not _searched:  # installed after matplotlib cached its font list: add them by file name
+        _searched.append(True)  # once per process: the system's font folders do not change under it
         for path in font_manager.findSystemFonts():
             if path.rsplit("/", 1)[-1] in missing:
                 font_manager.fontManager.addfont(path)

@@ -33,14 +33,15 @@ DISPLAY_WIDTH = 10.0
 MIN_FONT, MAX_FONT = 7.2, 10.0
 UNIFORM = 1e-6  # a colour scale spanning less than this share of its values' magnitude spans rounding noise
 
-use_fallback_fonts()  # once, before any figure: class names of any script draw (kdviz/fonts.py)
-
 
 def _new_figure(figsize: tuple[float, float], ncols: int = 1):
     # Made through pyplot so that notebooks register their PNG display for figures, then closed
     # at once: pyplot keeps no reference (no leak in loops) and the notebook shows the figure
     # once, as the cell's value, instead of twice. Constrained layout keeps every tick label,
     # title and colour bar inside the figure and clear of the other axes, however long the names.
+    # The font fallback is set here, for every figure kdviz makes, so that a theme set since the
+    # last one (which resets font.family) cannot bring back boxes for names in other scripts.
+    use_fallback_fonts()
     fig, axes = plt.subplots(1, ncols, figsize=figsize, layout="constrained")
     plt.close(fig)
     return fig, axes
@@ -359,8 +360,8 @@ def plot_soft_targets(
     c = z.shape[1]
     names = list(class_names) if class_names is not None else [str(k) for k in range(c)]
     y = torch.tensor([target])
-    warn_missing_glyphs(names)
     fig, ax = _new_figure((min(DISPLAY_WIDTH, max(6.0, 0.2 * c * len(taus) + 2)), 4))
+    warn_missing_glyphs(names)
     width = 0.8 / len(taus)
     lines = []
     for i, tau in enumerate(taus):

@@ -5,8 +5,10 @@ points * dpi / 72 * the display's shrink factor), every epoch inside the y-range
 bar labelled."""
 
 import io
+import os
 import warnings
 
+import matplotlib
 import matplotlib.image
 import numpy as np
 import pandas as pd
@@ -18,7 +20,7 @@ import kdviz as kd
 from kdviz.correlation import icc_of_logits
 from kdviz.data.base import DatasetInfo
 from kdviz.experiment_plots import plot_arms, plot_error_vs_sigma2, plot_sweep
-from kdviz.fonts import short_label, warn_missing_glyphs
+from kdviz.fonts import short_label, use_fallback_fonts, warn_missing_glyphs
 from kdviz.plots import (
     DISPLAY_WIDTH,
     plot_error_curves,
@@ -38,6 +40,19 @@ NAMES = {
     "long": [f"{LONG[:-2]}{k:02d}" for k in range(10)],
 }
 assert len(LONG) == 60 and all(len(n) == 60 for n in NAMES["long"])
+
+
+@pytest.fixture(autouse=True)
+def noto_fonts():
+    """The scripts above need Debian's fonts-noto-core and fonts-noto-cjk (.ci/run installs them);
+    without them the test is skipped, except in CI, where it fails."""
+    from matplotlib import font_manager
+
+    use_fallback_fonts()  # adds fonts installed since matplotlib cached its list
+    known = {f.name for f in font_manager.fontManager.ttflist}
+    needed = {"Noto Sans CJK JP", "Noto Sans Devanagari", "Noto Sans Arabic", "Noto Sans Hebrew"}
+    if not needed <= known and not os.environ.get("CI"):
+        pytest.skip(f"fonts {sorted(needed - known)} are not installed: apt-get install fonts-noto-core fonts-noto-cjk")
 
 
 def _history(start, epochs=12):
@@ -181,3 +196,8 @@ def test_a_glyph_no_font_has_is_warned_once_naming_the_class():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         warn_missing_glyphs([name, "猫", "बिल्ली", "قطة", "חתול"])  # once only; the scripts above draw
+
+
+def test_a_theme_set_since_the_last_figure_does_not_bring_back_boxes(monkeypatch):
+    with matplotlib.rc_context({"font.family": ["sans-serif"]}):  # what seaborn's set_theme leaves
+        check_legible(_figures(NAMES["cjk"])["icc"](), monkeypatch)
