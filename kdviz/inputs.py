@@ -112,7 +112,10 @@ def _check_finished(record, who: str, kinds) -> None:
     if isinstance(record, ICCReport):
         return
     if not len(record.history):
-        raise ValueError(f"{who}: {record.waiting()}")
+        raise ValueError(
+            f"{who}: run {record.name!r} has no finished epoch yet (an empty folder, or a run still in its first "
+            "epoch): pass it once an epoch has finished, or open it in run_explorer, which waits for it"
+        )
     if "history" not in kinds and not record.snapshots:  # only its ICC can be used
         raise ValueError(f"{who}: {record.waiting()}")
 
