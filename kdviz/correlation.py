@@ -199,7 +199,41 @@ def icc_of_logits(logits: torch.Tensor, labels: torch.Tensor, info: DatasetInfo,
     """ICCReport from precomputed logits [N, C] and labels [N]."""
     acc = ICCAccumulator(info, tau, device=logits.device)
     acc.update(logits, labels.to(logits.device))
-    return acc.report()
+    report = acc.report()
+    warn_if_tau_degenerate(report, logits)
+    return report
+
+
+def warn_if_tau_degenerate(report: ICCReport, logits: torch.Tensor, uniform: float = 1e-6) -> None:
+    """Warn when the temperature leaves no secondary structure to read. At a tiny tau softmax(z / tau)
+    is one-hot (its second-largest probability underflows to 0): images predicted right put no
+    probability outside their target, and a class whose images are all right gets an all-0
+    secondary ICC row, which does not mean it confuses nothing. At a huge tau it is uniform: every
+    secondary ICC entry is 1 / (C - 1) to within `uniform` (relative). logits: [N, C]."""
+    advice = "a tau of about 1 to 20 keeps it (kdviz's default is 4)"
+    finite = logits[torch.isfinite(logits).all(1)].double()
+    one_hot = int((torch.softmax(finite / report.tau, dim=1).topk(2, dim=1).values[:, 1] == 0).sum())
+    if one_hot:
+        present = report.counts > 0
+        off = report.matrix.masked_fill(torch.eye(len(present), dtype=torch.bool), 0.0).sum(1)
+        empty = [n for n, p, mass in zip(report.info.class_names, present, off) if p and mass == 0]
+        rows = f"; the secondary ICC rows of {', '.join(map(repr, empty[:5]))}{', ...' * (len(empty) > 5)} are all 0"
+        warnings.warn(
+            f"tau = {report.tau:g} makes the secondary probabilities vanish: softmax(z / tau) is one-hot for "
+            f"{one_hot} of {len(finite)} images{rows if empty else ''}, which does not mean they confuse nothing; "
+            f"{advice}",
+            stacklevel=3,
+        )
+    present = report.counts > 0
+    c = report.matrix.shape[1]
+    off = ~torch.eye(c, dtype=torch.bool)[present]
+    spread = (secondary_icc(report.matrix)[present][off] - 1 / (c - 1)).abs()
+    if spread.numel() and c > 2 and float(spread.max()) <= uniform / (c - 1):
+        warnings.warn(
+            f"tau = {report.tau:g} makes the secondary probabilities uniform: every secondary ICC entry is "
+            f"1/{c - 1} to within {float(spread.max()) * (c - 1):.1e} (relative), so no class structure is left; {advice}",
+            stacklevel=3,
+        )
 
 
 def extract_icc(

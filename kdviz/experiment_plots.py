@@ -9,12 +9,14 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from .plots import figure_for
+from .fonts import short_label
+from .inputs import read_table
+from .plots import figure_for, settle
 
 
 def plot_error_vs_sigma2(
-    runs: pd.DataFrame,
-    summary: pd.DataFrame | None = None,
+    runs: pd.DataFrame | str,
+    summary: pd.DataFrame | str | None = None,
     *,
     arms: list[str] | None = None,
     ax: matplotlib.axes.Axes | None = None,
@@ -23,7 +25,10 @@ def plot_error_vs_sigma2(
     kdviz.experiments), optionally only `arms`: each run a faint dot at (its teacher's sigma2,
     its test error); each (arm, variant) a marker at its means over seeds, ringed in black for
     the variant chosen on validation (from `summary`). The title gives Pearson's r over the
-    (arm, variant) means, where teachers differ and seed noise is averaged out."""
+    (arm, variant) means, where teachers differ and seed noise is averaged out. `runs` and
+    `summary` may also be a sweep folder (its runs.csv, summary.csv)."""
+    runs = read_table(runs, "plot_error_vs_sigma2")
+    summary = None if summary is None else read_table(summary, "plot_error_vs_sigma2", "summary")
     students = (
         runs[(runs["role"] == "student") & runs["teacher_sigma2"].notna()]
         if "teacher_sigma2" in runs
@@ -40,7 +45,12 @@ def plot_error_vs_sigma2(
         ax.plot(group["teacher_sigma2"], 100 * group["test_top1_err"], ".", color=color, alpha=0.25)
         arm_means = means.loc[arm]
         ax.plot(
-            arm_means["teacher_sigma2"], 100 * arm_means["test_top1_err"], "o", color=color, markersize=7, label=arm
+            arm_means["teacher_sigma2"],
+            100 * arm_means["test_top1_err"],
+            "o",
+            color=color,
+            markersize=7,
+            label=short_label(arm),
         )
         if summary is not None and arm in summary.index:
             chosen = arm_means.loc[summary.loc[arm, "variant"]]
@@ -56,19 +66,21 @@ def plot_error_vs_sigma2(
     r = float(np.corrcoef(x, y)[0, 1]) if len(means) > 2 and x.std() > 0 else float("nan")
     ax.set_xlabel("teacher sigma2 (spread of secondary probabilities, test split)")
     ax.set_ylabel("student test error (%)")
-    ax.set_title(f"student error against teacher expressiveness (r over arm-variant means = {r:.2f})")
+    ax.set_title(f"student error against teacher expressiveness\n(r over arm-variant means = {r:.2f})")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
+    ax.legend(fontsize=8, ncol=2)
+    settle(fig)
     return fig
 
 
 def plot_arms(
-    summary: pd.DataFrame, column: str = "diff_vs_baseline", *, ax: matplotlib.axes.Axes | None = None
+    summary: pd.DataFrame | str, column: str = "diff_vs_baseline", *, ax: matplotlib.axes.Axes | None = None
 ) -> Figure:
     """The student arms of a summary (kdviz.experiments.summarize), one row each at its chosen
     variant, best at the top: `column` with one standard error either side, "diff_vs_baseline"
-    (paired test-error difference to the baseline, points; 0 marked) or "test_err" (%)."""
+    (paired test-error difference to the baseline, points; 0 marked) or "test_err" (%).
+    `summary` may also be a sweep folder (its summary.csv)."""
+    summary = read_table(summary, "plot_arms", "summary")
     se = {"diff_vs_baseline": "diff_se", "test_err": "test_err_se"}
     if column not in se:
         raise ValueError(f"column must be one of {', '.join(se)}, got {column!r}")
@@ -79,25 +91,27 @@ def plot_arms(
     rows = summary[(summary["role"] == "student") & summary[column].notna()].sort_values(column, ascending=False)
     fig, ax = figure_for(ax, (7, 1.2 + 0.35 * len(rows)))
     ax.errorbar(rows[column], np.arange(len(rows)), xerr=rows[se[column]].fillna(0), fmt="o", color="C0", capsize=3)
-    ax.set_yticks(np.arange(len(rows)), [f"{arm} ({int(n)} seeds)" for arm, n in rows["seeds"].items()])
+    ax.set_yticks(np.arange(len(rows)), [f"{short_label(arm)} ({int(n)} seeds)" for arm, n in rows["seeds"].items()])
     if column == "diff_vs_baseline":
         ax.axvline(0, color="grey", lw=1)
         ax.set_xlabel("test error minus the baseline's, seed by seed\n(points, < 0 is better; mean +- se over seeds)")
     else:
         ax.set_xlabel("test error (%), mean +- se over seeds")
     ax.grid(alpha=0.3, axis="x")
-    fig.tight_layout()
+    settle(fig)
     return fig
 
 
 def plot_sweep(
-    runs: pd.DataFrame, x: str, *, arms: list[str] | None = None, ax: matplotlib.axes.Axes | None = None
+    runs: pd.DataFrame | str, x: str, *, arms: list[str] | None = None, ax: matplotlib.axes.Axes | None = None
 ) -> Figure:
     """Sweep curves from the tidy table of runs: for each arm (optionally only `arms`), the mean
     test error over seeds at each value of column `x` (e.g. kdviz.experiments.swept(runs, key)
     as a column; rows where it is NaN are left out), with one standard error as a bar. The value
     with the lowest mean validation error, the one an experiment chooses, is ringed in black.
-    A log x-axis when the values are positive and span a factor of 10 or more."""
+    A log x-axis when the values are positive and span a factor of 10 or more. `runs` may also
+    be a sweep folder (its runs.csv)."""
+    runs = read_table(runs, "plot_sweep")
     rows = runs[runs[x].notna()] if x in runs else runs.iloc[:0]
     if arms is not None:
         rows = rows[rows["arm"].isin(arms)]
@@ -116,7 +130,7 @@ def plot_sweep(
             fmt="o-",
             color=f"C{i % 10}",
             capsize=3,
-            label=f"{arm} ({int(test['count'].max())} seeds)",
+            label=f"{short_label(arm)} ({int(test['count'].max())} seeds)",
         )
         best = stats["val_top1_err"]["mean"].idxmin()
         ax.plot([best], [test.loc[best, "mean"]], "o", markersize=12, markerfacecolor="none", markeredgecolor="black")
@@ -130,5 +144,5 @@ def plot_sweep(
     ax.set_title(f"sweep of {x}: ringed, the value chosen on validation", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
+    settle(fig)
     return fig

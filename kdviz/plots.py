@@ -6,8 +6,6 @@ Every function returns a matplotlib Figure, so a notebook cell shows it and a sc
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 import matplotlib.axes
 import matplotlib.pyplot as plt
 import numpy as np
@@ -19,22 +17,45 @@ from matplotlib.ticker import MaxNLocator
 from seaborn.utils import relative_luminance
 
 from .correlation import ICCReport, sigma2_per_sample
+from .fonts import short_label, use_fallback_fonts, warn_missing_glyphs
+from .inputs import open_runs
 
 MatrixLike = ICCReport | pd.DataFrame
 
-# JupyterLab shows a figure at 100 dpi, unshrunk up to about 1,000 px wide; a wider one is scaled
-# down to the output area, its text with it. Figures here are at most this wide, in inches.
+# The legibility rule: every text of a figure is at least 10 px high as JupyterLab shows it in a
+# window 1,400 px wide, whose output area is about 1,000 px wide (the file browser open). A
+# figure is drawn at DPI dots per inch and shown unshrunk up to DISPLAY_WIDTH inches; a wider one
+# is scaled down to the output area, its text with it. So text of f points shows at
+# f * DPI / 72 * min(1, DISPLAY_WIDTH / width) px: figures here are at most DISPLAY_WIDTH inches
+# wide and their text at least MIN_FONT points (7.2 pt * 100 / 72 = 10 px).
+DPI = 100
 DISPLAY_WIDTH = 10.0
-MIN_FONT, MAX_FONT = 7.0, 10.0  # points at display size: 7 pt is about 10 px at 100 dpi
+MIN_FONT, MAX_FONT = 7.2, 10.0
+UNIFORM = 1e-6  # a colour scale spanning less than this share of its values' magnitude spans rounding noise
 
 
 def _new_figure(figsize: tuple[float, float], ncols: int = 1):
     # Made through pyplot so that notebooks register their PNG display for figures, then closed
     # at once: pyplot keeps no reference (no leak in loops) and the notebook shows the figure
-    # once, as the cell's value, instead of twice.
-    fig, axes = plt.subplots(1, ncols, figsize=figsize)
+    # once, as the cell's value, instead of twice. Constrained layout keeps every tick label,
+    # title and colour bar inside the figure and clear of the other axes, however long the names.
+    # The font fallback is set here, for every figure kdviz makes, so that a theme set since the
+    # last one (which resets font.family) cannot bring back boxes for names in other scripts.
+    use_fallback_fonts()
+    fig, axes = plt.subplots(1, ncols, figsize=figsize, layout="constrained")
     plt.close(fig)
     return fig, axes
+
+
+def settle(fig: Figure) -> None:
+    """Lay `fig` out now, so that positions read after it (annotate_cells) are final: kdviz's own
+    figures by their constrained layout; a caller's figure without a layout engine by tight_layout."""
+    engine = fig.get_layout_engine()
+    if engine is None:
+        fig.tight_layout()
+        return
+    for _ in range(2):  # the second pass places titles for the axes as the first one shrank them
+        engine.execute(fig)
 
 
 def figure_for(ax, figsize: tuple[float, float]):
@@ -88,9 +109,11 @@ def plot_icc(
         frame = frame.loc[order, order]
     size = float(np.clip(0.45 * len(frame) + 2, 4.0, DISPLAY_WIDTH - 1))
     fig, ax = figure_for(ax, (size + 1, size))
-    _heatmap(ax, frame, secondary=secondary, cmap=cmap, center=center)
-    ax.set_title(title or ("secondary ICC" if secondary else "ICC"))
-    fig.tight_layout()
+    values = frame.to_numpy(dtype=float)[_drawn(frame, secondary)]
+    vmin, vmax, uniform = colour_limits(values)
+    _heatmap(ax, frame, secondary=secondary, cmap=cmap, center=center, vmin=vmin, vmax=vmax)
+    ax.set_title((title or ("secondary ICC" if secondary else "ICC")) + _uniform_note(uniform, values))
+    settle(fig)
     if annotate is not False:
         annotate_cells(ax, frame, force=bool(annotate))
     return fig
@@ -111,32 +134,79 @@ def plot_icc_comparison(
         order = cluster_order(t)
         t, s = t.loc[order, order], s.loc[order, order]
     fig, axes = _new_figure((DISPLAY_WIDTH, DISPLAY_WIDTH / 3 + 1.4), ncols=3)
-    off = ~np.eye(len(t), dtype=bool) if secondary else np.ones(t.shape, dtype=bool)
-    both = np.concatenate([t.to_numpy()[off], s.to_numpy()[off]])
+    off = _drawn(t, secondary)
+    both = np.concatenate([t.to_numpy(dtype=float)[off], s.to_numpy(dtype=float)[off]])
+    vmin, vmax, uniform = colour_limits(both)
     kind = "secondary ICC" if secondary else "ICC"
-    for ax, frame, label in ((axes[0], t, names[0]), (axes[1], s, names[1])):
-        _heatmap(ax, frame, secondary=secondary, cmap="viridis", vmin=np.nanmin(both), vmax=np.nanmax(both), below=True)
-        ax.set_title(f"{label}\n{kind}", fontsize=10)
+    first, second = short_label(names[0]), short_label(names[1])
+    for ax, frame, name in ((axes[0], t, first), (axes[1], s, second)):
+        _heatmap(ax, frame, secondary=secondary, cmap="viridis", vmin=vmin, vmax=vmax, below=True)
+        ax.set_title(f"{name}\n{kind}{_uniform_note(uniform, both)}", fontsize=10)
     diff = t - s
-    lim = np.nanmax(np.abs(diff.to_numpy()[off])) or 1.0
-    _heatmap(axes[2], diff, secondary=secondary, cmap="RdBu_r", vmin=-lim, vmax=lim, below=True)
-    axes[2].set_title(f"{names[0]}\nminus {names[1]}", fontsize=10)
-    for ax in axes[1:]:
+    lim = float(np.nanmax(np.abs(diff.to_numpy(dtype=float)[off]), initial=0.0))
+    same = lim <= UNIFORM * float(np.nanmax(np.abs(both), initial=0.0))  # rounding noise, or exactly equal
+    lim = 1.0 if same else lim
+    _heatmap(axes[2], diff, secondary=secondary, cmap="RdBu_r", vmin=-lim, vmax=lim, below=True, difference=True)
+    axes[2].set_title(f"{first}\nminus {second}" + ("\n(uniform: equal within rounding)" if same else ""), fontsize=10)
+    for ax in axes[1:]:  # one class order for all three: the rows are named once, on the left
         ax.set_ylabel("")
-    fig.tight_layout()
+        ax.tick_params(labelleft=False)
+    settle(fig)
     for ax, frame in zip(axes, (t, s, diff)):
         annotate_cells(ax, frame)
     return fig
 
 
-def _heatmap(ax, frame: pd.DataFrame, *, secondary: bool, cmap: str, below: bool = False, **scale) -> None:
+def _drawn(frame: pd.DataFrame, secondary: bool) -> np.ndarray:
+    """[C, C] bool: the cells a heatmap draws (the secondary ICC's diagonal is masked)."""
+    return ~np.eye(len(frame), dtype=bool) if secondary else np.ones(frame.shape, dtype=bool)
+
+
+def colour_limits(values: np.ndarray) -> tuple[float | None, float | None, bool]:
+    """(vmin, vmax, uniform) of a colour scale over probabilities `values` (NaN left out). When
+    max - min is at most UNIFORM times their largest magnitude, the differences are rounding noise
+    (e.g. softmax at tau = 1e8): the limits are fixed to [0, 1], the range of a probability, and
+    uniform is True. (None, None, False) when no value is finite."""
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return None, None, False
+    low, high = float(finite.min()), float(finite.max())
+    if high - low <= UNIFORM * float(np.abs(finite).max()):
+        return 0.0, 1.0, True
+    return low, high, False
+
+
+def _uniform_note(uniform: bool, values: np.ndarray) -> str:
+    return f"\n(uniform: every value {np.nanmean(values):.3g})" if uniform else ""
+
+
+def _heatmap(
+    ax, frame: pd.DataFrame, *, secondary: bool, cmap: str, below: bool = False, difference: bool = False, **scale
+) -> None:
     # The secondary ICC's diagonal is 0 by construction, not a measurement: masked, it shows as
     # a grey gap instead of the darkest colour, and it leaves the colour scale to the real values.
     mask = np.eye(len(frame), dtype=bool) if secondary else None
+    bar_label = "difference" if difference else "mean secondary probability" if secondary else "mean probability"
     # Side by side, colour bars go below the heatmaps: the figure's width is what limits the cells.
-    bar = {"orientation": "horizontal", "shrink": 0.8, "pad": 0.16, "aspect": 30} if below else {"shrink": 0.8}
-    sns.heatmap(frame, ax=ax, cmap=cmap, mask=mask, square=True, annot=False, cbar_kws=bar, **scale)
-    ax.collections[0].colorbar.locator = MaxNLocator(nbins=4)  # tick labels that do not run together
+    bar = {"location": "bottom", "shrink": 0.8, "aspect": 30} if below else {"shrink": 0.8}
+    names = [short_label(name) for name in frame.index]  # short in the figure; the frame keeps full names
+    warn_missing_glyphs(frame.index)
+    sns.heatmap(
+        frame,
+        ax=ax,
+        cmap=cmap,
+        mask=mask,
+        square=True,
+        annot=False,
+        cbar_kws={**bar, "label": bar_label},
+        xticklabels=names,
+        yticklabels=names,
+        **scale,
+    )
+    colorbar = ax.collections[0].colorbar
+    colorbar.locator = MaxNLocator(nbins=4)  # tick labels that do not run together
+    colorbar.ax.tick_params(labelsize=8)
+    colorbar.set_label(bar_label, fontsize=8)
     ax.set_facecolor("0.85")
     ax.tick_params(labelsize=8)
 
@@ -168,7 +238,7 @@ def annotate_cells(ax: matplotlib.axes.Axes, frame: pd.DataFrame, *, force: bool
 
 
 def plot_error_curves(
-    runs: Mapping[str, pd.DataFrame | object],
+    runs,
     *,
     metric: str = "top1_err",
     splits: tuple[str, ...] = ("val",),
@@ -177,31 +247,39 @@ def plot_error_curves(
     mark_epoch: int | None = None,
     zoom: bool = True,
 ) -> Figure:
-    """Error per epoch of several runs on one axis. `runs` maps a label to a TrainResult or its
-    history DataFrame. Solid lines: the first split; dashed: the second; a dot marks the epoch
-    selected on validation; a dotted vertical line marks `mark_epoch`. A split evaluated on some
-    epochs only (the test split of a run without eval_test: the chosen epoch) shows as points.
+    """Error per epoch of several runs on one axis. `runs`: a run directory, TrainResult, history
+    DataFrame or sweep folder, or a dict {label: any of these} (kdviz.inputs). Solid lines: the
+    first split; dashed: the second; a dot marks the epoch selected on validation; a dotted
+    vertical line marks `mark_epoch`. A split evaluated on some epochs only (the test split of a
+    run without eval_test: the chosen epoch) shows as points.
 
-    zoom=True frames the y-axis on the first split's curves over the second half of each run (see
-    `error_ylim`), where runs settle and differ: the near-chance first epochs, and a training
-    error near 0, run off the frame instead of squeezing that band. zoom=False shows every value.
+    zoom=True frames the y-axis on the values drawn, every epoch of every curve inside it (see
+    `error_ylim`); zoom=False shows the whole scale, 0 to 100 %.
     """
+    records = open_runs(runs, "plot_error_curves", finished=True)
     fig, ax = figure_for(ax, (7, 4.5))
     styles = ["-", "--", ":"]
     framed = []
-    for i, (label, run) in enumerate(runs.items()):
-        history = getattr(run, "history", run)
+    for i, (name, run) in enumerate(records.items()):
+        history = run.history
         color = f"C{i % 10}"
         for split, style in zip(splits, styles):
             column = f"{split}_{metric}"
             if column not in history:
-                raise KeyError(f"history of {label!r} has no column {column!r}; columns: {list(history.columns)}")
+                raise KeyError(f"history of {name!r} has no column {column!r}; columns: {list(history.columns)}")
             values = history[column].astype(float)
             # A split evaluated on some epochs only (the test split without eval_test): its points.
             marker = "o" if values.isna().any() else None
-            ax.plot(history["epoch"], 100 * values, style, marker=marker, color=color, label=f"{label} ({split})")
-        framed.append(100 * history[f"{splits[0]}_{metric}"].to_numpy(dtype=float))
-        best = getattr(run, "best_epoch", None)
+            ax.plot(
+                history["epoch"],
+                100 * values,
+                style,
+                marker=marker,
+                color=color,
+                label=f"{short_label(name)} ({split})",
+            )
+            framed.append(100 * values.to_numpy())
+        best = run.best_epoch
         if best is not None and best >= 0:
             row = history.set_index("epoch").loc[best]
             ax.plot([best], [100 * row[f"{splits[0]}_{metric}"]], "o", color=color)
@@ -216,7 +294,7 @@ def plot_error_curves(
             fontsize=8,
             color="0.25",
         )  # the legend sits at the top
-    ylim = error_ylim(framed) if zoom else None
+    ylim = error_ylim(framed) if zoom else (0.0, 100.0)
     if ylim is not None:
         ax.set_ylim(*ylim)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -225,15 +303,15 @@ def plot_error_curves(
     ax.set_title(title or "error curves")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
+    settle(fig)
     return fig
 
 
 def error_ylim(curves: list[np.ndarray], pad: float = 0.1) -> tuple[float, float] | None:
-    """(low, high) in percent that brackets the second half of every curve (values from index
-    len // 2 on), padded by `pad` of the span (at least 0.5 points), within [0, 100]. None when
-    there is nothing to bracket."""
-    values = np.concatenate([c[len(c) // 2 :] for c in curves]) if curves else np.array([])
+    """(low, high) in percent that brackets every value of every curve (no epoch out of the
+    frame), padded by `pad` of the span (at least 0.5 points), within [0, 100]. None when there
+    is nothing to bracket."""
+    values = np.concatenate(curves) if curves else np.array([])
     values = values[np.isfinite(values)]
     if values.size == 0:
         return None
@@ -243,20 +321,28 @@ def error_ylim(curves: list[np.ndarray], pad: float = 0.1) -> tuple[float, float
 
 
 def plot_training(
-    history: pd.DataFrame, snapshot: ICCReport | None = None, *, epochs: int | None = None, label: str = "run"
+    history, snapshot: ICCReport | None = None, *, epochs: int | None = None, label: str = "run"
 ) -> Figure:
-    """One run as it trains: train and validation error per epoch (from its history DataFrame)
-    and, given `snapshot` (an ICCReport, e.g. the epoch's validation ICC), its secondary ICC
-    beside the curves. `epochs` fixes the x-axis to the whole run, so the curve grows across it."""
-    fig, axes = _new_figure((11.5, 4.5) if snapshot is not None else (7, 4.5), ncols=2 if snapshot is not None else 1)
+    """One run as it trains: train and validation error per epoch (from its history DataFrame, or
+    a run directory or TrainResult) and, given `snapshot` (an ICCReport, e.g. the epoch's
+    validation ICC), its secondary ICC beside the curves. `epochs` fixes the x-axis to the whole
+    run, so the curve grows across it. DISPLAY_WIDTH inches wide at most: shown unshrunk."""
+    records = open_runs(history, "plot_training", kinds=("dir", "result", "history"), finished=True)
+    if len(records) != 1:
+        raise ValueError(f"plot_training draws one run; got {len(records)}: {list(records)[:4]}")
+    history = next(iter(records.values())).history
+    fig, axes = _new_figure(
+        (DISPLAY_WIDTH, 4.5) if snapshot is not None else (7, 4.5), ncols=2 if snapshot is not None else 1
+    )
     curve_ax = axes[0] if snapshot is not None else axes
     last = int(history["epoch"].iloc[-1])
-    plot_error_curves({label: history}, splits=("val", "train"), ax=curve_ax, title=f"{label}: epoch {last}")
+    plot_error_curves(
+        {label: history}, splits=("val", "train"), ax=curve_ax, title=f"{short_label(label)}: epoch {last}"
+    )
     if epochs is not None:
         curve_ax.set_xlim(-0.5, epochs - 0.5)
     if snapshot is not None:
         plot_icc(snapshot, secondary=True, ax=axes[1], title=f"secondary ICC (val), epoch {last}", annotate=False)
-        fig.tight_layout()  # again, now that the heatmap is there
     return fig
 
 
@@ -274,7 +360,8 @@ def plot_soft_targets(
     c = z.shape[1]
     names = list(class_names) if class_names is not None else [str(k) for k in range(c)]
     y = torch.tensor([target])
-    fig, ax = _new_figure((min(14.0, max(6.0, 0.2 * c * len(taus) + 2)), 4))
+    fig, ax = _new_figure((min(DISPLAY_WIDTH, max(6.0, 0.2 * c * len(taus) + 2)), 4))
+    warn_missing_glyphs(names)
     width = 0.8 / len(taus)
     lines = []
     for i, tau in enumerate(taus):
@@ -291,12 +378,13 @@ def plot_soft_targets(
             f"tau {tau:g}: p(target) {float(p[target]):.3f}, secondary mass {1 - float(p[target]):.3f}, sigma2 {sigma2:.4f}"
         )
     long_names = max(len(n) for n in names) > 3
-    ax.set_xticks(np.arange(c), names, rotation=45 if long_names else 0, ha="right" if long_names else "center")
+    shown = [short_label(name) for name in names]
+    ax.set_xticks(np.arange(c), shown, rotation=45 if long_names else 0, ha="right" if long_names else "center")
     ax.get_xticklabels()[target].set_fontweight("bold")
     ax.set_ylabel("probability")
     ax.set_ylim(0, 1)
     ax.set_title("\n".join(lines), fontsize=9)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3, axis="y")
-    fig.tight_layout()
+    settle(fig)
     return fig

@@ -131,7 +131,8 @@ def test_plot_training_fixes_the_epoch_axis_and_adds_the_icc(tiny_info):
     assert curves.get_xlim() == (-0.5, 9.5)
     assert curves.get_title() == "teacher: epoch 2"
     assert [line.get_label() for line in curves.get_lines()] == ["teacher (val)", "teacher (train)"]
-    assert heatmap.get_title() == "secondary ICC (val), epoch 2"
+    # report()'s off-diagonal sums are all 1: its secondary ICC is 1/3 everywhere, and the title says so
+    assert heatmap.get_title() == "secondary ICC (val), epoch 2\n(uniform: every value 0.333)"
     assert len(plot_training(history(3, 1.0)).axes) == 1
 
 

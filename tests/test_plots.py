@@ -106,9 +106,9 @@ def test_cell_numbers_are_left_out_when_too_many_classes_to_read_them():
     assert len(_cell_texts(plot_icc(r, annotate=True).axes[0])) == 40 * 40
 
 
-def test_error_curves_frame_the_band_where_runs_differ_with_integer_epochs():
+def test_error_curves_keep_every_epoch_in_the_frame_with_integer_epochs():
     epochs = np.arange(12)
-    descent = [0.9, 0.7, 0.5, 0.3, 0.2, 0.15]  # the first half: far above where the runs settle
+    descent = [0.9, 0.7, 0.5, 0.3, 0.2, 0.15]  # the first epochs: far above where the runs settle
     a = pd.DataFrame(
         {
             "epoch": epochs,
@@ -119,16 +119,17 @@ def test_error_curves_frame_the_band_where_runs_differ_with_integer_epochs():
     b = a.assign(val_top1_err=descent + [0.11, 0.105, 0.1, 0.1, 0.095, 0.095])
     fig = plot_error_curves({"a": a, "b": b}, splits=("val", "train"), mark_epoch=5)
     ax = fig.axes[0]
-    low, high = ax.get_ylim()
-    # the band 8-12 % fills the frame: limits within 10 % of its span (at least 0.5 points) of it
-    assert (low, high) == pytest.approx((8 - 0.5, 12 + 0.5))
+    # every value, 0 to 90 %, inside: padded by 10 % of the span (9 points), clipped to [0, 100]
+    assert ax.get_ylim() == pytest.approx((0.0, 99.0))
+    for line in ax.get_lines():
+        y = np.asarray(line.get_ydata(), dtype=float)
+        assert np.all((y >= 0.0) & (y <= 99.0)) or list(line.get_xdata()) == [5, 5]
     assert all(float(t).is_integer() for t in ax.get_xticks())
     assert any(list(line.get_xdata()) == [5, 5] for line in ax.get_lines())  # the marked epoch
-    low, high = plot_error_curves({"a": a}, splits=("val", "train"), zoom=False).axes[0].get_ylim()
-    assert low <= 0 and high >= 90  # every value in view
-    assert error_ylim([np.array([90.0, 50.0, 30.0])]) == pytest.approx((28.0, 52.0))  # from index 1 of 3 on
-    assert error_ylim([np.array([10.0, 10.4, 10.1, 10.2])]) == pytest.approx(
-        (9.6, 10.7)
+    assert plot_error_curves({"a": a}, splits=("val", "train"), zoom=False).axes[0].get_ylim() == (0.0, 100.0)
+    assert error_ylim([np.array([90.0, 50.0, 30.0])]) == pytest.approx((24.0, 96.0))  # 30-90, 6 points of margin
+    assert error_ylim([np.array([10.0, 10.4]), np.array([10.1, 10.2])]) == pytest.approx(
+        (9.5, 10.9)
     )  # at least 0.5 points of margin
     assert error_ylim([np.array([np.nan])]) is None
 

@@ -9,7 +9,8 @@ import torch
 
 from kdviz import train
 from kdviz.correlation import ICCReport, icc_of_logits
-from kdviz.train.snapshots import RunRecord, open_runs, snapshot_path
+from kdviz.inputs import open_runs
+from kdviz.train.snapshots import RunRecord, snapshot_path
 
 
 def _report(info, seed):

@@ -12,6 +12,8 @@ import re
 
 import pandas as pd
 
+from ..inputs import read_table
+
 MEANS = [
     "sigma2",
     "group_mass",
@@ -56,7 +58,9 @@ def summarize(runs: pd.DataFrame, baseline: str | None) -> pd.DataFrame:
     """One row per arm at its chosen variant. Errors in %: mean and standard error over seeds of
     the validation and test error; for students, the paired test-error difference to `baseline`
     (negative: better than the baseline), its standard error and z = diff / se over the seeds both
-    arms ran (without a baseline, none); the teacher's error, sigma2, group mass and the teacher-student ICC distance."""
+    arms ran (without a baseline, none); the teacher's error, sigma2, group mass and the teacher-student ICC distance.
+    `runs` may also be a sweep folder (its runs.csv)."""
+    runs = read_table(runs, "summarize")
     chosen = select_variants(runs)
     picked = runs[runs["variant"] == runs["arm"].map(chosen)]
     base = picked[picked["arm"] == baseline].set_index("seed")["test_top1_err"]

@@ -27,6 +27,7 @@ d = 128; CRD's benchmark weighs the loss by 0.8 beside CE.
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 import torch.distributed as dist
@@ -102,6 +103,14 @@ class ContrastMemory(nn.Module):
             bool((negatives > others).any()),
             bool((negatives <= others).any()),
         )  # (with, without replacement)
+        if self.draws[0]:  # said once per run: the memory bank is built once
+            warnings.warn(
+                f"CRD draws {negatives} negatives per sample, more than the {int(others.min())} training images of "
+                f"the other classes that {int((negatives > others).sum())} class(es) have: their negatives are "
+                "drawn with replacement, as in CRD's code (some images count several times); "
+                f"negatives <= {int(others.min())} draws every negative once",
+                stacklevel=2,
+            )
         self.capacity: int | None = None  # under torchrun: the most samples a rank holds in a step
         self.z_ready = False
         self._pending: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None

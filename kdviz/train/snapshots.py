@@ -80,20 +80,12 @@ class RunRecord:
                 f"run {self.name!r} has a checkpoint but no ICC snapshots in {self.path / SNAPSHOT_DIR}: it was "
                 "written by an older kdviz; train it again to explore its epochs"
             )
+        if len(self.history):
+            return f"run {self.name!r} has no ICC snapshots: a history holds only its curves"
         return (
             f"run {self.name!r} has no finished epoch yet (still in its first epoch, or not started): "
             "move the epoch slider or press reload to look again"
         )
-
-
-def open_runs(runs) -> dict[str, RunRecord]:
-    """{name: RunRecord} from {name: run directory or TrainResult}, or from a list of run
-    directories (named by their folder)."""
-    if not isinstance(runs, dict):
-        runs = {Path(path).name: path for path in runs}
-    if not runs:
-        raise ValueError("no runs given: pass {name: run directory or TrainResult}")
-    return {name: source if isinstance(source, RunRecord) else RunRecord(name, source) for name, source in runs.items()}
 
 
 def _read_history(path: Path, previous: pd.DataFrame) -> pd.DataFrame:

@@ -6,17 +6,19 @@ from collections.abc import Mapping
 
 import pandas as pd
 
-from ..correlation import ICCReport
 from ..experiment_plots import plot_error_vs_sigma2
+from ..inputs import open_runs, read_table, selected_icc
 from ..plots import plot_error_curves, plot_icc, plot_icc_comparison
 from .view import FigureView, w
 
 
-def icc_explorer(reports: Mapping[str, ICCReport], teacher_of: Mapping[str, str] | None = None) -> FigureView:
+def icc_explorer(reports, teacher_of: Mapping[str, str] | None = None) -> FigureView:
     """Pick a model and see its ICC heatmap, secondary or full, clustered or not; for a student
-    whose teacher is in `teacher_of`, optionally teacher | student | difference."""
-    if not reports:
-        raise ValueError("icc_explorer needs at least one ICCReport")
+    whose teacher is in `teacher_of`, optionally teacher | student | difference. `reports`: {name:
+    ICCReport, or a run (directory, TrainResult; shown at its selected epoch's validation ICC)}, or
+    a sweep folder (see kdviz.inputs)."""
+    opened = open_runs(reports, "icc_explorer", kinds=("report", "dir", "result", "sweep"), finished=True)
+    reports = {name: selected_icc(run) for name, run in opened.items()}
     teacher_of = {k: v for k, v in (teacher_of or {}).items() if v in reports}
 
     def show(model, secondary, cluster, compare):
@@ -42,9 +44,11 @@ def icc_explorer(reports: Mapping[str, ICCReport], teacher_of: Mapping[str, str]
     )
 
 
-def curves_explorer(runs: Mapping[str, object]) -> FigureView:
-    """Pick runs (TrainResults or history DataFrames) and a split; see their error curves (the test
-    split as a curve for runs trained with eval_test=True, else as the chosen epoch's point)."""
+def curves_explorer(runs) -> FigureView:
+    """Pick runs (run directories, TrainResults, history DataFrames or a sweep folder's runs; see
+    kdviz.inputs) and a split; see their error curves (the test split as a curve for runs trained
+    with eval_test=True, else as the chosen epoch's point)."""
+    runs = open_runs(runs, "curves_explorer", finished=True)
     names = list(runs)
 
     def show(selected, split):
@@ -59,8 +63,16 @@ def curves_explorer(runs: Mapping[str, object]) -> FigureView:
     )
 
 
-def study_explorer(runs: pd.DataFrame, summary: pd.DataFrame | None = None) -> FigureView:
-    """Pick student arms of an experiment grid; see their error against the teacher's sigma2."""
+def study_explorer(runs: pd.DataFrame | str, summary: pd.DataFrame | str | None = None) -> FigureView:
+    """Pick student arms of an experiment grid; see their error against the teacher's sigma2.
+    `runs` and `summary` may also be a sweep folder (its runs.csv, summary.csv)."""
+    runs = read_table(runs, "study_explorer")
+    summary = None if summary is None else read_table(summary, "study_explorer", "summary")
+    if "teacher_sigma2" not in runs or "role" not in runs:
+        raise ValueError(
+            "study_explorer: the runs table has no student that learns from a teacher "
+            "(no 'role' and 'teacher_sigma2' columns): run a grid with student arms first"
+        )
     arms = list(dict.fromkeys(runs.loc[(runs["role"] == "student") & runs["teacher_sigma2"].notna(), "arm"]))
 
     def show(selected):

@@ -7,8 +7,9 @@ import html
 import pandas as pd
 
 from ..correlation import icc_distance
+from ..inputs import open_runs
 from ..plots import plot_error_curves, plot_icc, plot_icc_comparison
-from ..train.snapshots import RunRecord, open_runs
+from ..train.snapshots import RunRecord
 from .view import Drawing, FigureView, w
 
 NONE = "(none)"
@@ -17,7 +18,8 @@ NONE = "(none)"
 def run_explorer(runs, teacher: str | None = None, model: str | None = None) -> FigureView:
     """Runs' error curves with an epoch marked, and the ICC heatmaps of that epoch.
 
-    runs: {name: run directory or TrainResult}, or a list of run directories. Controls: which runs'
+    runs: {name: run directory, TrainResult or history DataFrame}, a list of run directories, or a
+    sweep folder (kdviz.inputs; a run with no finished epoch yet is shown as waiting). Controls: which runs'
     curves to show; a teacher (or none) and a model; the epoch (the validation ICC the trainer
     saved after it); secondary or full ICC; clustered class order; a class, whose most confused
     classes are listed (`teacher` and `model` name the runs picked first). Under the figures: sigma2, group mass and validation error of both models
@@ -25,7 +27,7 @@ def run_explorer(runs, teacher: str | None = None, model: str | None = None) -> 
     `reload`), so a run still training shows its new epochs; the teacher is shown at the same
     epoch, or at its last one if it has not got there.
     """
-    records = open_runs(runs)
+    records = open_runs(runs, "run_explorer")
     names = list(records)
     for picked in (teacher, model):
         if picked is not None and picked not in records:
@@ -39,7 +41,7 @@ def run_explorer(runs, teacher: str | None = None, model: str | None = None) -> 
         "epoch": w.IntSlider(value=last, min=0, max=last, description="epoch", continuous_update=False),
         "secondary": w.Checkbox(value=True, description="secondary (target removed)"),
         "cluster": w.Checkbox(value=False, description="cluster classes"),
-        "zoom": w.Checkbox(value=True, description="zoom curves on late epochs"),
+        "zoom": w.Checkbox(value=True, description="fit the y-axis to the curves"),
         "focus": w.Dropdown(options=[], description="class"),
     }
 
