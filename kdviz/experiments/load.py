@@ -4,6 +4,7 @@
     description = "..."
     extends = "crd-cifar100"      # optional: start from another experiment (tables merged key by key)
     dataset = "digits"
+    dataset_options = {...}       # optional: the dataset's own options (e.g. planted's classes, noise)
     seeds = [0, 1, 2]             # default [0]
     baseline = "kd"               # optional: the arm students are compared with, seed by seed
     icc_tau = 4.0                 # temperature of the measured ICC matrices
@@ -13,7 +14,7 @@
     [teacher]                     # model, model_kwargs, n_train, objective, and any TrainConfig field
     [student]
 
-    [[arms]]                      # name, role (teacher, student, snapshot), objective, teacher,
+    [[arms]]                      # name, role (teacher, student, snapshot, bayes), objective, teacher,
     name = "kd"                   # sweep = {"term.param" or setting = [values]}, settings = {...},
     role = "student"              # epoch (snapshots), seeds (this arm's own)
     teacher = "teacher_ce"
@@ -32,7 +33,7 @@ from dataclasses import replace
 from importlib import resources
 from pathlib import Path
 
-from ..data import DATASETS
+from ..data import DATASETS, dataset_options
 from ..losses import Objective
 from ..models import MODELS
 from ..registry import UnknownNameError, check_keywords, unknown_name
@@ -45,6 +46,7 @@ TOP_KEYS = [
     "description",
     "extends",
     "dataset",
+    "dataset_options",
     "seeds",
     "baseline",
     "icc_tau",
@@ -131,6 +133,8 @@ def _parse(raw: dict, name: str, source: str) -> Experiment:
     check_keywords("the top level", raw, TOP_KEYS)
     dataset = values.required(raw, "the top level", "dataset")
     DATASETS.get(dataset)
+    options = values.table(raw, "dataset_options")
+    check_keywords(f"dataset_options of {dataset!r}", options, dataset_options(dataset))
     description = raw.get("description", "")
     if not isinstance(description, str):
         raise TypeError(f"description must be a string, got {description!r}")
@@ -159,6 +163,7 @@ def _parse(raw: dict, name: str, source: str) -> Experiment:
         icc_tau=icc_tau,
         train=train,
         lr_by_model=lr_by_model,
+        dataset_options=options,
     )
     _check_arms(experiment)
     return experiment
@@ -239,6 +244,12 @@ def _check_arms(experiment: Experiment) -> None:
                 raise ValueError(f"arm {arm.name!r} sweeps {key!r} over {points!r}; give a non-empty list")
         if arm.role == "snapshot":
             _check_snapshot(experiment, arm, seen[arm.teacher])
+        elif arm.role == "bayes":
+            if experiment.dataset != "planted":
+                raise ValueError(
+                    f"bayes arm {arm.name!r} needs a dataset whose Bayes posterior is known (planted), "
+                    f"not {experiment.dataset!r}"
+                )
         else:
             for variant in arm.variants():
                 arm.objective_of(variant)
