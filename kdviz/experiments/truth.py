@@ -121,12 +121,22 @@ def truth_verdict(experiment: Experiment, runs: pd.DataFrame, table: pd.DataFram
             f"Students by {objective}: r(teacher's ICC distance to the truth, student error) = {r:+.2f} "
             f"(95 % interval {low:+.2f} to {high:+.2f}, {n} runs over {len(group)} trained teachers)."
         )
-    if "bayes_share" in real:
-        for student, row in real.dropna(subset=["bayes_share"]).iterrows():
+    ceilings = table[~table["teacher"].isin(teachers)].set_index("objective")
+    for student, row in real.iterrows():
+        ceiling = ceilings.loc[row.objective] if row.objective in ceilings.index else None
+        if ceiling is None:
+            continue
+        head = f"{student}: gain over the student alone {row.gain:+.2f} +- {row.gain_se:.2f} points"
+        if ceiling.gain > 2 * ceiling.gain_se:
             lines.append(
-                f"{student}: gain over the student alone {row.gain:+.2f} +- {row.gain_se:.2f} points, "
-                f"{100 * row.bayes_share:.0f} % of the Bayes teacher's (95 % interval "
-                f"{100 * row.bayes_share_low:.0f} to {100 * row.bayes_share_high:.0f} %)."
+                f"{head}, {100 * row.bayes_share:.0f} % of the Bayes teacher's {ceiling.gain:+.2f} +- "
+                f"{ceiling.gain_se:.2f} (95 % interval {100 * row.bayes_share_low:.0f} to "
+                f"{100 * row.bayes_share_high:.0f} %)."
+            )
+        else:  # a share of a gain that is not there means nothing
+            lines.append(
+                f"{head}; no share: the Bayes teacher's {row.objective} student gains {ceiling.gain:+.2f} +- "
+                f"{ceiling.gain_se:.2f} points, not two standard errors above 0."
             )
     return "\n".join(lines)
 
