@@ -141,6 +141,9 @@ def test_correlation_and_paired_teacher_difference(tmp_path):
     text = truth_verdict(_experiment(tmp_path), runs, truth_table(_experiment(tmp_path), runs))
     assert "teacher_x vs teacher_ce: ICC distance to the truth +0.0400" in text
     assert "kd_x: gain over the student alone +2.50" in text and "22 % of the Bayes teacher's +11.50" in text
+    runs.loc[runs["arm"] == "kd_bayes", "test_top1_err"] = 0.50  # the Bayes student gains nothing: no share
+    text = truth_verdict(_experiment(tmp_path), runs, truth_table(_experiment(tmp_path), runs))
+    assert "kd_x: gain over the student alone +2.50 +- 0.29 points; no share: the Bayes teacher's kd student" in text
 
 
 @pytest.mark.slow

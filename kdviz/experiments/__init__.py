@@ -6,6 +6,7 @@ from .load import ExperimentError, add_arms, experiment_names, experiment_path, 
 from .spec import Arm, Experiment, Role
 from .summary import select_variants, summarize, swept, verdict
 from .sweep import report, run_sweep
+from .truth import truth_error_correlation, truth_table, truth_verdict
 
 __all__ = [
     "Arm",
@@ -25,5 +26,8 @@ __all__ = [
     "select_variants",
     "summarize",
     "swept",
+    "truth_error_correlation",
+    "truth_table",
+    "truth_verdict",
     "verdict",
 ]

@@ -28,8 +28,8 @@ def _chosen(runs: pd.DataFrame) -> pd.DataFrame:
 def truth_table(experiment: Experiment, runs: pd.DataFrame, alone: str = "alone") -> pd.DataFrame:
     """One row per student arm that learns from a teacher: its teacher and objective, the teacher's
     test error and ICC distance to the truth, the student's test error, its paired gain over `alone`
-    and that gain's share of the gain of the Bayes teacher's student with the same objective (errors
-    and gains in %, each with its standard error over seeds)."""
+    and that gain's share of the gain of the Bayes teacher's student with the same objective, where
+    that gain is positive (errors and gains in %, each with its standard error over seeds)."""
     picked = _chosen(runs)
     by_arm = {arm: group.set_index("seed") for arm, group in picked.groupby("arm")}
     base = by_arm[alone]["test_top1_err"]
@@ -56,8 +56,9 @@ def truth_table(experiment: Experiment, runs: pd.DataFrame, alone: str = "alone"
             "gain_se": _se(gain),
         }
         ceiling = by_arm.get(bayes.get(str(arm.objective)))
-        if ceiling is not None:
-            both = pd.DataFrame({"own": gain, "bayes": 100 * (base - ceiling["test_top1_err"])}).dropna()
+        ceiling_gain = None if ceiling is None else 100 * (base - ceiling["test_top1_err"])
+        if ceiling_gain is not None and ceiling_gain.mean() > 0:  # a share of no gain means nothing
+            both = pd.DataFrame({"own": gain, "bayes": ceiling_gain}).dropna()
             share = _bootstrap(both.to_numpy(), lambda d: d[:, 0].mean() / d[:, 1].mean(), both["own"].index.to_numpy())
             row.update(bayes_share=share[0], bayes_share_low=share[1], bayes_share_high=share[2])
         rows.append(row)
@@ -95,9 +96,10 @@ def _bootstrap(values: np.ndarray, statistic, seeds: np.ndarray) -> tuple[float,
     unique = np.unique(seeds)
     rows = [np.flatnonzero(seeds == s) for s in unique]
     draws = []
-    for _ in range(BOOTSTRAP):
-        chosen = np.concatenate([rows[i] for i in rng.integers(len(unique), size=len(unique))])
-        draws.append(statistic(values[chosen]))
+    with np.errstate(divide="ignore", invalid="ignore"):  # a resample without spread or gain gives NaN or inf
+        for _ in range(BOOTSTRAP):
+            chosen = np.concatenate([rows[i] for i in rng.integers(len(unique), size=len(unique))])
+            draws.append(statistic(values[chosen]))
     low, high = np.nanpercentile(draws, [2.5, 97.5])
     return float(statistic(values)), float(low), float(high)
 
