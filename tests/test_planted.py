@@ -206,3 +206,8 @@ def test_every_small_model_trains_on_planted(image_size):
     for model in ("cnn", "mlp"):
         result = kd.train(data, model, "ce", epochs=1, batch_size=32, progress=False)
         assert math.isfinite(result.history["train_loss"][0]) and "val_truth_distance" in result.history
+
+
+def test_the_bayes_model_cannot_be_trained(small):
+    with pytest.raises(ValueError, match="no trainable parameters.*pass it as teacher="):
+        kd.train(small, "planted_bayes", "ce", epochs=1, progress=False, model_kwargs={"groups": 2})
