@@ -76,7 +76,9 @@ def jupyterlab(playwright_api, tmp_path, request):
 
         name = notebook["name"]
         cells = [nbformat.v4.new_code_cell(code) for code in notebook["cells"]]
-        nbformat.write(nbformat.v4.new_notebook(cells=cells), root / name)
+        # A kernelspec, or JupyterLab asks which kernel to start and the cells never run.
+        kernel = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        nbformat.write(nbformat.v4.new_notebook(cells=cells, metadata={"kernelspec": kernel}), root / name)
     # No "would you like news?" toast over the notebook (it would also sit in the screenshots).
     settings = state / "settings" / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
     settings.parent.mkdir(parents=True)
