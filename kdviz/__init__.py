@@ -31,6 +31,7 @@ _LAZY = {
         ("plot_icc", "plot_icc_comparison", "plot_error_curves", "plot_training", "plot_soft_targets"), "plots"
     ),
     **dict.fromkeys(("plot_error_vs_sigma2", "plot_arms", "plot_sweep"), "experiment_plots"),
+    **dict.fromkeys(("plot_truth", "truth_frame"), "truth_plots"),
     **dict.fromkeys(("icc_explorer", "curves_explorer", "run_explorer", "study_explorer"), "widgets"),
     "published_table": "experiments.published",
 }

@@ -52,11 +52,14 @@ def group_mass_per_sample(
 
 
 class ICCAccumulator:
-    """Sums of Y^T P, class counts, sigma2 and group mass over batches; `report()` divides once."""
+    """Sums of Y^T P, class counts, sigma2 and group mass over batches; `report()` divides once.
+    truth: the dataset's true ICC at tau ([C, C], see true_icc), which the report is scored against."""
 
-    def __init__(self, info: DatasetInfo, tau: float = 4.0, device: torch.device | str = "cpu"):
+    def __init__(
+        self, info: DatasetInfo, tau: float = 4.0, device: torch.device | str = "cpu", truth: torch.Tensor | None = None
+    ):
         _check_tau(tau)
-        self.info, self.tau = info, tau
+        self.info, self.tau, self.truth = info, tau, truth
         c = info.num_classes
         groups = info.class_to_group()
         self.class_to_group = None if groups is None else torch.tensor(groups, device=device)
@@ -99,6 +102,7 @@ class ICCAccumulator:
             sigma2=float(self.stats[1] / n),
             group_mass=None if self.class_to_group is None else float(self.stats[2] / n),
             n=int(self.stats[0]),
+            truth=self.truth,
         )
 
 
@@ -108,6 +112,8 @@ REPORT_FORMAT = "kdviz-icc-report-1"
 @dataclass
 class ICCReport:
     """The ICC of one model on one split. Matrices are [C, C]; empty classes give NaN rows.
+    truth: the true ICC at the same tau, for a dataset whose Bayes posterior is known (`planted`),
+    else None; truth_distance and truth_rank score the model's ICC against it.
 
     Saved with `save` (or torch.save of `to_dict()`), it is a dict of tensors and builtins that
     `ICCReport.load` reads with weights_only=True, with its DatasetInfo: nothing else is needed.
@@ -120,10 +126,22 @@ class ICCReport:
     sigma2: float
     group_mass: float | None
     n: int
+    truth: torch.Tensor | None = None
 
     @property
     def matrix(self) -> torch.Tensor:
         return icc_from_sums(self.sums, self.counts)
+
+    @property
+    def truth_distance(self) -> float | None:
+        """||M_true - M||_F / C (icc_distance to the true ICC), or None without a truth."""
+        return None if self.truth is None else icc_distance(self.truth, self.matrix)["icc_distance"]
+
+    @property
+    def truth_rank(self) -> float | None:
+        """Spearman rank correlation of the off-diagonal entries of M and of the true ICC (None without
+        a truth): whether the model orders the class-to-class similarities as the truth does."""
+        return None if self.truth is None else offdiagonal_spearman(self.truth, self.matrix)
 
     @property
     def secondary(self) -> torch.Tensor:
@@ -156,6 +174,7 @@ class ICCReport:
             "sigma2": self.sigma2,
             "group_mass": self.group_mass,
             "n": self.n,
+            "truth": self.truth,
         }
 
     @classmethod
@@ -174,6 +193,7 @@ class ICCReport:
             sigma2=d["sigma2"],
             group_mass=d["group_mass"],
             n=d["n"],
+            truth=d.get("truth"),  # reports saved before truths existed have none
         )
 
     def save(self, path: str | os.PathLike) -> None:
@@ -195,9 +215,12 @@ class ICCReport:
             raise ValueError(f"{path} is {e}") from None
 
 
-def icc_of_logits(logits: torch.Tensor, labels: torch.Tensor, info: DatasetInfo, tau: float = 4.0) -> ICCReport:
-    """ICCReport from precomputed logits [N, C] and labels [N]."""
-    acc = ICCAccumulator(info, tau, device=logits.device)
+def icc_of_logits(
+    logits: torch.Tensor, labels: torch.Tensor, info: DatasetInfo, tau: float = 4.0, truth: torch.Tensor | None = None
+) -> ICCReport:
+    """ICCReport from precomputed logits [N, C] and labels [N] (scored against `truth`, the true ICC
+    at tau, when given)."""
+    acc = ICCAccumulator(info, tau, device=logits.device, truth=truth)
     acc.update(logits, labels.to(logits.device))
     report = acc.report()
     warn_if_tau_degenerate(report, logits)
@@ -244,11 +267,28 @@ def extract_icc(
     tau: float = 4.0,
     device: str | torch.device | None = None,
 ) -> ICCReport:
-    """The ICC matrix, secondary ICC, sigma2 and group mass of `model` on a split of `data`."""
+    """The ICC matrix, secondary ICC, sigma2 and group mass of `model` on a split of `data`, and on
+    a dataset with a known truth (`planted`) its truth_distance and truth_rank."""
     dev = resolve_device(device)
     part = data.split(split)
     logits = predict_logits(model.to(dev), part, data.info, dev)
-    return icc_of_logits(logits, part.labels, data.info, tau)
+    return icc_of_logits(logits, part.labels, data.info, tau, true_icc(data, tau))
+
+
+def true_icc(data: DatasetSplits, tau: float = 4.0) -> torch.Tensor | None:
+    """The dataset's true ICC at tau (float64 [C, C], kdviz.data.Planted.true_icc), or None for a
+    dataset whose Bayes posterior is unknown."""
+    return None if data.truth is None else data.truth.true_icc(float(tau))[0]
+
+
+def offdiagonal_spearman(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Spearman rank correlation (ties get their mean rank) of the off-diagonal entries of two [C, C]
+    matrices, over the rows that are finite in both; NaN when either has no spread."""
+    c = a.shape[0]
+    rows = ~(torch.isnan(a).any(1) | torch.isnan(b).any(1))
+    off = rows.unsqueeze(1) & ~torch.eye(c, dtype=torch.bool)
+    x, y = (pd.Series(m[off].double().cpu().numpy()).rank() for m in (a, b))
+    return float(x.corr(y))
 
 
 def icc_distance(teacher: ICCReport | torch.Tensor, student: ICCReport | torch.Tensor) -> dict[str, float]:

@@ -13,6 +13,15 @@ from .fonts import short_label
 from .inputs import read_table
 from .plots import figure_for, settle
 
+# The teacher measures a student's error is plotted against: (axis label, what the title calls it).
+TEACHER_MEASURES = {
+    "teacher_sigma2": ("teacher sigma2 (spread of secondary probabilities, test split)", "teacher expressiveness"),
+    "teacher_truth_distance": (
+        "teacher's ICC distance to the true ICC, ||M_true - M_t||_F / C (test split)",
+        "the teacher's distance to the truth",
+    ),
+}
+
 
 def plot_error_vs_sigma2(
     runs: pd.DataFrame | str,
@@ -20,53 +29,48 @@ def plot_error_vs_sigma2(
     *,
     arms: list[str] | None = None,
     ax: matplotlib.axes.Axes | None = None,
+    measure: str = "teacher_sigma2",
 ) -> Figure:
     """Does a more expressive teacher teach better? Student runs of a grid (the tidy table of
     kdviz.experiments), optionally only `arms`: each run a faint dot at (its teacher's sigma2,
     its test error); each (arm, variant) a marker at its means over seeds, ringed in black for
     the variant chosen on validation (from `summary`). The title gives Pearson's r over the
     (arm, variant) means, where teachers differ and seed noise is averaged out. `runs` and
-    `summary` may also be a sweep folder (its runs.csv, summary.csv)."""
+    `summary` may also be a sweep folder (its runs.csv, summary.csv). `measure`: the teacher column
+    on the x axis, one of TEACHER_MEASURES (teacher_truth_distance on `planted`)."""
+    if measure not in TEACHER_MEASURES:
+        raise ValueError(f"measure must be one of {list(TEACHER_MEASURES)}, got {measure!r}")
     runs = read_table(runs, "plot_error_vs_sigma2")
     summary = None if summary is None else read_table(summary, "plot_error_vs_sigma2", "summary")
-    students = (
-        runs[(runs["role"] == "student") & runs["teacher_sigma2"].notna()]
-        if "teacher_sigma2" in runs
-        else runs.iloc[:0]
-    )
+    students = runs[(runs["role"] == "student") & runs[measure].notna()] if measure in runs else runs.iloc[:0]
     if arms is not None:
         students = students[students["arm"].isin(arms)]
     if students.empty:
         raise ValueError("no student run with a teacher in the table: run a grid with student arms first")
     fig, ax = figure_for(ax, (7, 4.5))
-    means = students.groupby(["arm", "variant"], sort=False)[["teacher_sigma2", "test_top1_err"]].mean()
+    means = students.groupby(["arm", "variant"], sort=False)[[measure, "test_top1_err"]].mean()
     for i, (arm, group) in enumerate(students.groupby("arm", sort=False)):
         color = f"C{i % 10}"
-        ax.plot(group["teacher_sigma2"], 100 * group["test_top1_err"], ".", color=color, alpha=0.25)
+        ax.plot(group[measure], 100 * group["test_top1_err"], ".", color=color, alpha=0.25)
         arm_means = means.loc[arm]
         ax.plot(
-            arm_means["teacher_sigma2"],
-            100 * arm_means["test_top1_err"],
-            "o",
-            color=color,
-            markersize=7,
-            label=short_label(arm),
+            arm_means[measure], 100 * arm_means["test_top1_err"], "o", color=color, markersize=7, label=short_label(arm)
         )
         if summary is not None and arm in summary.index:
             chosen = arm_means.loc[summary.loc[arm, "variant"]]
             ax.plot(
-                [chosen["teacher_sigma2"]],
+                [chosen[measure]],
                 [100 * chosen["test_top1_err"]],
                 "o",
                 markersize=11,
                 markerfacecolor="none",
                 markeredgecolor="black",
             )
-    x, y = means["teacher_sigma2"], means["test_top1_err"]
+    x, y = means[measure], means["test_top1_err"]
     r = float(np.corrcoef(x, y)[0, 1]) if len(means) > 2 and x.std() > 0 else float("nan")
-    ax.set_xlabel("teacher sigma2 (spread of secondary probabilities, test split)")
+    ax.set_xlabel(TEACHER_MEASURES[measure][0])
     ax.set_ylabel("student test error (%)")
-    ax.set_title(f"student error against teacher expressiveness\n(r over arm-variant means = {r:.2f})")
+    ax.set_title(f"student error against {TEACHER_MEASURES[measure][1]}\n(r over arm-variant means = {r:.2f})")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, ncol=2)
     settle(fig)

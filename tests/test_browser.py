@@ -7,6 +7,7 @@ docs/img/explorer.png is the first from a real run.
 Skipped where chromium or playwright is missing, except under CI=true, where that fails.
 """
 
+import contextlib
 import json
 import os
 import secrets
@@ -60,16 +61,28 @@ def playwright_api():
 
 
 @pytest.fixture
-def jupyterlab(playwright_api, tmp_path):
-    """A JupyterLab server on 127.0.0.1 over a temporary folder holding the explorer notebook;
-    yields its URL for that notebook."""
+def jupyterlab(playwright_api, tmp_path, request):
+    """A JupyterLab server on 127.0.0.1 over a temporary folder holding the explorer notebook, or
+    the notebook a test passes as the fixture's indirect parameter ({"name": file name, "cells":
+    [code, ...]}); yields its URL for that notebook."""
     root, state = tmp_path / "root", tmp_path / "state"
     root.mkdir()
+    notebook = getattr(request, "param", None)
+    if notebook is None:
+        shutil.copy(NOTEBOOK, root)
+        name = NOTEBOOK.name
+    else:
+        import nbformat
+
+        name = notebook["name"]
+        cells = [nbformat.v4.new_code_cell(code) for code in notebook["cells"]]
+        # A kernelspec, or JupyterLab asks which kernel to start and the cells never run.
+        kernel = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        nbformat.write(nbformat.v4.new_notebook(cells=cells, metadata={"kernelspec": kernel}), root / name)
     # No "would you like news?" toast over the notebook (it would also sit in the screenshots).
     settings = state / "settings" / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
     settings.parent.mkdir(parents=True)
     settings.write_text(json.dumps({"fetchNews": "false"}))
-    shutil.copy(NOTEBOOK, root)
     port, token = _free_port(), secrets.token_hex(16)
     env = {
         **os.environ,
@@ -114,7 +127,7 @@ def jupyterlab(playwright_api, tmp_path):
                         "JupyterLab did not start:\n" + (tmp_path / "jupyterlab.log").read_text()[-3000:]
                     ) from None
                 time.sleep(0.5)
-        yield f"http://127.0.0.1:{port}/lab/tree/{NOTEBOOK.name}?token={token}&reset"
+        yield f"http://127.0.0.1:{port}/lab/tree/{name}?token={token}&reset"
     finally:
         server.terminate()
         try:
@@ -145,9 +158,9 @@ RUN_ALL = """async () => {
 }"""
 
 
-def test_explorer_notebook_runs_and_its_controls_redraw_the_heatmaps(playwright_api, jupyterlab, tmp_path):
-    expect = playwright_api.expect
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+@contextlib.contextmanager
+def _notebook_page(playwright_api, url: str, tmp_path: Path):
+    """A headless chromium page on the notebook at `url`, its cells run without an error."""
     with playwright_api.sync_playwright() as p:
         browser = p.chromium.launch_persistent_context(
             str(tmp_path / "chromium-profile"),
@@ -159,44 +172,81 @@ def test_explorer_notebook_runs_and_its_controls_redraw_the_heatmaps(playwright_
         try:
             page = browser.new_page()
             page.set_default_timeout(60_000)
-            page.goto(jupyterlab)
+            page.goto(url)
             page.wait_for_function(
                 "window.jupyterapp && window.jupyterapp.shell.currentWidget "
                 "&& window.jupyterapp.shell.currentWidget.sessionContext"
             )
             errors = page.evaluate(RUN_ALL)
             assert errors == [], f"cells failed: {errors}"
-
-            explorer = page.locator(".jp-CodeCell").filter(has_text="kd.run_explorer(").locator(".jp-OutputArea-output")
-            heatmap = explorer.locator("img").nth(1)  # images: the error curves, then the heatmaps
-            expect(heatmap).to_be_visible()
-            assert heatmap.evaluate("img => img.naturalWidth") > 500  # a decoded figure, not a broken image
-            explorer.scroll_into_view_if_needed()
-            explorer.screenshot(path=SCREENSHOTS / "explorer.png")
-
-            def moved(action) -> None:
-                """Do `action`; the heatmap image must be replaced by a different one."""
-                src, pixels = heatmap.get_attribute("src"), heatmap.screenshot()
-                action()
-                page.wait_for_function(
-                    "([img, src]) => img.src !== src && img.complete && img.naturalWidth > 0",
-                    arg=[heatmap.element_handle(), src],
-                )
-                assert heatmap.screenshot() != pixels
-
-            handle = explorer.locator(".widget-slider .noUi-handle").first
-            moved(lambda: (handle.focus(), page.keyboard.press("Home")))  # the epoch slider to epoch 0
-            expect(explorer.locator(".widget-slider .widget-readout").first).to_have_text("0")
-            model = (
-                explorer.locator(".widget-dropdown")
-                .filter(has=page.locator("label", has_text="model"))
-                .locator("select")
-            )
-            moved(lambda: model.select_option("student alone"))
-
-            for bad in ("Error displaying widget", "could not redraw", "Traceback"):
-                assert page.get_by_text(bad).count() == 0, f"the page shows {bad!r}"
-            explorer.screenshot(path=SCREENSHOTS / "explorer-moved.png")
-            page.screenshot(path=SCREENSHOTS / "page.png")
+            yield page
         finally:
             browser.close()
+
+
+def test_explorer_notebook_runs_and_its_controls_redraw_the_heatmaps(playwright_api, jupyterlab, tmp_path):
+    expect = playwright_api.expect
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    with _notebook_page(playwright_api, jupyterlab, tmp_path) as page:
+        explorer = page.locator(".jp-CodeCell").filter(has_text="kd.run_explorer(").locator(".jp-OutputArea-output")
+        heatmap = explorer.locator("img").nth(1)  # images: the error curves, then the heatmaps
+        expect(heatmap).to_be_visible()
+        assert heatmap.evaluate("img => img.naturalWidth") > 500  # a decoded figure, not a broken image
+        explorer.scroll_into_view_if_needed()
+        explorer.screenshot(path=SCREENSHOTS / "explorer.png")
+
+        def moved(action) -> None:
+            """Do `action`; the heatmap image must be replaced by a different one."""
+            src, pixels = heatmap.get_attribute("src"), heatmap.screenshot()
+            action()
+            page.wait_for_function(
+                "([img, src]) => img.src !== src && img.complete && img.naturalWidth > 0",
+                arg=[heatmap.element_handle(), src],
+            )
+            assert heatmap.screenshot() != pixels
+
+        handle = explorer.locator(".widget-slider .noUi-handle").first
+        moved(lambda: (handle.focus(), page.keyboard.press("Home")))  # the epoch slider to epoch 0
+        expect(explorer.locator(".widget-slider .widget-readout").first).to_have_text("0")
+        model = (
+            explorer.locator(".widget-dropdown").filter(has=page.locator("label", has_text="model")).locator("select")
+        )
+        moved(lambda: model.select_option("student alone"))
+
+        for bad in ("Error displaying widget", "could not redraw", "Traceback"):
+            assert page.get_by_text(bad).count() == 0, f"the page shows {bad!r}"
+        explorer.screenshot(path=SCREENSHOTS / "explorer-moved.png")
+        page.screenshot(path=SCREENSHOTS / "page.png")
+
+
+PLANTED_NOTEBOOK = {
+    "name": "planted.ipynb",
+    "cells": [
+        "import kdviz as kd\n"
+        'data = kd.load_dataset("planted", classes=6, groups=2, n_images=300, n_test=100)\n'
+        'run = kd.train(data, "mlp", "ce", epochs=3, progress=False)',
+        'kd.run_explorer({"mlp on planted": run})',
+    ],
+}
+
+
+@pytest.mark.parametrize("jupyterlab", [PLANTED_NOTEBOOK], indirect=True)
+def test_explorer_on_a_planted_run_shows_the_truth_and_follows_the_epoch_slider(playwright_api, jupyterlab, tmp_path):
+    expect = playwright_api.expect
+    with _notebook_page(playwright_api, jupyterlab, tmp_path) as page:
+        explorer = page.locator(".jp-CodeCell").filter(has_text="kd.run_explorer(").locator(".jp-OutputArea-output")
+        truth = explorer.locator("img").nth(2)  # images: the error curves, the heatmaps, the truth
+        expect(truth).to_be_visible()
+        assert truth.evaluate("img => img.naturalWidth") > 500
+        expect(explorer.get_by_text("distance to truth")).to_be_visible()
+        src = truth.get_attribute("src")
+        handle = explorer.locator(".widget-slider .noUi-handle").first
+        handle.focus()
+        page.keyboard.press("Home")  # the epoch slider to epoch 0: the truth figure marks it
+        expect(explorer.locator(".widget-slider .widget-readout").first).to_have_text("0")
+        page.wait_for_function(
+            "([img, src]) => img.src !== src && img.complete && img.naturalWidth > 0",
+            arg=[truth.element_handle(), src],
+        )
+        for bad in ("Error displaying widget", "could not redraw", "Traceback"):
+            assert page.get_by_text(bad).count() == 0, f"the page shows {bad!r}"

@@ -307,7 +307,7 @@ def test_real_fashion_mnist_from_debian(tmp_path):
 
 
 def test_unknown_dataset_lists_the_choices():
-    names = ["cifar10", "cifar100", "cinic10", "digits", "fashion_mnist", "mnist", "tiny_imagenet"]
+    names = ["cifar10", "cifar100", "cinic10", "digits", "fashion_mnist", "mnist", "planted", "tiny_imagenet"]
     assert dataset_names() == names
     with pytest.raises(UnknownNameError, match="valid choices: " + ", ".join(names)):
         load_dataset("imagenet")

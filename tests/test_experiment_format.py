@@ -84,6 +84,10 @@ BAD = {
     "description": (top("description", 3), "description must be a string, got 3"),
     "extends": (lambda raw: 'extends = "nope"\n' + BASE, "extends: unknown experiment 'nope'"),
     "dataset": (top("dataset", "digitz"), "unknown dataset 'digitz'"),
+    "dataset_options": (
+        top("dataset_options", {"clases": 3}),
+        "dataset_options of 'digits' got unknown argument(s) ['clases']; valid: none",
+    ),
     "seeds": (top("seeds", [0, -1]), "seeds must be a non-empty list of whole numbers >= 0, got [0, -1]"),
     "baseline": (top("baseline", "kdd"), "no arm 'kdd'"),
     "icc_tau": (top("icc_tau", 0), "icc_tau must be finite and > 0, got 0.0"),
@@ -252,6 +256,11 @@ def test_n_train_bounds_are_the_ones_load_dataset_enforces():
     # CINIC-10 ships its own validation split: every training image can be used.
     assert n_train_range("cinic10") == (10, 90_000)
     assert n_train_range("cifar100") == (100, 50_000 - 5_000)
+    # planted is generated: its size follows its options (2,000 images of 12 classes by default;
+    # validation max(12, 200) = 200 of them).
+    assert n_train_range("planted") == (12, 1_800)
+    assert n_train_range("planted", n_images=600, classes=6) == (6, 540)
+    assert len(load_dataset("planted", seed=0, n_images=600, classes=6, groups=2, n_train=540).train) == 540
 
 
 def test_every_registered_dataset_declares_its_size():

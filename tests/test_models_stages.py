@@ -35,11 +35,15 @@ EXPECTED_32PX = {
 }
 
 
+# planted_bayes is the planted dataset's Bayes posterior (tests/test_planted.py): it has no stages.
+ZOO = [name for name in MODELS.names() if name != "planted_bayes"]
+
+
 def test_every_model_has_an_expected_shape_table():
-    assert set(EXPECTED_32PX) == set(MODELS.names())
+    assert set(EXPECTED_32PX) == set(ZOO)
 
 
-@pytest.mark.parametrize("name", MODELS.names())
+@pytest.mark.parametrize("name", ZOO)
 def test_stage_shapes_at_32px(name):
     model = build_model(name, 100, (3, 32, 32))
     assert stage_shapes(model, (3, 32, 32)) == EXPECTED_32PX[name]
@@ -86,7 +90,7 @@ PLAIN_FORWARD = {
 }
 
 
-@pytest.mark.parametrize("name", MODELS.names())
+@pytest.mark.parametrize("name", ZOO)
 def test_asking_for_stages_changes_no_output(name):
     torch.manual_seed(0)
     model = build_model(name, 10, (3, 32, 32)).eval()

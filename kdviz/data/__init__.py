@@ -2,17 +2,21 @@
 
 data = load_dataset("digits", seed=0)            # 1,132 train / 126 val / 539 test images
 small = load_dataset("digits", seed=0, n_train=100)
+planted = load_dataset("planted", classes=12, groups=4, label_noise=0.1)   # a dataset's own options
 """
 
 from __future__ import annotations
 
+import inspect
 import os
 from pathlib import Path
 
 import torch
 
-from . import cifar, digits, folders, idx  # noqa: F401  (importing them registers their datasets)
+from ..registry import check_keywords
+from . import cifar, digits, folders, idx, planted  # noqa: F401  (importing them registers their datasets)
 from .base import DatasetInfo, DatasetSplits, Split, normalize, stratified_order
+from .planted import Planted, PlantedBayes
 from .registry import DATASETS, SIZES, DatasetSize
 from .roots import MissingDataError, data_roots
 
@@ -74,13 +78,15 @@ def _n_val(n_images: int, num_classes: int, val_fraction: float) -> int:
     return max(num_classes, round(val_fraction * n_images))
 
 
-def n_train_range(name: str, val_fraction: float = 0.1) -> tuple[int, int] | None:
-    """(lowest, highest) n_train that load_dataset(name, n_train=...) accepts, from the dataset's
-    declared size (SIZES) without reading its files: one image per class, at most the training
-    images left after validation. None for a dataset that declares no size."""
+def n_train_range(name: str, val_fraction: float = 0.1, **options) -> tuple[int, int] | None:
+    """(lowest, highest) n_train that load_dataset(name, n_train=..., **options) accepts, from the
+    dataset's declared size (SIZES) without reading its files: one image per class, at most the
+    training images left after validation. None for a dataset that declares no size."""
     size = SIZES.get(name)
     if size is None:
         return None
+    if callable(size):  # a generated dataset: its size follows its options
+        size = size(**options)
     left = size.train if size.own_val else size.train - _n_val(size.train, size.classes, val_fraction)
     return size.classes, left
 
@@ -127,6 +133,7 @@ def load_dataset(
     n_train: int | None = None,
     train_fraction: float | None = None,
     seed: int = 0,
+    **options,
 ) -> DatasetSplits:
     """Load a dataset by name (see dataset_names()) and split it into train / val / test.
 
@@ -135,20 +142,29 @@ def load_dataset(
     its own validation split (its loader returns (info, train, test, val), e.g. cinic10) keeps it,
     val_fraction is then unused, and the training subset is drawn as in subset_indices. Files are
     looked for in `root`, else $KDVIZ_DATA, else the checkout's data/ folder; a MissingDataError
-    says where it looked and how to get them.
+    says where it looked and how to get them. `options` are the dataset's own (dataset_options(name)),
+    e.g. planted's classes, groups and label_noise.
     """
     loader = DATASETS.get(name)
     _check_split_args(val_fraction, n_train, train_fraction)
-    loaded = loader(None if root is None else Path(root))
-    if len(loaded) == 4:  # the dataset's own validation split
-        info, full, test, val = loaded
+    check_keywords(f"dataset {name!r}", options, dataset_options(name))
+    loaded = loader(None if root is None else Path(root), **options)
+    info, full, test = loaded[:3]
+    val = loaded[3] if len(loaded) > 3 else None  # the dataset's own validation split, if it ships one
+    truth = loaded[4] if len(loaded) > 4 else None
+    if val is not None:
         train_idx = subset_indices(full.labels, n_train=n_train, train_fraction=train_fraction, seed=seed)
-        return DatasetSplits(info, full.subset(train_idx), val, test)
-    info, full, test = loaded
+        return DatasetSplits(info, full.subset(train_idx), val, test, truth)
     train_idx, val_idx = split_indices(
         full.labels, val_fraction=val_fraction, n_train=n_train, train_fraction=train_fraction, seed=seed
     )
-    return DatasetSplits(info, full.subset(train_idx), full.subset(val_idx), test)
+    return DatasetSplits(info, full.subset(train_idx), full.subset(val_idx), test, truth)
+
+
+def dataset_options(name: str) -> list[str]:
+    """The options load_dataset(name, ...) takes for dataset `name` ([] for most datasets)."""
+    params = inspect.signature(DATASETS.get(name)).parameters.values()
+    return [p.name for p in params if p.kind is p.KEYWORD_ONLY]
 
 
 __all__ = [
@@ -157,9 +173,12 @@ __all__ = [
     "DatasetSize",
     "DatasetSplits",
     "MissingDataError",
+    "Planted",
+    "PlantedBayes",
     "Split",
     "data_roots",
     "dataset_names",
+    "dataset_options",
     "load_dataset",
     "n_train_range",
     "normalize",

@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 
 from ..device import to_device
 from ..registry import unknown_name
+
+if TYPE_CHECKING:
+    from .planted import Planted
 
 AUGMENTS = (None, "crop_flip")
 
@@ -96,10 +100,14 @@ class Split:
 
 @dataclass
 class DatasetSplits:
+    """The three splits; `truth` is the generative model of a dataset whose Bayes posterior is known
+    (`planted`: its true ICC, Bayes error and Bayes classifier), None for every other dataset."""
+
     info: DatasetInfo
     train: Split
     val: Split
     test: Split
+    truth: Planted | None = None
 
     @property
     def num_classes(self) -> int:

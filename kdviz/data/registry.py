@@ -1,17 +1,17 @@
-"""The dataset table. Each entry is `(root: Path | None) -> (DatasetInfo, full train Split, test Split)`,
-or `(info, train, test, val)` for a dataset that ships its own validation split (CINIC-10);
-load_dataset carves validation (where none ships) and low-data subsets from the training split."""
+"""The dataset table. Each entry is `(root: Path | None, **options) -> (DatasetInfo, full train Split, test Split)`,
+or `(info, train, test, val)` for a dataset that ships its own validation split (CINIC-10), or
+`(info, train, test, val or None, truth)` for a dataset whose generative model is known (`planted`);
+load_dataset carves validation (where none ships) and low-data subsets from the training split.
+Keyword-only parameters of an entry are its options, given as load_dataset(name, **options)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 from ..registry import Registry
-from .base import DatasetInfo, Split
 
-DatasetLoader = Callable[[Path | None], tuple[DatasetInfo, Split, Split] | tuple[DatasetInfo, Split, Split, Split]]
+DatasetLoader = Callable[..., tuple]
 
 DATASETS: Registry[DatasetLoader] = Registry("dataset")
 
@@ -26,9 +26,10 @@ class DatasetSize:
     own_val: bool = False  # the dataset ships its own validation split (none is carved)
 
 
-# The official releases' sizes (each loader's docstring says the same); a dataset registered
-# without one (e.g. a user's own) has its n_train checked when it is loaded.
-SIZES: dict[str, DatasetSize] = {
+# The official releases' sizes (each loader's docstring says the same), or for a generated dataset a
+# function of its options; a dataset registered without one (e.g. a user's own) has its n_train
+# checked when it is loaded.
+SIZES: dict[str, DatasetSize | Callable[..., DatasetSize]] = {
     "digits": DatasetSize(1_258, 10),
     "cifar10": DatasetSize(50_000, 10),
     "cifar100": DatasetSize(50_000, 100),

@@ -7,6 +7,7 @@ from .published import published_table
 from .spec import Arm, Experiment, Role
 from .summary import select_variants, summarize, swept, verdict
 from .sweep import report, run_sweep
+from .truth import truth_error_correlation, truth_table, truth_verdict
 
 __all__ = [
     "Arm",
@@ -27,5 +28,8 @@ __all__ = [
     "select_variants",
     "summarize",
     "swept",
+    "truth_error_correlation",
+    "truth_table",
+    "truth_verdict",
     "verdict",
 ]

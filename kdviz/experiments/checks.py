@@ -83,6 +83,13 @@ def _check_arm(experiment: Experiment, arm: Arm, teacher: Arm | None) -> None:
     if arm.role == "snapshot":
         _check_snapshot(experiment, arm, teacher)
         return
+    if arm.role == "bayes":
+        if experiment.dataset != "planted":
+            raise ValueError(
+                f"bayes arm {arm.name!r} needs a dataset whose Bayes posterior is known (planted), "
+                f"not {experiment.dataset!r}"
+            )
+        return
     if arm.epoch is not None or "epoch" in arm.sweep:
         raise ValueError(
             f"arm {arm.name!r} sets epoch, which only a snapshot arm reads (the checkpoint of its teacher's epoch); "

@@ -29,11 +29,13 @@ from pathlib import Path
 import pandas as pd
 
 from ..atomic import atomic_write
-from ..correlation import ICCReport, icc_distance, icc_of_logits
+from ..correlation import ICCReport, icc_distance, icc_of_logits, true_icc
 from ..data import DatasetSplits, load_dataset
 from ..device import resolve_device
 from ..inference import predict_logits, topk_errors
+from ..models import build_model
 from ..train import load_model, train
+from ..train.checkpoint import atomic_save, model_checkpoint
 from .spec import Arm, Experiment
 
 
@@ -74,14 +76,15 @@ def plan(experiment: Experiment) -> list[Run]:
 
 
 @functools.lru_cache(maxsize=8)
-def _load(dataset: str, root: str | None, n_train: int | None, seed: int) -> DatasetSplits:
-    return load_dataset(dataset, root, n_train=n_train, seed=seed)
+def _load(dataset: str, root: str | None, n_train: int | None, seed: int, options: tuple) -> DatasetSplits:
+    return load_dataset(dataset, root, n_train=n_train, seed=seed, **dict(options))
 
 
 def run_data(run: Run, experiment: Experiment, data_root=None) -> DatasetSplits:
     """The splits a run trains and is measured on, loaded once per process."""
     root = None if data_root is None else str(data_root)
-    return _load(experiment.dataset, root, experiment.defaults(run.arm).n_train, run.seed)
+    options = tuple(sorted(experiment.dataset_options.items()))
+    return _load(experiment.dataset, root, experiment.defaults(run.arm).n_train, run.seed, options)
 
 
 def run_spec(run: Run, experiment: Experiment) -> dict:
@@ -94,8 +97,12 @@ def run_spec(run: Run, experiment: Experiment) -> dict:
         "icc_tau": experiment.icc_tau,
         "teacher": run_spec(run.teacher, experiment) if run.teacher else None,
     }
+    if experiment.dataset_options:  # only where given: results of runs before options existed still match
+        spec["dataset_options"] = experiment.dataset_options
     if run.arm.role == "snapshot":
         spec["epoch"] = _snapshot_epoch(run)
+    elif run.arm.role == "bayes":
+        spec["bayes"] = True
     else:
         spec.update(
             model=defaults.model,
@@ -165,6 +172,9 @@ def execute(run: Run, experiment: Experiment, out: Path, *, device=None, data_ro
         model, ckpt = load_model(path, dev)
         report, test_err = _test_measures(model, role_data, dev, experiment.icc_tau)
         row.update(epoch=ckpt["epoch"], val_top1_err=ckpt["val_top1_err"], test_top1_err=test_err)
+    elif run.arm.role == "bayes":
+        report, test_err, val_err = _bayes_run(run, role_data, out, dev, experiment.icc_tau)
+        row.update(epoch=None, val_top1_err=val_err, test_top1_err=test_err)
     else:
         result = train(
             role_data,
@@ -186,7 +196,7 @@ def execute(run: Run, experiment: Experiment, out: Path, *, device=None, data_ro
             test_top1_err=best["test_top1_err"],
             train_seconds=float(result.history["train_seconds"].sum()),
         )
-    row.update(sigma2=report.sigma2, group_mass=report.group_mass)
+    row.update(sigma2=report.sigma2, group_mass=report.group_mass, **_truth_scores(report))
     if run.teacher is not None:
         teacher_model, _ = load_model(checkpoint_of(run.teacher, out), dev)
         teacher_report, teacher_err = _test_measures(teacher_model, role_data, dev, experiment.icc_tau)
@@ -194,16 +204,36 @@ def execute(run: Run, experiment: Experiment, out: Path, *, device=None, data_ro
             teacher_sigma2=teacher_report.sigma2,
             teacher_group_mass=teacher_report.group_mass,
             teacher_test_top1_err=teacher_err,
+            **{f"teacher_{k}": v for k, v in _truth_scores(teacher_report).items()},
             **icc_distance(teacher_report, report),
         )
     atomic_write(out / run.path / "result.json", json.dumps({**row, "spec": run_spec(run, experiment)}, indent=2))
     return row
 
 
+def _bayes_run(run: Run, data: DatasetSplits, out: Path, dev, tau: float) -> tuple[ICCReport, float, float]:
+    """Write the dataset's Bayes posterior as the run's best.pt (for the students that name it as
+    teacher); its test ICC report, test and validation errors."""
+    spec = data.truth.bayes_spec
+    model = build_model(spec["name"], spec["num_classes"], tuple(spec["image_shape"]), **spec["kwargs"]).to(dev)
+    report, test_err = _test_measures(model, data, dev, tau)
+    val_logits = predict_logits(model, data.val, data.info, dev)
+    val_err = float(topk_errors(val_logits, data.val.labels.to(dev), ks=(1,))[1])
+    atomic_save(
+        model_checkpoint(model, spec, data.info.name, epoch=0, val_top1_err=val_err), out / run.path / "best.pt"
+    )
+    return report, test_err, val_err
+
+
+def _truth_scores(report: ICCReport) -> dict:
+    """truth_distance and truth_rank of a report on a dataset with a known truth, else {}."""
+    return {} if report.truth is None else {"truth_distance": report.truth_distance, "truth_rank": report.truth_rank}
+
+
 def _test_measures(model, data: DatasetSplits, dev, tau: float) -> tuple[ICCReport, float]:
     """The test split's ICC report and top-1 error of `model`, from one pass over the split."""
     logits = predict_logits(model, data.test, data.info, dev)
-    return icc_of_logits(logits, data.test.labels, data.info, tau), float(
+    return icc_of_logits(logits, data.test.labels, data.info, tau, true_icc(data, tau)), float(
         topk_errors(logits, data.test.labels, ks=(1,))[1]
     )
 

@@ -4,6 +4,7 @@
     description = "..."
     extends = "crd-cifar100"      # optional: start from another experiment (tables merged key by key)
     dataset = "digits"
+    dataset_options = {...}       # optional: the dataset's own options (e.g. planted's classes, noise)
     seeds = [0, 1, 2]             # default [0]
     baseline = "kd"               # optional: the arm students are compared with, seed by seed
     icc_tau = 4.0                 # temperature of the measured ICC matrices
@@ -13,7 +14,7 @@
     [teacher]                     # model, model_kwargs, n_train, objective, and any TrainConfig field
     [student]
 
-    [[arms]]                      # name, role (teacher, student, snapshot), objective, teacher,
+    [[arms]]                      # name, role (teacher, student, snapshot, bayes), objective, teacher,
     name = "kd"                   # sweep = {"term.param" or setting = [values]}, settings = {...},
     role = "student"              # epoch (snapshots), seeds (this arm's own)
     teacher = "teacher_ce"
@@ -36,7 +37,7 @@ from dataclasses import replace
 from importlib import resources
 from pathlib import Path
 
-from ..data import DATASETS, n_train_range
+from ..data import DATASETS, dataset_options, n_train_range
 from ..losses import Objective
 from ..models import MODELS, model_arguments
 from ..registry import UnknownNameError, check_keywords, unknown_name
@@ -50,6 +51,7 @@ TOP_KEYS = [
     "description",
     "extends",
     "dataset",
+    "dataset_options",
     "seeds",
     "baseline",
     "icc_tau",
@@ -136,12 +138,14 @@ def _parse(raw: dict, name: str, source: str) -> Experiment:
     check_keywords("the top level", raw, TOP_KEYS)
     dataset = values.required(raw, "the top level", "dataset")
     DATASETS.get(dataset)
+    options = values.table(raw, "dataset_options")
+    check_keywords(f"dataset_options of {dataset!r}", options, dataset_options(dataset))
     description = raw.get("description", "")
     if not isinstance(description, str):
         raise TypeError(f"description must be a string, got {description!r}")
     train = values.train_settings("[train]", values.table(raw, "train"), {})
     lr_by_model = _lr_by_model(values.table(raw, "lr_by_model"), train)
-    teacher, student = (_role(values.table(raw, role, required=True), role, train, dataset) for role in ROLES)
+    teacher, student = (_role(values.table(raw, role, required=True), role, train, dataset, options) for role in ROLES)
     raw_arms = raw.get("arms")
     roles = {"teacher": teacher, "student": student}
     arms = (
@@ -164,6 +168,7 @@ def _parse(raw: dict, name: str, source: str) -> Experiment:
         icc_tau=icc_tau,
         train=train,
         lr_by_model=lr_by_model,
+        dataset_options=options,
     )
     check_arms(experiment)
     return experiment
@@ -181,14 +186,14 @@ def _lr_by_model(table: dict, train: dict) -> dict[str, float]:
     return dict(table)
 
 
-def _role(table: dict, role: str, train: dict, dataset: str) -> Role:
+def _role(table: dict, role: str, train: dict, dataset: str, options: dict) -> Role:
     settings = values.train_settings(f"[{role}]", table, train, tuple(ROLE_KEYS))
     model = values.required(table, f"[{role}]", "model")
     model_kwargs = values.table(table, "model_kwargs", name=f"{role}.model_kwargs")
     _check_model_kwargs(f"[{role}] model_kwargs", model, model_kwargs)
     n_train = table.get("n_train")
     if n_train is not None:
-        _check_n_train(f"[{role}] n_train", n_train, dataset)
+        _check_n_train(f"[{role}] n_train", n_train, dataset, options)
     objective = table.get("objective")
     if objective is not None:
         Objective.coerce(objective)
@@ -206,11 +211,11 @@ def _check_model_kwargs(where: str, model: str, kwargs: dict) -> None:
             raise TypeError(f"{where}: {key} must be like {default!r} ({type(default).__name__}), got {value!r}")
 
 
-def _check_n_train(where: str, n_train, dataset: str) -> None:
+def _check_n_train(where: str, n_train, dataset: str, options: dict) -> None:
     """A whole number of images that the dataset's declared size (kdviz.data.SIZES) can give."""
     if not (values.is_int(n_train) and n_train >= 1):
         raise ValueError(f"{where} must be a whole number >= 1, got {n_train!r}")
-    bounds = n_train_range(dataset)
+    bounds = n_train_range(dataset, **options)
     if bounds is not None and not bounds[0] <= n_train <= bounds[1]:
         raise ValueError(
             f"{where} must be in [{bounds[0]}, {bounds[1]}] for {dataset} (at least one image per class, at most the "

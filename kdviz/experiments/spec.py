@@ -16,7 +16,9 @@ from dataclasses import dataclass, field, replace
 from ..losses import Objective
 
 ROLES = ("teacher", "student")  # the roles of an experiment's default models
-ARM_ROLES = (*ROLES, "snapshot")  # a snapshot is an intermediate checkpoint of a teacher arm
+# A snapshot is an intermediate checkpoint of a teacher arm; a bayes arm is the Bayes posterior of a
+# dataset that knows it (`planted`), a teacher that is computed, not trained.
+ARM_ROLES = (*ROLES, "snapshot", "bayes")
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,7 @@ class Experiment:
     icc_tau: float = 4.0
     train: dict = field(default_factory=dict)  # TrainConfig fields of both roles
     lr_by_model: dict[str, float] = field(default_factory=dict)  # model-name prefix -> lr
+    dataset_options: dict = field(default_factory=dict)  # load_dataset(dataset, **dataset_options)
 
     def arm(self, name: str) -> Arm:
         for arm in self.arms:
@@ -147,6 +150,8 @@ class Experiment:
             raise ValueError(
                 f"arm {name!r} is a snapshot of {arm.teacher!r}: it is read from that arm's run, not trained"
             )
+        if arm.role == "bayes":
+            raise ValueError(f"arm {name!r} is the dataset's Bayes posterior: it is computed, not trained")
         role = self.defaults(arm)
         return {
             "model": role.model,

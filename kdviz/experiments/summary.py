@@ -22,6 +22,10 @@ MEANS = [
     "teacher_group_mass",
     "icc_distance",
     "icc_pearson",
+    "truth_distance",
+    "truth_rank",
+    "teacher_truth_distance",
+    "teacher_truth_rank",
 ]
 
 

@@ -33,6 +33,7 @@ from ..threads import worker_environment
 from .grid import Run, collect, execute, is_finished, plan, snapshot_epochs
 from .spec import Experiment
 from .summary import summarize, verdict
+from .truth import truth_table, truth_verdict
 
 BACKENDS = ("local", "ray")
 
@@ -163,14 +164,25 @@ def _run_on_ray(tasks: list[list], bar, address: str | None, device) -> None:
 
 def write_results(experiment: Experiment, runs: pd.DataFrame, out: Path) -> pd.DataFrame:
     """Write runs.csv (the tidy table), summary.csv, verdict.txt (with a baseline) and
-    error_vs_sigma2.png (with students that learn from a teacher); return the summary."""
+    error_vs_sigma2.png (with students that learn from a teacher); on a dataset with a known truth
+    (`planted`), truth.csv (kdviz.experiments.truth.truth_table), the truth's answers in verdict.txt and
+    error_vs_truth.png; return the summary."""
     from ..experiment_plots import plot_error_vs_sigma2
 
     summary = summarize(runs, experiment.baseline)
     atomic_write(out / "runs.csv", runs.to_csv(index=False))
     atomic_write(out / "summary.csv", summary.to_csv())
-    if experiment.baseline is not None:
-        atomic_write(out / "verdict.txt", verdict(summary, experiment.baseline) + "\n")
+    truth = "teacher_truth_distance" in runs and runs["teacher_truth_distance"].notna().any()
+    text = verdict(summary, experiment.baseline) if experiment.baseline is not None else ""
+    if truth and "alone" in set(runs["arm"]):
+        table = truth_table(experiment, runs)
+        atomic_write(out / "truth.csv", table.to_csv())
+        text = "\n".join(t for t in (text, truth_verdict(experiment, runs, table)) if t)
+        students = [a for a in table.index if a in set(runs["arm"])]
+        fig = plot_error_vs_sigma2(runs, summary, arms=students, measure="teacher_truth_distance")
+        fig.savefig(out / "error_vs_truth.png", dpi=110, bbox_inches="tight")
+    if text:
+        atomic_write(out / "verdict.txt", text + "\n")
     if "teacher_sigma2" in runs and runs.loc[runs["role"] == "student", "teacher_sigma2"].notna().any():
         fig = plot_error_vs_sigma2(runs, summary, arms=experiment.teacher_comparison_arms() or None)
         fig.savefig(out / "error_vs_sigma2.png", dpi=110, bbox_inches="tight")
@@ -187,12 +199,13 @@ def report(experiment: Experiment, runs: pd.DataFrame, out: Path) -> pd.DataFram
     print("\nChosen variants:")
     for arm, variant in summary["variant"].items():
         print(f"  {arm}: {variant}")
-    if experiment.baseline is not None:
+    if (out / "verdict.txt").exists() and experiment.baseline is not None:
         print("\n" + (out / "verdict.txt").read_text().strip())
     print(
         f"\nWrote {out}/: runs.csv, summary.csv"
         + (", verdict.txt" if experiment.baseline else "")
         + (", error_vs_sigma2.png" if (out / "error_vs_sigma2.png").exists() else "")
+        + (", truth.csv, error_vs_truth.png" if (out / "truth.csv").exists() else "")
     )
     return summary
 

@@ -13,6 +13,7 @@ import inspect
 
 from torch import nn
 
+from ..data.planted import Planted, PlantedBayes
 from ..registry import check_keywords
 from . import mobilenetv2, resnet_cifar, shufflenet, vgg, wrn  # noqa: F401  (each registers its models)
 from .registry import MODELS
@@ -29,6 +30,21 @@ def cnn(num_classes: int, image_shape: tuple[int, int, int], width: int = 16) ->
 def mlp(num_classes: int, image_shape: tuple[int, int, int], hidden: int = 64, depth: int = 2) -> nn.Module:
     c, h, w = image_shape
     return MLP(num_classes, in_features=c * h * w, hidden=hidden, depth=depth)
+
+
+@MODELS.register("planted_bayes")
+def planted_bayes(
+    num_classes: int,
+    image_shape: tuple[int, int, int],
+    groups: int = Planted.groups,
+    similarity: float = Planted.similarity,
+    noise: float = Planted.noise,
+    label_noise: float = Planted.label_noise,
+    data_seed: int = Planted.data_seed,
+) -> nn.Module:
+    """The Bayes posterior of the `planted` dataset with these options (Planted's fields; the classes
+    and image size are the model's), as a model with no trainable parameters: a teacher, never trained."""
+    return PlantedBayes(Planted(num_classes, groups, similarity, noise, label_noise, image_shape[-1], data_seed))
 
 
 def build_model(name: str, num_classes: int, image_shape: tuple[int, int, int], **kwargs) -> nn.Module:

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..correlation import ICCAccumulator, ICCReport
+from ..correlation import ICCAccumulator, ICCReport, true_icc
 from ..data.augment import random_crop_flip
 from ..data.base import DatasetSplits, Split
 from ..data.loader import iterate_batches
@@ -196,15 +196,18 @@ def _kept(run: Run, epoch: int) -> str:
 def evaluate(run: Run, with_test: bool) -> tuple[dict, ICCReport]:
     """Loss and top-1/top-5 error of the model on the validation split (its fixed subset of
     cfg.val_subset images, when set) and, when `with_test`, on the test split, with the ICC of its
-    validation predictions and their sigma2 (and group mass, where the dataset has groups)."""
+    validation predictions and their sigma2 (and group mass, where the dataset has groups; and the
+    ICC's distance and rank correlation to the true ICC, where the dataset has one: `planted`)."""
     data, dev = run.data, run.device
     row, logits, labels = split_scores(run, validation_part(data, run.cfg), "val")
-    acc = ICCAccumulator(data.info, run.cfg.icc_tau, device=dev)
+    acc = ICCAccumulator(data.info, run.cfg.icc_tau, device=dev, truth=true_icc(data, run.cfg.icc_tau))
     acc.update(logits, labels)
     report = acc.report()
     row["val_sigma2"] = report.sigma2
     if report.group_mass is not None:
         row["val_group_mass"] = report.group_mass
+    if report.truth is not None:
+        row["val_truth_distance"], row["val_truth_rank"] = report.truth_distance, report.truth_rank
     # Empty (None; NaN in a DataFrame) test columns when the test split is not evaluated: every row
     # has the same columns, and `train` fills in the chosen epoch's at the end.
     row.update(split_scores(run, data.test, "test")[0] if with_test else dict.fromkeys(TEST_COLUMNS))

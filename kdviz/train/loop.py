@@ -95,6 +95,12 @@ def train(
             teacher.module.to(memory_format=torch.channels_last)
     if objective.trainable:  # its terms' layers fit the models' feature sizes, and join the optimizer
         objective.setup(example_outputs(core, teacher, objective, data, dev), data.train.labels)
+    if not any(p.requires_grad for p in core.parameters()):
+        raise ValueError(
+            f"model {model!r} has no trainable parameters, so it cannot be trained; a computed model such as "
+            "planted_bayes (the planted dataset's Bayes posterior) is a teacher: pass it as teacher=, or use "
+            'an arm with role = "bayes" in an experiment'
+        )
     opt, sched = make_optimizer([*core.parameters(), *objective.parameters()], cfg)
     run = Run(
         model=core,

@@ -15,7 +15,7 @@ from torch import nn
 
 from .._version import __version__
 from ..atomic import atomic_write
-from ..correlation import ICCReport
+from ..correlation import ICCReport, true_icc
 from ..data.base import DatasetSplits
 from ..losses import Objective
 from .checkpoint import atomic_save, load_checkpoint, model_checkpoint
@@ -194,7 +194,10 @@ def restore(run: Run, path: Path) -> Progress:
         best_val=tuple(ckpt["best_val"]),
         best_epoch=ckpt["best_epoch"],
         best_weights=ckpt["best_weights"],
-        snapshots=[ICCReport(run.data.info, run.cfg.icc_tau, *snapshot) for snapshot in ckpt["snapshots"]],
+        snapshots=[
+            ICCReport(run.data.info, run.cfg.icc_tau, *snapshot, truth=true_icc(run.data, run.cfg.icc_tau))
+            for snapshot in ckpt["snapshots"]
+        ],
     )
 
 

@@ -10,6 +10,7 @@ from ..correlation import icc_distance
 from ..inputs import open_runs
 from ..plots import plot_error_curves, plot_icc, plot_icc_comparison
 from ..train.snapshots import RunRecord
+from ..truth_plots import plot_truth
 from .view import Drawing, FigureView, w
 
 NONE = "(none)"
@@ -25,7 +26,9 @@ def run_explorer(runs, teacher: str | None = None, model: str | None = None) -> 
     classes are listed (`teacher` and `model` name the runs picked first). Under the figures: sigma2, group mass and validation error of both models
     at that epoch, and their ICC distance. Run directories are read again at every change (and on
     `reload`), so a run still training shows its new epochs; the teacher is shown at the same
-    epoch, or at its last one if it has not got there.
+    epoch, or at its last one if it has not got there. On a dataset with a known truth (`planted`), a
+    third figure shows the true ICC and each run's distance to it per epoch, and the table its
+    distance and rank correlation to the truth at that epoch.
     """
     records = open_runs(runs, "run_explorer")
     names = list(records)
@@ -58,7 +61,7 @@ def run_explorer(runs, teacher: str | None = None, model: str | None = None) -> 
             else None
         )
         if shown.at(epoch) is None:
-            return Drawing([curve_fig, None], f"<p>{html.escape(shown.waiting())}</p>")
+            return Drawing([curve_fig, None, None], f"<p>{html.escape(shown.waiting())}</p>")
         pair = {"model": (model, *shown.at(epoch))}
         if teacher not in (NONE, model) and records[teacher].at(epoch) is not None:
             pair = {"teacher": (teacher, *records[teacher].at(epoch)), **pair}
@@ -66,12 +69,18 @@ def run_explorer(runs, teacher: str | None = None, model: str | None = None) -> 
         if list(controls["focus"].options) != classes:  # known once a run has an epoch
             controls["focus"].options = classes
             controls["focus"].value = focus = classes[0]
+        report = pair["model"][2]
+        truth_fig = (
+            None
+            if report.truth is None
+            else plot_truth(report, with_history, secondary=secondary, cluster=cluster, mark_epoch=epoch)
+        )
         return Drawing(
-            [curve_fig, _heatmaps(pair, secondary, cluster)],
+            [curve_fig, _heatmaps(pair, secondary, cluster), truth_fig],
             _numbers(pair, records, focus) + _notes(teacher, records, epoch),
         )
 
-    return FigureView(draw, controls, images=2, reload=True)
+    return FigureView(draw, controls, images=3, reload=True)
 
 
 def _heatmaps(pair: dict, secondary: bool, cluster: bool):
@@ -102,6 +111,8 @@ def _numbers(pair: dict, records: dict[str, RunRecord], focus: str | None) -> st
             "val error (%)": None if error is None else 100 * error,
             "sigma2": report.sigma2,
             "group mass": report.group_mass,
+            "distance to truth": report.truth_distance,
+            "rank r with truth": report.truth_rank,
             f"class {focus} goes to": ", ".join(f"{k} ({v:.2f})" for k, v in confused.items()),
         }
     frame = pd.DataFrame.from_dict(rows, orient="index").dropna(axis=1, how="all")  # no group mass without groups
