@@ -1,5 +1,5 @@
 """Figures of an experiment's results: arms with error bars, sweep curves, and student error
-against the teacher's sigma2. Every function returns a matplotlib Figure.
+against the teacher's secondary std. Every function returns a matplotlib Figure.
 """
 
 from __future__ import annotations
@@ -9,10 +9,11 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from .deprecations import renamed, with_new_columns
 from .plots import figure_for
 
 
-def plot_error_vs_sigma2(
+def plot_error_vs_secondary_std(
     runs: pd.DataFrame,
     summary: pd.DataFrame | None = None,
     *,
@@ -20,13 +21,14 @@ def plot_error_vs_sigma2(
     ax: matplotlib.axes.Axes | None = None,
 ) -> Figure:
     """Does a more expressive teacher teach better? Student runs of a grid (the tidy table of
-    kdviz.experiments), optionally only `arms`: each run a faint dot at (its teacher's sigma2,
+    kdviz.experiments), optionally only `arms`: each run a faint dot at (its teacher's secondary std,
     its test error); each (arm, variant) a marker at its means over seeds, ringed in black for
     the variant chosen on validation (from `summary`). The title gives Pearson's r over the
     (arm, variant) means, where teachers differ and seed noise is averaged out."""
+    runs = with_new_columns(runs)  # a runs.csv written before the rename reads too
     students = (
-        runs[(runs["role"] == "student") & runs["teacher_sigma2"].notna()]
-        if "teacher_sigma2" in runs
+        runs[(runs["role"] == "student") & runs["teacher_secondary_std"].notna()]
+        if "teacher_secondary_std" in runs
         else runs.iloc[:0]
     )
     if arms is not None:
@@ -34,33 +36,41 @@ def plot_error_vs_sigma2(
     if students.empty:
         raise ValueError("no student run with a teacher in the table: run a grid with student arms first")
     fig, ax = figure_for(ax, (7, 4.5))
-    means = students.groupby(["arm", "variant"], sort=False)[["teacher_sigma2", "test_top1_err"]].mean()
+    means = students.groupby(["arm", "variant"], sort=False)[["teacher_secondary_std", "test_top1_err"]].mean()
     for i, (arm, group) in enumerate(students.groupby("arm", sort=False)):
         color = f"C{i % 10}"
-        ax.plot(group["teacher_sigma2"], 100 * group["test_top1_err"], ".", color=color, alpha=0.25)
+        ax.plot(group["teacher_secondary_std"], 100 * group["test_top1_err"], ".", color=color, alpha=0.25)
         arm_means = means.loc[arm]
         ax.plot(
-            arm_means["teacher_sigma2"], 100 * arm_means["test_top1_err"], "o", color=color, markersize=7, label=arm
+            arm_means["teacher_secondary_std"],
+            100 * arm_means["test_top1_err"],
+            "o",
+            color=color,
+            markersize=7,
+            label=arm,
         )
         if summary is not None and arm in summary.index:
             chosen = arm_means.loc[summary.loc[arm, "variant"]]
             ax.plot(
-                [chosen["teacher_sigma2"]],
+                [chosen["teacher_secondary_std"]],
                 [100 * chosen["test_top1_err"]],
                 "o",
                 markersize=11,
                 markerfacecolor="none",
                 markeredgecolor="black",
             )
-    x, y = means["teacher_sigma2"], means["test_top1_err"]
+    x, y = means["teacher_secondary_std"], means["test_top1_err"]
     r = float(np.corrcoef(x, y)[0, 1]) if len(means) > 2 and x.std() > 0 else float("nan")
-    ax.set_xlabel("teacher sigma2 (spread of secondary probabilities, test split)")
+    ax.set_xlabel("teacher secondary std (std of its secondary probabilities, test split)")
     ax.set_ylabel("student test error (%)")
-    ax.set_title(f"student error against teacher expressiveness (r over arm-variant means = {r:.2f})")
+    ax.set_title(f"student error against teacher expressiveness\n(Pearson r over arm-variant means = {r:.2f})")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     return fig
+
+
+plot_error_vs_sigma2 = renamed("plot_error_vs_sigma2", plot_error_vs_secondary_std)
 
 
 def plot_arms(

@@ -1,4 +1,4 @@
-"""The ICC explorer as a user meets it: JupyterLab 4 headless, the notebook run in Debian's
+"""The ICC explorer and the tutorial as a user meets them: JupyterLab 4 headless, the notebook run in Debian's
 chromium (driven by playwright, never a downloaded browser), the controls moved by the browser.
 
 Screenshots go to $KDVIZ_SCREENSHOTS (default build/browser/): explorer.png (the explorer as the
@@ -20,8 +20,11 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.browser
+
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "notebooks" / "01_icc_explorer.ipynb"
+TUTORIAL = ROOT / "notebooks" / "00_kd_tutorial.ipynb"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SCREENSHOTS = Path(os.environ.get("KDVIZ_SCREENSHOTS", ROOT / "build" / "browser"))
 CHROMIUM_FLAGS = [
@@ -60,16 +63,17 @@ def playwright_api():
 
 
 @pytest.fixture
-def jupyterlab(playwright_api, tmp_path):
-    """A JupyterLab server on 127.0.0.1 over a temporary folder holding the explorer notebook;
-    yields its URL for that notebook."""
+def jupyterlab(playwright_api, tmp_path, request):
+    """A JupyterLab server on 127.0.0.1 over a temporary folder holding a notebook (the explorer, or
+    the one a test passes with indirect parametrisation); yields its URL for that notebook."""
+    notebook = getattr(request, "param", NOTEBOOK)
     root, state = tmp_path / "root", tmp_path / "state"
     root.mkdir()
     # No "would you like news?" toast over the notebook (it would also sit in the screenshots).
     settings = state / "settings" / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
     settings.parent.mkdir(parents=True)
     settings.write_text(json.dumps({"fetchNews": "false"}))
-    shutil.copy(NOTEBOOK, root)
+    shutil.copy(notebook, root)
     port, token = _free_port(), secrets.token_hex(16)
     env = {
         **os.environ,
@@ -114,7 +118,7 @@ def jupyterlab(playwright_api, tmp_path):
                         "JupyterLab did not start:\n" + (tmp_path / "jupyterlab.log").read_text()[-3000:]
                     ) from None
                 time.sleep(0.5)
-        yield f"http://127.0.0.1:{port}/lab/tree/{NOTEBOOK.name}?token={token}&reset"
+        yield f"http://127.0.0.1:{port}/lab/tree/{notebook.name}?token={token}&reset"
     finally:
         server.terminate()
         try:
@@ -200,3 +204,62 @@ def test_explorer_notebook_runs_and_its_controls_redraw_the_heatmaps(playwright_
             page.screenshot(path=SCREENSHOTS / "page.png")
         finally:
             browser.close()
+
+
+def _open_and_run_all(playwright_api, url: str, profile: Path):
+    """(playwright, browser, page) with the notebook at `url` run top to bottom without an error."""
+    p = playwright_api.sync_playwright().start()
+    browser = p.chromium.launch_persistent_context(
+        str(profile),
+        executable_path=CHROMIUM,
+        headless=True,
+        args=CHROMIUM_FLAGS,
+        viewport={"width": 1400, "height": 1800},
+    )
+    page = browser.new_page()
+    page.set_default_timeout(60_000)
+    page.goto(url)
+    page.wait_for_function(
+        "window.jupyterapp && window.jupyterapp.shell.currentWidget && window.jupyterapp.shell.currentWidget.sessionContext"
+    )
+    errors = page.evaluate(RUN_ALL)
+    assert errors == [], f"cells failed: {errors}"
+    return p, browser, page
+
+
+@pytest.mark.parametrize("jupyterlab", [TUTORIAL], indirect=True)
+def test_tutorial_runs_its_figures_show_and_the_tau_slider_redraws_the_soft_targets(
+    playwright_api, jupyterlab, tmp_path
+):
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    p, browser, page = _open_and_run_all(playwright_api, jupyterlab, tmp_path / "chromium-profile")
+    try:
+        figures = page.locator(".jp-OutputArea-output img")
+        assert figures.count() >= 10, f"only {figures.count()} figures in the tutorial's outputs"
+        for i in range(figures.count()):
+            figure = figures.nth(i)
+            figure.scroll_into_view_if_needed()
+            assert figure.evaluate("img => img.complete && img.naturalWidth > 100"), f"figure {i} did not render"
+
+        slider_cell = page.locator(".jp-CodeCell").filter(has_text="FloatLogSlider(")
+        chart = slider_cell.locator(".jp-OutputArea-output img").first
+        slider_cell.scroll_into_view_if_needed()
+        playwright_api.expect(chart).to_be_visible()
+        before = chart.get_attribute("src")
+        readout = slider_cell.locator(".widget-readout").first
+        start = readout.inner_text()
+        handle = slider_cell.locator(".noUi-handle").first
+        handle.focus()
+        page.keyboard.press("End")  # tau to the slider's maximum, 2**5
+        playwright_api.expect(readout).not_to_have_text(start)
+        deadline = time.monotonic() + 60
+        while chart.get_attribute("src") == before:  # the Output widget redraws the chart in place
+            assert time.monotonic() < deadline, "moving the tau slider did not redraw the soft-target chart"
+            time.sleep(0.5)
+        assert chart.evaluate("img => img.complete && img.naturalWidth > 100")
+        for bad in ("Error displaying widget", "Traceback"):
+            assert page.get_by_text(bad).count() == 0, f"the page shows {bad!r}"
+        slider_cell.screenshot(path=SCREENSHOTS / "tutorial-slider.png")
+    finally:
+        browser.close()
+        p.stop()

@@ -25,6 +25,7 @@ def pngs(nb):
     return [o["data"]["image/png"] for cell in code_cells(nb) for o in cell.outputs if "image/png" in o.get("data", {})]
 
 
+@pytest.mark.notebooks
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_notebook_runs_in_its_smoke_setting(path, tmp_path, monkeypatch):
     monkeypatch.setenv("KDVIZ_SMOKE", "1")
@@ -73,7 +74,7 @@ def test_notebooks_call_no_notebook_only_helpers():
 
 # A decimal in a markdown cell is a setting (a weight, a temperature) or a result. A result must be printed by the
 # notebook's own code (or rendered from its data), so the prose cannot drift from the outputs beside it.
-SETTINGS_IN_PROSE = {"0.1", "0.9", "0.03", "0.3", "0.8", "1.0", "2.0", "4.0", "8.0", "16.0"}
+SETTINGS_IN_PROSE = {"0.05", "0.1", "0.9", "0.03", "0.3", "0.8", "1.0", "2.0", "4.0", "8.0", "16.0"}
 DECIMAL = re.compile(r"(?<![\w.])[-+−]?\d+\.\d+(?![.\d]*\d)")
 
 

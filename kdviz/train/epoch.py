@@ -196,13 +196,13 @@ def _kept(run: Run, epoch: int) -> str:
 def evaluate(run: Run, with_test: bool) -> tuple[dict, ICCReport]:
     """Loss and top-1/top-5 error of the model on the validation split (its fixed subset of
     cfg.val_subset images, when set) and, when `with_test`, on the test split, with the ICC of its
-    validation predictions and their sigma2 (and group mass, where the dataset has groups)."""
+    validation predictions and their secondary std (and group mass, where the dataset has groups)."""
     data, dev = run.data, run.device
     row, logits, labels = split_scores(run, validation_part(data, run.cfg), "val")
     acc = ICCAccumulator(data.info, run.cfg.icc_tau, device=dev)
     acc.update(logits, labels)
     report = acc.report()
-    row["val_sigma2"] = report.sigma2
+    row["val_secondary_std"] = report.secondary_std
     if report.group_mass is not None:
         row["val_group_mass"] = report.group_mass
     # Empty (None; NaN in a DataFrame) test columns when the test split is not evaluated: every row

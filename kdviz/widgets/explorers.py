@@ -7,7 +7,7 @@ from collections.abc import Mapping
 import pandas as pd
 
 from ..correlation import ICCReport
-from ..experiment_plots import plot_error_vs_sigma2
+from ..experiment_plots import plot_error_vs_secondary_std
 from ..plots import plot_error_curves, plot_icc, plot_icc_comparison
 from .view import FigureView, w
 
@@ -60,10 +60,10 @@ def curves_explorer(runs: Mapping[str, object]) -> FigureView:
 
 
 def study_explorer(runs: pd.DataFrame, summary: pd.DataFrame | None = None) -> FigureView:
-    """Pick student arms of an experiment grid; see their error against the teacher's sigma2."""
-    arms = list(dict.fromkeys(runs.loc[(runs["role"] == "student") & runs["teacher_sigma2"].notna(), "arm"]))
+    """Pick student arms of an experiment grid; see their error against the teacher's secondary std."""
+    arms = list(dict.fromkeys(runs.loc[(runs["role"] == "student") & runs["teacher_secondary_std"].notna(), "arm"]))
 
     def show(selected):
-        return plot_error_vs_sigma2(runs, summary, arms=list(selected) or arms)
+        return plot_error_vs_secondary_std(runs, summary, arms=list(selected) or arms)
 
     return FigureView(show, {"selected": w.SelectMultiple(options=arms, value=tuple(arms), description="arms", rows=8)})
