@@ -186,3 +186,17 @@ def test_committed_outputs_are_clean(path):
     assert not faults, f"{path.name}: committed outputs a reader should not see: {faults}"
     counts = [cell.execution_count for cell in code_cells(nb)]
     assert counts == list(range(1, len(counts) + 1)), f"{path.name}: execution counts {counts}"
+
+
+PUBLIC_SUBPACKAGES = {"kdviz.experiments"}  # documented in the README besides `import kdviz as kd`
+
+
+def test_notebooks_use_only_the_public_api():
+    """No import from kdviz's inner modules (kdviz.inference, kdviz.losses, kdviz.data.sample_files, ...), and no
+    file found relative to the package (kd.__file__), which breaks once kdviz is installed from a wheel."""
+    for path in NOTEBOOKS:
+        source = "\n".join(cell.source for cell in code_cells(nbformat.read(path, as_version=4)))
+        modules = set(re.findall(r"^\s*from (kdviz[\w.]*) import", source, re.M))
+        modules |= set(re.findall(r"^\s*import (kdviz\.[\w.]+)", source, re.M))
+        assert modules <= PUBLIC_SUBPACKAGES | {"kdviz"}, f"{path.name} imports {sorted(modules - PUBLIC_SUBPACKAGES)}"
+        assert "__file__" not in source, f"{path.name} finds files through a module's __file__"
