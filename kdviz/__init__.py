@@ -17,11 +17,13 @@ _threads.set_wait_policy()  # before torch loads (below): OpenMP reads it once; 
 from .correlation import ICCReport, extract_icc, icc_distance, icc_of_logits
 from .data import DATASETS, load_dataset
 from .device import resolve_device
+from .inference import predict_logits
 from .live import LiveCurves
-from .losses import LOSS_TERMS, PRESETS, Objective
+from .losses import LOSS_TERMS, PRESETS, Objective, StepOutputs
 from .models import MODELS, build_model
 from .models.published import PublishedTeacher, load_teacher
-from .train import TrainConfig, TrainResult, distill, load_model, train, train_teacher
+from .results import bundled_results
+from .train import TrainConfig, TrainResult, batch_order, distill, initial_model, load_model, train, train_teacher
 
 _threads.remember_torch_threads()
 
@@ -30,15 +32,18 @@ _LAZY = {
     **dict.fromkeys(
         ("plot_icc", "plot_icc_comparison", "plot_error_curves", "plot_training", "plot_soft_targets"), "plots"
     ),
-    **dict.fromkeys(("plot_error_vs_sigma2", "plot_arms", "plot_sweep"), "experiment_plots"),
+    **dict.fromkeys(
+        ("plot_error_vs_secondary_std", "plot_error_vs_sigma2", "plot_arms", "plot_sweep"), "experiment_plots"
+    ),
     **dict.fromkeys(("plot_truth", "truth_frame"), "truth_plots"),
+    "write_sample_data": "data.sample_files",
     **dict.fromkeys(("icc_explorer", "curves_explorer", "run_explorer", "study_explorer"), "widgets"),
     "published_table": "experiments.published",
 }
 
 
 def __getattr__(name):
-    # matplotlib, seaborn and ipywidgets load only when a figure is asked for, to keep `import kdviz` fast.
+    # matplotlib, seaborn, ipywidgets and PIL load only when a figure is asked for, to keep `import kdviz` fast.
     if name in _LAZY:
         return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
     raise AttributeError(f"module 'kdviz' has no attribute {name!r}")
@@ -52,17 +57,22 @@ __all__ = [
     "MODELS",
     "Objective",
     "PRESETS",
+    "StepOutputs",
     "TrainConfig",
     "PublishedTeacher",
     "TrainResult",
+    "batch_order",
     "build_model",
+    "bundled_results",
     "distill",
     "extract_icc",
     "icc_distance",
     "icc_of_logits",
+    "initial_model",
     "load_dataset",
     "load_model",
     "load_teacher",
+    "predict_logits",
     "resolve_device",
     "train",
     "train_teacher",

@@ -418,7 +418,8 @@ def _cmd_correlations(args) -> None:
         fig.savefig(out / f"{stem}_{suffix}.png", dpi=110, bbox_inches="tight")
         print(f"wrote {out / f'{stem}_{suffix}.csv'} and .png")
     print(
-        f"sigma2 {report.sigma2:.4f}" + ("" if report.group_mass is None else f", group mass {report.group_mass:.4f}")
+        f"secondary std {report.secondary_std:.4f}"
+        + ("" if report.group_mass is None else f", group mass {report.group_mass:.4f}")
     )
 
 

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .data.base import DatasetInfo, DatasetSplits
+from .deprecations import renamed, warn_renamed
 from .device import resolve_device
 from .inference import predict_logits
 from .losses.classic import _check_tau
@@ -34,13 +35,19 @@ def secondary_probs(logits: torch.Tensor, targets: torch.Tensor, tau: float = 4.
     return nontarget_log_probs(logits, targets, tau).exp()
 
 
-def sigma2_per_sample(logits: torch.Tensor, targets: torch.Tensor, tau: float = 4.0) -> torch.Tensor:
-    """Standard deviation of each sample's C - 1 secondary probabilities: [B, C] -> [B]."""
+def secondary_std_per_sample(logits: torch.Tensor, targets: torch.Tensor, tau: float = 4.0) -> torch.Tensor:
+    """Standard deviation of each sample's C - 1 secondary probabilities: [B, C] -> [B].
+
+    sqrt(1/(C-1) * sum_{j != y} (s_ij - 1/(C-1))^2): 0 when the doubt is spread evenly over the other
+    classes, larger when it singles out a few (docs/method.md §4)."""
     c = logits.shape[1]
     s = secondary_probs(logits, targets, tau)
     mean = 1.0 / (c - 1)  # the secondary probabilities of a sample sum to 1
     off_target = ~F.one_hot(targets, c).bool()
     return (((s - mean) ** 2) * off_target).sum(1).div(c - 1).sqrt()
+
+
+sigma2_per_sample = renamed("sigma2_per_sample", secondary_std_per_sample)
 
 
 def group_mass_per_sample(
@@ -52,7 +59,7 @@ def group_mass_per_sample(
 
 
 class ICCAccumulator:
-    """Sums of Y^T P, class counts, sigma2 and group mass over batches; `report()` divides once.
+    """Sums of Y^T P, class counts, secondary std and group mass over batches; `report()` divides once.
     truth: the dataset's true ICC at tau ([C, C], see true_icc), which the report is scored against."""
 
     def __init__(
@@ -65,7 +72,7 @@ class ICCAccumulator:
         self.class_to_group = None if groups is None else torch.tensor(groups, device=device)
         self.sums = torch.zeros(c, c, device=device, dtype=torch.float64)
         self.counts = torch.zeros(c, device=device, dtype=torch.float64)
-        # n, sum sigma2, sum group mass (over samples with finite logits), samples left out
+        # n, sum secondary std, sum group mass (over samples with finite logits), samples left out
         self.stats = torch.zeros(4, device=device, dtype=torch.float64)
 
     @torch.no_grad()
@@ -78,7 +85,7 @@ class ICCAccumulator:
         self.sums += sums
         self.counts += counts
         self.stats[0] += finite.sum()
-        self.stats[1] += torch.where(finite, sigma2_per_sample(logits, targets, self.tau), 0.0).sum()
+        self.stats[1] += torch.where(finite, secondary_std_per_sample(logits, targets, self.tau), 0.0).sum()
         if self.class_to_group is not None:
             self.stats[2] += torch.where(
                 finite, group_mass_per_sample(logits, targets, self.class_to_group, self.tau), 0.0
@@ -90,7 +97,7 @@ class ICCAccumulator:
         if left_out:
             warnings.warn(
                 f"{left_out} of {left_out + int(self.stats[0])} samples have non-finite logits (NaN or inf) and are "
-                "left out of the ICC matrix, sigma2 and group mass; the model's weights may hold NaN",
+                "left out of the ICC matrix, secondary std and group mass; the model's weights may hold NaN",
                 stacklevel=2,
             )
         n = self.stats[0].clamp_min(1)
@@ -99,7 +106,7 @@ class ICCAccumulator:
             tau=self.tau,
             sums=self.sums.cpu(),
             counts=self.counts.cpu(),
-            sigma2=float(self.stats[1] / n),
+            secondary_std=float(self.stats[1] / n),
             group_mass=None if self.class_to_group is None else float(self.stats[2] / n),
             n=int(self.stats[0]),
             truth=self.truth,
@@ -123,10 +130,16 @@ class ICCReport:
     tau: float
     sums: torch.Tensor
     counts: torch.Tensor
-    sigma2: float
+    secondary_std: float
     group_mass: float | None
     n: int
     truth: torch.Tensor | None = None
+
+    @property
+    def sigma2(self) -> float:
+        """Deprecated: the old name of `secondary_std` (kdviz 0.2 removes it)."""
+        warn_renamed("ICCReport.sigma2", "ICCReport.secondary_std")
+        return self.secondary_std
 
     @property
     def matrix(self) -> torch.Tensor:
@@ -171,7 +184,7 @@ class ICCReport:
             "tau": self.tau,
             "sums": self.sums.cpu(),
             "counts": self.counts.cpu(),
-            "sigma2": self.sigma2,
+            "secondary_std": self.secondary_std,
             "group_mass": self.group_mass,
             "n": self.n,
             "truth": self.truth,
@@ -190,7 +203,7 @@ class ICCReport:
             tau=d["tau"],
             sums=d["sums"],
             counts=d["counts"],
-            sigma2=d["sigma2"],
+            secondary_std=d["secondary_std"] if "secondary_std" in d else d["sigma2"],  # written before 0.1.1
             group_mass=d["group_mass"],
             n=d["n"],
             truth=d.get("truth"),  # reports saved before truths existed have none
@@ -267,8 +280,8 @@ def extract_icc(
     tau: float = 4.0,
     device: str | torch.device | None = None,
 ) -> ICCReport:
-    """The ICC matrix, secondary ICC, sigma2 and group mass of `model` on a split of `data`, and on
-    a dataset with a known truth (`planted`) its truth_distance and truth_rank."""
+    """The ICC matrix, secondary ICC, secondary std and group mass of `model` on a split of `data`,
+    and on a dataset with a known truth (`planted`) its truth_distance and truth_rank."""
     dev = resolve_device(device)
     part = data.split(split)
     logits = predict_logits(model.to(dev), part, data.info, dev)

@@ -1,5 +1,5 @@
 """Figures of an experiment's results: arms with error bars, sweep curves, and student error
-against the teacher's sigma2. Every function returns a matplotlib Figure.
+against the teacher's secondary std. Every function returns a matplotlib Figure.
 """
 
 from __future__ import annotations
@@ -9,13 +9,17 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from .deprecations import renamed, with_new_columns
 from .fonts import short_label
 from .inputs import read_table
 from .plots import figure_for, settle
 
 # The teacher measures a student's error is plotted against: (axis label, what the title calls it).
 TEACHER_MEASURES = {
-    "teacher_sigma2": ("teacher sigma2 (spread of secondary probabilities, test split)", "teacher expressiveness"),
+    "teacher_secondary_std": (
+        "teacher secondary std (std of its secondary probabilities, test split)",
+        "teacher expressiveness",
+    ),
     "teacher_truth_distance": (
         "teacher's ICC distance to the true ICC, ||M_true - M_t||_F / C (test split)",
         "the teacher's distance to the truth",
@@ -23,16 +27,16 @@ TEACHER_MEASURES = {
 }
 
 
-def plot_error_vs_sigma2(
+def plot_error_vs_secondary_std(
     runs: pd.DataFrame | str,
     summary: pd.DataFrame | str | None = None,
     *,
     arms: list[str] | None = None,
     ax: matplotlib.axes.Axes | None = None,
-    measure: str = "teacher_sigma2",
+    measure: str = "teacher_secondary_std",
 ) -> Figure:
     """Does a more expressive teacher teach better? Student runs of a grid (the tidy table of
-    kdviz.experiments), optionally only `arms`: each run a faint dot at (its teacher's sigma2,
+    kdviz.experiments), optionally only `arms`: each run a faint dot at (its teacher's secondary std,
     its test error); each (arm, variant) a marker at its means over seeds, ringed in black for
     the variant chosen on validation (from `summary`). The title gives Pearson's r over the
     (arm, variant) means, where teachers differ and seed noise is averaged out. `runs` and
@@ -40,8 +44,8 @@ def plot_error_vs_sigma2(
     on the x axis, one of TEACHER_MEASURES (teacher_truth_distance on `planted`)."""
     if measure not in TEACHER_MEASURES:
         raise ValueError(f"measure must be one of {list(TEACHER_MEASURES)}, got {measure!r}")
-    runs = read_table(runs, "plot_error_vs_sigma2")
-    summary = None if summary is None else read_table(summary, "plot_error_vs_sigma2", "summary")
+    runs = with_new_columns(read_table(runs, "plot_error_vs_secondary_std"))  # a runs.csv from before the rename too
+    summary = None if summary is None else read_table(summary, "plot_error_vs_secondary_std", "summary")
     students = runs[(runs["role"] == "student") & runs[measure].notna()] if measure in runs else runs.iloc[:0]
     if arms is not None:
         students = students[students["arm"].isin(arms)]
@@ -70,11 +74,14 @@ def plot_error_vs_sigma2(
     r = float(np.corrcoef(x, y)[0, 1]) if len(means) > 2 and x.std() > 0 else float("nan")
     ax.set_xlabel(TEACHER_MEASURES[measure][0])
     ax.set_ylabel("student test error (%)")
-    ax.set_title(f"student error against {TEACHER_MEASURES[measure][1]}\n(r over arm-variant means = {r:.2f})")
+    ax.set_title(f"student error against {TEACHER_MEASURES[measure][1]}\n(Pearson r over arm-variant means = {r:.2f})")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, ncol=2)
     settle(fig)
     return fig
+
+
+plot_error_vs_sigma2 = renamed("plot_error_vs_sigma2", plot_error_vs_secondary_std)
 
 
 def plot_arms(

@@ -6,7 +6,7 @@ out_dir a run was trained into), a TrainResult, a history DataFrame (one row per
 {name: any of these} or a list of them. Each function names the kinds it can use (a history has no
 ICC, say); anything else is refused with a message that lists what the function accepts.
 
-Tables (plot_arms, plot_sweep, plot_error_vs_sigma2, study_explorer, summarize): the DataFrame,
+Tables (plot_arms, plot_sweep, plot_error_vs_secondary_std, study_explorer, summarize): the DataFrame,
 or a sweep folder, whose runs.csv or summary.csv is read.
 """
 
@@ -76,7 +76,7 @@ def _open(name, source, who: str, kinds) -> list[tuple[str, object]]:
         if "epoch" not in source:
             raise ValueError(
                 f"{refused()}: a DataFrame without an 'epoch' column (columns: {list(source.columns)[:8]}) is not a "
-                "run's history; a sweep's table of runs goes to plot_sweep, plot_error_vs_sigma2 or study_explorer"
+                "run's history; a sweep's table of runs goes to plot_sweep, plot_error_vs_secondary_std or study_explorer"
             )
         in_memory = SimpleNamespace(history=source, best_epoch=-1, icc_snapshots=[])
         return [(str(name if name is not None else "run"), RunRecord(str(name or "run"), in_memory))]

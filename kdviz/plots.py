@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from seaborn.utils import relative_luminance
 
-from .correlation import ICCReport, sigma2_per_sample
+from .correlation import ICCReport, secondary_std_per_sample
 from .fonts import short_label, use_fallback_fonts, warn_missing_glyphs
 from .inputs import open_runs
 
@@ -352,7 +352,7 @@ def plot_soft_targets(
     """One image's soft targets: softmax(z / tau) over the C classes as bars, one group per tau.
 
     logits: [C] (one image); target: its true class. The title gives, for each tau, the target's
-    probability, the secondary mass 1 - p_target (what KD passes on beyond the label) and sigma2,
+    probability, the secondary mass 1 - p_target (what KD passes on beyond the label) and the secondary std,
     the spread (standard deviation) of the C - 1 probabilities renormalised without the target.
     """
     z = torch.as_tensor(logits, dtype=torch.float64).reshape(1, -1)
@@ -373,9 +373,9 @@ def plot_soft_targets(
             label=f"tau = {tau:g}",
             color=f"C{i % 10}",
         )
-        sigma2 = float(sigma2_per_sample(z, y, tau)[0])
+        secondary_std = float(secondary_std_per_sample(z, y, tau)[0])
         lines.append(
-            f"tau {tau:g}: p(target) {float(p[target]):.3f}, secondary mass {1 - float(p[target]):.3f}, sigma2 {sigma2:.4f}"
+            f"tau {tau:g}: p(target) {float(p[target]):.3f}, secondary mass {1 - float(p[target]):.3f}, secondary std {secondary_std:.4f}"
         )
     long_names = max(len(n) for n in names) > 3
     shown = [short_label(name) for name in names]

@@ -25,7 +25,7 @@ def _pm(mean: float, se: float) -> str:
 
 def quickstart_table(summary: pd.DataFrame) -> pd.DataFrame:
     """One row per arm of a sweep's summary: seeds, test and validation error (%, mean +- standard
-    error over seeds), the paired test-error difference to the baseline, sigma2 and the
+    error over seeds), the paired test-error difference to the baseline, the secondary std and the
     teacher-student ICC distance (means over seeds)."""
     table = pd.DataFrame(index=summary.index)
     table["seeds"] = summary["seeds"]
@@ -35,7 +35,7 @@ def quickstart_table(summary: pd.DataFrame) -> pd.DataFrame:
         table["diff vs baseline"] = [
             _pm(m, s) if pd.notna(m) else "" for m, s in zip(summary["diff_vs_baseline"], summary["diff_se"])
         ]
-    table["sigma2"] = summary["sigma2"].round(4)
+    table["secondary std"] = summary["secondary_std"].round(4)
     if "icc_distance" in summary:
         table["ICC dist. to teacher"] = (
             summary["icc_distance"].round(4).astype(object).where(summary["icc_distance"].notna(), "")
@@ -51,7 +51,7 @@ def print_table(experiment: Experiment, runs: pd.DataFrame, out: Path) -> pd.Dat
     print(
         "Test and validation errors are top-1 (%) at the epoch chosen on validation, mean +- standard error over the\n"
         f"seeds; 'diff vs baseline' is the paired test-error difference to {experiment.baseline} (negative is better);\n"
-        "sigma2 and the ICC distance are measured on the test split, means over the seeds.\n"
+        "The secondary std and the ICC distance are measured on the test split, means over the seeds.\n"
     )
     print(table.to_string())
     return table

@@ -16,6 +16,7 @@ def load_script():
     return module
 
 
+@pytest.mark.slow
 def test_bench_distill_quick_writes_every_arm_and_target(tmp_path):
     bench = load_script()
     out = tmp_path / "bench.json"
@@ -37,6 +38,7 @@ def test_bench_distill_quick_writes_every_arm_and_target(tmp_path):
     assert report["quick"] is True and set(report["cache_build_seconds"]) == {"exact", "2 views"}
 
 
+@pytest.mark.slow
 def test_bench_distill_defaults_suite_measures_kdviz_with_nothing_set(tmp_path):
     out = tmp_path / "defaults.json"
     assert load_script().main(["--suite", "defaults", "--quick", "--out", str(out)]) == 0

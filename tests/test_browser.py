@@ -1,4 +1,4 @@
-"""The ICC explorer as a user meets it: JupyterLab 4 headless, the notebook run in Debian's
+"""The ICC explorer and the tutorial as a user meets them: JupyterLab 4 headless, the notebook run in Debian's
 chromium (driven by playwright, never a downloaded browser), the controls moved by the browser.
 
 Screenshots go to $KDVIZ_SCREENSHOTS (default build/browser/): explorer.png (the explorer as the
@@ -21,8 +21,11 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.browser
+
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "notebooks" / "01_icc_explorer.ipynb"
+TUTORIAL = ROOT / "notebooks" / "00_kd_tutorial.ipynb"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SCREENSHOTS = Path(os.environ.get("KDVIZ_SCREENSHOTS", ROOT / "build" / "browser"))
 CHROMIUM_FLAGS = [
@@ -63,14 +66,14 @@ def playwright_api():
 @pytest.fixture
 def jupyterlab(playwright_api, tmp_path, request):
     """A JupyterLab server on 127.0.0.1 over a temporary folder holding the explorer notebook, or
-    the notebook a test passes as the fixture's indirect parameter ({"name": file name, "cells":
-    [code, ...]}); yields its URL for that notebook."""
+    the notebook a test passes as the fixture's indirect parameter (a notebook's Path, or {"name":
+    file name, "cells": [code, ...]}); yields its URL for that notebook."""
     root, state = tmp_path / "root", tmp_path / "state"
     root.mkdir()
-    notebook = getattr(request, "param", None)
-    if notebook is None:
-        shutil.copy(NOTEBOOK, root)
-        name = NOTEBOOK.name
+    notebook = getattr(request, "param", NOTEBOOK)
+    if isinstance(notebook, Path):
+        shutil.copy(notebook, root)
+        name = notebook.name
     else:
         import nbformat
 
@@ -159,7 +162,7 @@ RUN_ALL = """async () => {
 
 
 @contextlib.contextmanager
-def _notebook_page(playwright_api, url: str, tmp_path: Path):
+def _notebook_page(playwright_api, url: str, tmp_path: Path, width: int = 1280):
     """A headless chromium page on the notebook at `url`, its cells run without an error."""
     with playwright_api.sync_playwright() as p:
         browser = p.chromium.launch_persistent_context(
@@ -167,7 +170,7 @@ def _notebook_page(playwright_api, url: str, tmp_path: Path):
             executable_path=CHROMIUM,
             headless=True,
             args=CHROMIUM_FLAGS,
-            viewport={"width": 1280, "height": 1800},  # the whole explorer fits: element screenshots stay clean
+            viewport={"width": width, "height": 1800},  # the whole explorer fits: element screenshots stay clean
         )
         try:
             page = browser.new_page()
@@ -250,3 +253,37 @@ def test_explorer_on_a_planted_run_shows_the_truth_and_follows_the_epoch_slider(
         )
         for bad in ("Error displaying widget", "could not redraw", "Traceback"):
             assert page.get_by_text(bad).count() == 0, f"the page shows {bad!r}"
+
+
+@pytest.mark.parametrize("jupyterlab", [TUTORIAL], indirect=True)
+def test_tutorial_runs_its_figures_show_and_the_tau_slider_redraws_the_soft_targets(
+    playwright_api, jupyterlab, tmp_path
+):
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    with _notebook_page(playwright_api, jupyterlab, tmp_path, width=1400) as page:
+        figures = page.locator(".jp-OutputArea-output img")
+        assert figures.count() >= 10, f"only {figures.count()} figures in the tutorial's outputs"
+        for i in range(figures.count()):
+            figure = figures.nth(i)
+            figure.scroll_into_view_if_needed()
+            assert figure.evaluate("img => img.complete && img.naturalWidth > 100"), f"figure {i} did not render"
+
+        slider_cell = page.locator(".jp-CodeCell").filter(has_text="FloatLogSlider(")
+        chart = slider_cell.locator(".jp-OutputArea-output img").first
+        slider_cell.scroll_into_view_if_needed()
+        playwright_api.expect(chart).to_be_visible()
+        before = chart.get_attribute("src")
+        readout = slider_cell.locator(".widget-readout").first
+        start = readout.inner_text()
+        handle = slider_cell.locator(".noUi-handle").first
+        handle.focus()
+        page.keyboard.press("End")  # tau to the slider's maximum, 2**5
+        playwright_api.expect(readout).not_to_have_text(start)
+        deadline = time.monotonic() + 60
+        while chart.get_attribute("src") == before:  # the Output widget redraws the chart in place
+            assert time.monotonic() < deadline, "moving the tau slider did not redraw the soft-target chart"
+            time.sleep(0.5)
+        assert chart.evaluate("img => img.complete && img.naturalWidth > 100")
+        for bad in ("Error displaying widget", "Traceback"):
+            assert page.get_by_text(bad).count() == 0, f"the page shows {bad!r}"
+        slider_cell.screenshot(path=SCREENSHOTS / "tutorial-slider.png")

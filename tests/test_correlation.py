@@ -12,7 +12,7 @@ from kdviz.correlation import (
     icc_distance,
     icc_of_logits,
     secondary_probs,
-    sigma2_per_sample,
+    secondary_std_per_sample,
 )
 
 
@@ -23,7 +23,7 @@ def test_one_hot_predictions_give_identity(tiny_info):
     assert torch.allclose(report.matrix, torch.eye(4, dtype=report.matrix.dtype))
     # the non-target logits are equal, so the secondary probabilities are all 1/3: no spread,
     # even though the non-target probabilities themselves underflow to 0
-    assert report.sigma2 == pytest.approx(0.0, abs=1e-6)
+    assert report.secondary_std == pytest.approx(0.0, abs=1e-6)
 
 
 def test_uniform_predictions_give_uniform_rows_and_nan_for_missing_class(tiny_info):
@@ -36,14 +36,14 @@ def test_uniform_predictions_give_uniform_rows_and_nan_for_missing_class(tiny_in
     assert list(frame.index) == ["a", "b", "c", "d"] and frame.loc["c"].isna().all()
 
 
-def test_secondary_probs_sigma2_and_group_mass_by_hand(tiny_info):
+def test_secondary_probs_secondary_std_and_group_mass_by_hand(tiny_info):
     probs = torch.tensor([[0.5, 0.3, 0.1, 0.1]], dtype=torch.float64)
     logits = 4.0 * probs.log()  # at tau = 4 these logits give back probs
     labels = torch.tensor([0])
     # secondary: 0.3/0.5, 0.1/0.5, 0.1/0.5 = 0.6, 0.2, 0.2; mean 1/3
     assert torch.allclose(secondary_probs(logits, labels), torch.tensor([[0.0, 0.6, 0.2, 0.2]], dtype=torch.float64))
     expected_std = math.sqrt(((0.6 - 1 / 3) ** 2 + 2 * (0.2 - 1 / 3) ** 2) / 3)
-    assert sigma2_per_sample(logits, labels).item() == pytest.approx(expected_std)
+    assert secondary_std_per_sample(logits, labels).item() == pytest.approx(expected_std)
     # class 0 is in group "ab" with class 1: group mass = 0.6
     groups = torch.tensor(tiny_info.class_to_group())
     assert group_mass_per_sample(logits, labels, groups).item() == pytest.approx(0.6)
@@ -58,7 +58,9 @@ def test_accumulating_over_batches_equals_one_pass(tiny_info):
         acc.update(logits[chunk : chunk + 7], labels[chunk : chunk + 7])
     parts = acc.report()
     assert torch.allclose(whole.matrix, parts.matrix)
-    assert parts.sigma2 == pytest.approx(whole.sigma2) and parts.group_mass == pytest.approx(whole.group_mass)
+    assert parts.secondary_std == pytest.approx(whole.secondary_std) and parts.group_mass == pytest.approx(
+        whole.group_mass
+    )
     # the class-conditional mean computed with numpy from its definition
     p = torch.softmax(logits.double() / 2.0, 1).numpy()
     for k in range(4):

@@ -19,7 +19,7 @@ from matplotlib.text import Text
 import kdviz as kd
 from kdviz.correlation import icc_of_logits
 from kdviz.data.base import DatasetInfo
-from kdviz.experiment_plots import plot_arms, plot_error_vs_sigma2, plot_sweep
+from kdviz.experiment_plots import plot_arms, plot_error_vs_secondary_std, plot_sweep
 from kdviz.fonts import short_label, use_fallback_fonts, warn_missing_glyphs
 from kdviz.plots import (
     DISPLAY_WIDTH,
@@ -80,7 +80,7 @@ def _figures(names):
             for beta, sigma in ((0.1, 0.02 + 0.01 * i), (1.0, 0.03 + 0.01 * i))
             for seed in range(3)
         ],
-        columns=["arm", "role", "variant", "seed", "val_top1_err", "test_top1_err", "teacher_sigma2"],
+        columns=["arm", "role", "variant", "seed", "val_top1_err", "test_top1_err", "teacher_secondary_std"],
     ).assign(beta=lambda r: r["variant"].str.split("=").str[1].astype(float))
     summary = pd.DataFrame(
         {"role": "student", "seeds": 3, "variant": "beta=1.0", "diff_vs_baseline": [0.0, -1.2, 0.8]},
@@ -95,7 +95,7 @@ def _figures(names):
         ),
         "training (live)": lambda: plot_training(_history(0.8), t, epochs=15, label=names[-1]),
         "soft targets": lambda: plot_soft_targets(torch.randn(c, generator=g), 1, (1.0, 4.0), class_names=names),
-        "error vs sigma2": lambda: plot_error_vs_sigma2(runs, summary),
+        "error vs secondary std": lambda: plot_error_vs_secondary_std(runs, summary),
         "arms": lambda: plot_arms(summary),
         "sweep": lambda: plot_sweep(runs, "beta"),
     }

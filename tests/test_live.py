@@ -165,9 +165,10 @@ def test_plot_soft_targets_bars_are_the_softmax_at_each_tau_and_the_title_gives_
         p = [v / sum(e) for v in e]
         assert heights[4 * i : 4 * i + 4] == pytest.approx(p)
         rest = [v / (1 - p[0]) for v in p[1:]]  # the secondary probabilities, mean 1/3
-        sigma2 = math.sqrt(sum((r - 1 / 3) ** 2 for r in rest) / 3)
+        secondary_std = math.sqrt(sum((r - 1 / 3) ** 2 for r in rest) / 3)
         assert (
-            f"tau {tau:g}: p(target) {p[0]:.3f}, secondary mass {1 - p[0]:.3f}, sigma2 {sigma2:.4f}" in ax.get_title()
+            f"tau {tau:g}: p(target) {p[0]:.3f}, secondary mass {1 - p[0]:.3f}, secondary std {secondary_std:.4f}"
+            in ax.get_title()
         )
     assert [t.get_text() for t in ax.get_xticklabels()] == ["a", "b", "c", "d"]
 

@@ -71,7 +71,7 @@ def test_a_nan_sample_is_left_out_of_the_icc_with_a_warning(tiny_info):
     # Every class keeps its row (class 1 from its two other samples), equal to the ICC without it.
     assert torch.isfinite(report.matrix).all()
     assert torch.allclose(report.matrix, clean.matrix)
-    assert report.sigma2 == pytest.approx(clean.sigma2) and report.n == 11
+    assert report.secondary_std == pytest.approx(clean.secondary_std) and report.n == 11
 
 
 def test_a_nan_sample_does_not_blank_the_consensus_of_every_class():

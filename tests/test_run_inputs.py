@@ -16,7 +16,7 @@ from torch import nn
 import kdviz as kd
 from kdviz.correlation import icc_of_logits
 from kdviz.data.base import DatasetInfo
-from kdviz.experiment_plots import plot_arms, plot_error_vs_sigma2, plot_sweep
+from kdviz.experiment_plots import plot_arms, plot_error_vs_secondary_std, plot_sweep
 from kdviz.experiments import summarize
 from kdviz.train import TrainConfig, TrainResult
 from kdviz.train.snapshots import snapshot_path
@@ -67,7 +67,7 @@ def sources(tmp_path_factory):
             "seed": [0, 1, 0, 1],
             "val_top1_err": [0.1, 0.12, 0.2, 0.22],
             "test_top1_err": [0.11, 0.13, 0.21, 0.24],
-            "teacher_sigma2": [0.05, 0.06, 0.02, 0.03],
+            "teacher_secondary_std": [0.05, 0.06, 0.02, 0.03],
         }
     )
     runs.assign(beta=[1.0, 1.0, 0.1, 0.1]).to_csv(sweep / "runs.csv", index=False)
@@ -113,7 +113,7 @@ RUN_FUNCTIONS = {
 }
 TABLE_FUNCTIONS = {
     "plot_sweep": (lambda x: plot_sweep(x, "beta"), "runs table"),
-    "plot_error_vs_sigma2": (plot_error_vs_sigma2, "runs table"),
+    "plot_error_vs_secondary_std": (plot_error_vs_secondary_std, "runs table"),
     "study_explorer": (kd.study_explorer, "runs table"),
     "summarize": (lambda x: summarize(x, "alone"), "runs table"),
     "plot_arms": (plot_arms, "summary table"),

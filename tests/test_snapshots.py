@@ -19,7 +19,13 @@ def _report(info, seed):
 
 
 def _same(a: ICCReport, b: ICCReport):
-    assert a.info == b.info and a.tau == b.tau and a.n == b.n and a.sigma2 == b.sigma2 and a.group_mass == b.group_mass
+    assert (
+        a.info == b.info
+        and a.tau == b.tau
+        and a.n == b.n
+        and a.secondary_std == b.secondary_std
+        and a.group_mass == b.group_mass
+    )
     assert torch.equal(a.sums, b.sums) and torch.equal(a.counts, b.counts)
 
 

@@ -23,7 +23,7 @@ def test_digits_end_to_end_learns_far_below_chance():
         "test_top1_err",
         "val_top5_err",
         "lr",
-        "val_sigma2",
+        "val_secondary_std",
     } <= set(h)
     assert h["val_top1_err"].min() < 0.2  # chance is 0.9
     assert h["train_icc_teacher"].iloc[0] == 0.0 and h["train_icc_teacher"].iloc[1] > 0  # off until epoch 0 ends

@@ -88,7 +88,7 @@ def test_study_explorer_filters_arms():
             "seed": [0, 1, 0, 1, 0],
             "val_top1_err": [0.1] * 5,
             "test_top1_err": [0.1, 0.12, 0.2, 0.22, 0.3],
-            "teacher_sigma2": [0.05, 0.05, 0.02, 0.03, float("nan")],
+            "teacher_secondary_std": [0.05, 0.05, 0.02, 0.03, float("nan")],
         }
     )
     view = kd.study_explorer(runs)
@@ -155,7 +155,7 @@ def test_run_explorer_scrubs_epochs_of_runs_on_disk_while_one_still_trains(tiny_
         "teacher (epoch 1)\nminus student (epoch 1)",
     ]
     distance = icc_distance(teacher[1], student[1])["icc_distance"]
-    assert f"{distance:.4f}" in view.note.value and f"{student[1].sigma2:.4g}" in view.note.value
+    assert f"{distance:.4f}" in view.note.value and f"{student[1].secondary_std:.4g}" in view.note.value
     assert list(focus.options) == ["a", "b", "c", "d"] and focus.value == "a"
     assert "class a goes to" in view.note.value and "group mass" in view.note.value  # tiny_info has groups
     focus.value = "b"

@@ -114,3 +114,14 @@ def write_tiny_imagenet(base: Path, *, per_class: int = 4) -> None:
     (base / "val" / "val_annotations.txt").write_text("".join(lines))
     (base / "test" / "images").mkdir(parents=True)
     write_jpeg(base / "test" / "images" / "test_0.JPEG", (1, 2, 3))  # unlabelled, ignored
+
+
+def write_sample_data(root: str | Path) -> Path:
+    """Tiny CIFAR-100 and Tiny ImageNet files under `root` (cifar-100-python/ and tiny-imagenet-200/),
+    in their real formats: load_dataset("cifar100", root=root) and load_dataset("tiny_imagenet",
+    root=root) read them. For a smoke run of the paper-scale recipes without the data sets; the
+    pixels carry no signal, so such a run checks the code path, not a result. Returns `root`."""
+    root = Path(root)
+    write_cifar100(root / "cifar-100-python")
+    write_tiny_imagenet(root / "tiny-imagenet-200")
+    return root

@@ -31,6 +31,7 @@ import pandas as pd
 from ..atomic import atomic_write
 from ..correlation import ICCReport, icc_distance, icc_of_logits, true_icc
 from ..data import DatasetSplits, load_dataset
+from ..deprecations import with_new_keys
 from ..device import resolve_device
 from ..inference import predict_logits, topk_errors
 from ..models import build_model
@@ -196,12 +197,12 @@ def execute(run: Run, experiment: Experiment, out: Path, *, device=None, data_ro
             test_top1_err=best["test_top1_err"],
             train_seconds=float(result.history["train_seconds"].sum()),
         )
-    row.update(sigma2=report.sigma2, group_mass=report.group_mass, **_truth_scores(report))
+    row.update(secondary_std=report.secondary_std, group_mass=report.group_mass, **_truth_scores(report))
     if run.teacher is not None:
         teacher_model, _ = load_model(checkpoint_of(run.teacher, out), dev)
         teacher_report, teacher_err = _test_measures(teacher_model, role_data, dev, experiment.icc_tau)
         row.update(
-            teacher_sigma2=teacher_report.sigma2,
+            teacher_secondary_std=teacher_report.secondary_std,
             teacher_group_mass=teacher_report.group_mass,
             teacher_test_top1_err=teacher_err,
             **{f"teacher_{k}": v for k, v in _truth_scores(teacher_report).items()},
@@ -246,7 +247,7 @@ def collect(experiment: Experiment, out_dir: str | os.PathLike) -> pd.DataFrame:
         for run in plan(experiment)
         if (out / run.path / "result.json").exists()
     ]
-    return pd.DataFrame([{k: v for k, v in row.items() if k != "spec"} for row in rows])
+    return pd.DataFrame([{k: v for k, v in with_new_keys(row).items() if k != "spec"} for row in rows])
 
 
 def load_run_model(

@@ -12,13 +12,14 @@ import re
 
 import pandas as pd
 
+from ..deprecations import with_new_columns
 from ..inputs import read_table
 
 MEANS = [
-    "sigma2",
+    "secondary_std",
     "group_mass",
     "teacher_test_top1_err",
-    "teacher_sigma2",
+    "teacher_secondary_std",
     "teacher_group_mass",
     "icc_distance",
     "icc_pearson",
@@ -62,9 +63,9 @@ def summarize(runs: pd.DataFrame, baseline: str | None) -> pd.DataFrame:
     """One row per arm at its chosen variant. Errors in %: mean and standard error over seeds of
     the validation and test error; for students, the paired test-error difference to `baseline`
     (negative: better than the baseline), its standard error and z = diff / se over the seeds both
-    arms ran (without a baseline, none); the teacher's error, sigma2, group mass and the teacher-student ICC distance.
-    `runs` may also be a sweep folder (its runs.csv)."""
-    runs = read_table(runs, "summarize")
+    arms ran (without a baseline, none); the teacher's error, secondary std, group mass and the teacher-student ICC
+    distance. `runs` may also be a sweep folder (its runs.csv)."""
+    runs = with_new_columns(read_table(runs, "summarize"))  # a runs.csv written before the rename reads too
     chosen = select_variants(runs)
     picked = runs[runs["variant"] == runs["arm"].map(chosen)]
     base = picked[picked["arm"] == baseline].set_index("seed")["test_top1_err"]

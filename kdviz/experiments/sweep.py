@@ -164,10 +164,10 @@ def _run_on_ray(tasks: list[list], bar, address: str | None, device) -> None:
 
 def write_results(experiment: Experiment, runs: pd.DataFrame, out: Path) -> pd.DataFrame:
     """Write runs.csv (the tidy table), summary.csv, verdict.txt (with a baseline) and
-    error_vs_sigma2.png (with students that learn from a teacher); on a dataset with a known truth
-    (`planted`), truth.csv (kdviz.experiments.truth.truth_table), the truth's answers in verdict.txt and
-    error_vs_truth.png; return the summary."""
-    from ..experiment_plots import plot_error_vs_sigma2
+    error_vs_secondary_std.png (with students that learn from a teacher); on a dataset with a known
+    truth (`planted`), truth.csv (kdviz.experiments.truth.truth_table), the truth's answers in
+    verdict.txt and error_vs_truth.png; return the summary."""
+    from ..experiment_plots import plot_error_vs_secondary_std
 
     summary = summarize(runs, experiment.baseline)
     atomic_write(out / "runs.csv", runs.to_csv(index=False))
@@ -179,13 +179,13 @@ def write_results(experiment: Experiment, runs: pd.DataFrame, out: Path) -> pd.D
         atomic_write(out / "truth.csv", table.to_csv())
         text = "\n".join(t for t in (text, truth_verdict(experiment, runs, table)) if t)
         students = [a for a in table.index if a in set(runs["arm"])]
-        fig = plot_error_vs_sigma2(runs, summary, arms=students, measure="teacher_truth_distance")
+        fig = plot_error_vs_secondary_std(runs, summary, arms=students, measure="teacher_truth_distance")
         fig.savefig(out / "error_vs_truth.png", dpi=110, bbox_inches="tight")
     if text:
         atomic_write(out / "verdict.txt", text + "\n")
-    if "teacher_sigma2" in runs and runs.loc[runs["role"] == "student", "teacher_sigma2"].notna().any():
-        fig = plot_error_vs_sigma2(runs, summary, arms=experiment.teacher_comparison_arms() or None)
-        fig.savefig(out / "error_vs_sigma2.png", dpi=110, bbox_inches="tight")
+    if "teacher_secondary_std" in runs and runs.loc[runs["role"] == "student", "teacher_secondary_std"].notna().any():
+        fig = plot_error_vs_secondary_std(runs, summary, arms=experiment.teacher_comparison_arms() or None)
+        fig.savefig(out / "error_vs_secondary_std.png", dpi=110, bbox_inches="tight")
     return summary
 
 
@@ -204,7 +204,7 @@ def report(experiment: Experiment, runs: pd.DataFrame, out: Path) -> pd.DataFram
     print(
         f"\nWrote {out}/: runs.csv, summary.csv"
         + (", verdict.txt" if experiment.baseline else "")
-        + (", error_vs_sigma2.png" if (out / "error_vs_sigma2.png").exists() else "")
+        + (", error_vs_secondary_std.png" if (out / "error_vs_secondary_std.png").exists() else "")
         + (", truth.csv, error_vs_truth.png" if (out / "truth.csv").exists() else "")
     )
     return summary

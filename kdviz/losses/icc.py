@@ -120,7 +120,7 @@ def secondary_entropy(logits: torch.Tensor, targets: torch.Tensor, tau: float = 
 
     logits [B, C], targets [B] -> scalar. q_i is the softmax over sample i's non-target logits at
     temperature tau: 1 when the wrong classes share the rest equally, near 0 when one wrong class
-    takes it all. Minimising it spreads the secondary probabilities apart (raises sigma2); pair it
+    takes it all. Minimising it spreads the secondary probabilities apart (raises the secondary std); pair it
     with "icc_teacher", which keeps that spread consistent within each class. C = 2 raises a
     ValueError: the single non-target class has no spread to shape (log(C - 1) = 0).
     """

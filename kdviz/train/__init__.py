@@ -5,6 +5,7 @@ from __future__ import annotations
 from .checkpoint import CheckpointError, atomic_save, load_checkpoint, load_model
 from .config import SCHEDULES, TrainConfig
 from .loop import train
+from .order import batch_order, initial_model
 from .result import TrainResult
 from .teacher import TeacherLike
 
@@ -25,7 +26,9 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "atomic_save",
+    "batch_order",
     "distill",
+    "initial_model",
     "load_checkpoint",
     "load_model",
     "train",

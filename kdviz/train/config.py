@@ -31,7 +31,7 @@ class TrainConfig:
     gamma: float = 0.1
     warmup_epochs: int = 0
     seed: int = 0
-    icc_tau: float = 4.0  # temperature of the per-epoch ICC snapshot and sigma2 in the history
+    icc_tau: float = 4.0  # temperature of the per-epoch ICC snapshot and secondary std in the history
     augment: bool = True  # the dataset's training augmentation (crop + flip for CIFAR-like data), if it has one
     # amp and compile act on CUDA only (elsewhere they are ignored, so CPU results never depend on
     # them). channels_last (NHWC memory) acts on every device; None (the default) turns it on for

@@ -196,14 +196,14 @@ def _kept(run: Run, epoch: int) -> str:
 def evaluate(run: Run, with_test: bool) -> tuple[dict, ICCReport]:
     """Loss and top-1/top-5 error of the model on the validation split (its fixed subset of
     cfg.val_subset images, when set) and, when `with_test`, on the test split, with the ICC of its
-    validation predictions and their sigma2 (and group mass, where the dataset has groups; and the
-    ICC's distance and rank correlation to the true ICC, where the dataset has one: `planted`)."""
+    validation predictions and their secondary std (and group mass, where the dataset has groups; and
+    the ICC's distance and rank correlation to the true ICC, where the dataset has one: `planted`)."""
     data, dev = run.data, run.device
     row, logits, labels = split_scores(run, validation_part(data, run.cfg), "val")
     acc = ICCAccumulator(data.info, run.cfg.icc_tau, device=dev, truth=true_icc(data, run.cfg.icc_tau))
     acc.update(logits, labels)
     report = acc.report()
-    row["val_sigma2"] = report.sigma2
+    row["val_secondary_std"] = report.secondary_std
     if report.group_mass is not None:
         row["val_group_mass"] = report.group_mass
     if report.truth is not None:

@@ -13,12 +13,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import random
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
@@ -28,12 +26,12 @@ from ..data.base import DatasetSplits
 from ..data.loader import fit_batch_size
 from ..device import resolve_device
 from ..losses import Objective
-from ..models import build_model
 from ..threads import training_threads
 from .config import DISK_CACHE_IMAGES, TrainConfig, make_optimizer
 from .distributed import setup_distributed, wrap_model
 from .epoch import evaluate, example_outputs, split_scores, train_epoch
 from .lock import RunLock
+from .order import initial_model, shuffle_generator
 from .result import TrainResult
 from .run import Run, check_run_dir, recorded_choices, restore, run_config, save_run, write_config, write_metrics
 from .teacher import TeacherLike, resolve_teacher
@@ -85,8 +83,7 @@ def train(
         "image_shape": list(data.info.image_shape),
     }
     name = name or f"{model}:{objective.describe()}"
-    _seed_everything(cfg.seed)
-    core = build_model(spec["name"], spec["num_classes"], tuple(spec["image_shape"]), **spec["kwargs"]).to(dev)
+    core = initial_model(model, data, cfg.seed, **spec["kwargs"]).to(dev)
     # What kdviz decides for this run (the layout, the teacher cache), as config.json records it.
     cfg = _resolve(cfg, objective, data, core, dev, Path(out_dir) if out_dir is not None and resume else None)
     if cfg.channels_last:  # in place: the teacher runs on the student's NHWC batches
@@ -114,7 +111,7 @@ def train(
         ctx=ctx,
         opt=opt,
         sched=sched,
-        shuffle_gen=torch.Generator().manual_seed(cfg.seed),
+        shuffle_gen=shuffle_generator(cfg.seed),
         # Its own generator per rank, so that ranks' shuffles stay in step whatever their shard sizes.
         augment_gen=torch.Generator().manual_seed(cfg.seed * 1009 + ctx.rank + 1),
         run_dir=Path(out_dir) if out_dir is not None else None,
@@ -241,9 +238,3 @@ def _check_splits(data: DatasetSplits) -> None:
                 f"the {split} split of {data.info.name} is empty (0 images); load it with a larger "
                 "n_train / train_fraction / val_fraction, or check the dataset's files"
             )
-
-
-def _seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)

@@ -17,6 +17,7 @@ from .._version import __version__
 from ..atomic import atomic_write
 from ..correlation import ICCReport, true_icc
 from ..data.base import DatasetSplits
+from ..deprecations import with_new_keys
 from ..losses import Objective
 from .checkpoint import atomic_save, load_checkpoint, model_checkpoint
 from .config import TrainConfig
@@ -151,7 +152,7 @@ def save_run(run: Run, improved: bool, keep: bool) -> None:
             shuffle_rng=run.shuffle_gen.get_state(),
             augment_rng=run.augment_gen.get_state(),
             rng=rng_states(),
-            snapshots=[(r.sums, r.counts, r.sigma2, r.group_mass, r.n) for r in p.snapshots],
+            snapshots=[(r.sums, r.counts, r.secondary_std, r.group_mass, r.n) for r in p.snapshots],
             teacher=run.teacher.identity if run.teacher is not None else None,
         ),
         run.run_dir / "last.pt",
@@ -190,7 +191,7 @@ def restore(run: Run, path: Path) -> Progress:
     set_rng_states(ckpt["rng"])
     return Progress(
         next_epoch=ckpt["next_epoch"],
-        history=ckpt["history"],
+        history=[with_new_keys(row) for row in ckpt["history"]],  # last.pt of an earlier kdviz resumes too
         best_val=tuple(ckpt["best_val"]),
         best_epoch=ckpt["best_epoch"],
         best_weights=ckpt["best_weights"],

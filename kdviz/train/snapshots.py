@@ -16,6 +16,7 @@ import pandas as pd
 import torch
 
 from ..correlation import ICCReport
+from ..deprecations import with_new_columns
 
 SNAPSHOT_DIR = "icc"
 
@@ -92,7 +93,7 @@ def _read_history(path: Path, previous: pd.DataFrame) -> pd.DataFrame:
     # metrics.csv is rewritten in place after each epoch, so a read can catch it half-written: keep
     # the previous history then, and drop a last row cut short (its final column is empty).
     try:
-        history = pd.read_csv(path)
+        history = with_new_columns(pd.read_csv(path))  # metrics.csv of an earlier kdviz reads too
     except (FileNotFoundError, pd.errors.EmptyDataError, pd.errors.ParserError):
         return previous
     return history[history.iloc[:, -1].notna()].reset_index(drop=True) if len(history.columns) else previous

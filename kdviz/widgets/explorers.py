@@ -6,7 +6,8 @@ from collections.abc import Mapping
 
 import pandas as pd
 
-from ..experiment_plots import plot_error_vs_sigma2
+from ..deprecations import with_new_columns
+from ..experiment_plots import plot_error_vs_secondary_std
 from ..inputs import open_runs, read_table, selected_icc
 from ..plots import plot_error_curves, plot_icc, plot_icc_comparison
 from .view import FigureView, w
@@ -64,18 +65,18 @@ def curves_explorer(runs) -> FigureView:
 
 
 def study_explorer(runs: pd.DataFrame | str, summary: pd.DataFrame | str | None = None) -> FigureView:
-    """Pick student arms of an experiment grid; see their error against the teacher's sigma2.
+    """Pick student arms of an experiment grid; see their error against the teacher's secondary std.
     `runs` and `summary` may also be a sweep folder (its runs.csv, summary.csv)."""
-    runs = read_table(runs, "study_explorer")
+    runs = with_new_columns(read_table(runs, "study_explorer"))  # a runs.csv from before the rename too
     summary = None if summary is None else read_table(summary, "study_explorer", "summary")
-    if "teacher_sigma2" not in runs or "role" not in runs:
+    if "teacher_secondary_std" not in runs or "role" not in runs:
         raise ValueError(
             "study_explorer: the runs table has no student that learns from a teacher "
-            "(no 'role' and 'teacher_sigma2' columns): run a grid with student arms first"
+            "(no 'role' and 'teacher_secondary_std' columns): run a grid with student arms first"
         )
-    arms = list(dict.fromkeys(runs.loc[(runs["role"] == "student") & runs["teacher_sigma2"].notna(), "arm"]))
+    arms = list(dict.fromkeys(runs.loc[(runs["role"] == "student") & runs["teacher_secondary_std"].notna(), "arm"]))
 
     def show(selected):
-        return plot_error_vs_sigma2(runs, summary, arms=list(selected) or arms)
+        return plot_error_vs_secondary_std(runs, summary, arms=list(selected) or arms)
 
     return FigureView(show, {"selected": w.SelectMultiple(options=arms, value=tuple(arms), description="arms", rows=8)})

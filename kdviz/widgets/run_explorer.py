@@ -23,7 +23,7 @@ def run_explorer(runs, teacher: str | None = None, model: str | None = None) -> 
     sweep folder (kdviz.inputs; a run with no finished epoch yet is shown as waiting). Controls: which runs'
     curves to show; a teacher (or none) and a model; the epoch (the validation ICC the trainer
     saved after it); secondary or full ICC; clustered class order; a class, whose most confused
-    classes are listed (`teacher` and `model` name the runs picked first). Under the figures: sigma2, group mass and validation error of both models
+    classes are listed (`teacher` and `model` name the runs picked first). Under the figures: secondary std, group mass and validation error of both models
     at that epoch, and their ICC distance. Run directories are read again at every change (and on
     `reload`), so a run still training shows its new epochs; the teacher is shown at the same
     epoch, or at its last one if it has not got there. On a dataset with a known truth (`planted`), a
@@ -109,7 +109,7 @@ def _numbers(pair: dict, records: dict[str, RunRecord], focus: str | None) -> st
             "run": name,
             "epoch": epoch,
             "val error (%)": None if error is None else 100 * error,
-            "sigma2": report.sigma2,
+            "secondary std": report.secondary_std,
             "group mass": report.group_mass,
             "distance to truth": report.truth_distance,
             "rank r with truth": report.truth_rank,
