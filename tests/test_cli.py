@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pandas as pd
+import pytest
 
 from kdviz.cli import main
 from kdviz.experiments import grid as grid_module
