@@ -20,7 +20,7 @@ from .device import resolve_device
 from .live import LiveCurves
 from .losses import LOSS_TERMS, PRESETS, Objective
 from .models import MODELS, build_model
-from .train import TrainConfig, TrainResult, distill, load_model, train, train_teacher
+from .train import Output, TrainConfig, TrainResult, distill, load_model, train, train_teacher
 
 _threads.remember_torch_threads()
 
@@ -48,6 +48,7 @@ __all__ = [
     "LiveCurves",
     "MODELS",
     "Objective",
+    "Output",
     "PRESETS",
     "TrainConfig",
     "TrainResult",

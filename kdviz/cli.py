@@ -161,9 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train-teacher", help="train a teacher (default: CE + ICC regulariser)")
     _add_training(t, "teacher")
-    t.set_defaults(run=_cmd_train)
+    t.set_defaults(run=_cmd_train, cache_dir=None)
 
-    from .train.config import DISK_CACHE_IMAGES
+    from .train.teacher import DISK_CACHE_IMAGES
 
     d = sub.add_parser("distill", help="train a student from a teacher checkpoint")
     _add_training(d, "student")
@@ -282,7 +282,7 @@ def _cmd_quickstart(args) -> None:
     )
 
 
-def run_settings(args, recipe) -> tuple[dict, dict]:
+def command_settings(args, recipe) -> tuple[dict, dict]:
     """(load_dataset keywords, train keywords) of a parsed train-teacher or distill command line:
     the recipe's (an experiment's teacher or student) values, replaced by those of the flags given."""
     from .losses import Objective
@@ -312,26 +312,17 @@ def run_settings(args, recipe) -> tuple[dict, dict]:
 def _cmd_train(args, teacher=None) -> None:
     from .data import load_dataset
     from .experiments import load_experiment
-    from .train import train
+    from .train import Output, train
 
     recipe = load_experiment(args.recipe or "default")
-    data_kwargs, settings = run_settings(args, recipe)
+    data_kwargs, settings = command_settings(args, recipe)
     if args.recipe:
         print(f"recipe {recipe.name}: {recipe.description}")
     data = load_dataset(root=args.data_root, **data_kwargs)
     if args.resume and not (Path(args.out) / "last.pt").is_file():
         print(f"nothing to resume in {args.out} (no last.pt); starting a new run", file=sys.stderr)
-    extra = {"cache_dir": args.cache_dir} if teacher is not None else {}
-    result = train(
-        data,
-        **settings,
-        teacher=teacher,
-        device=args.device,
-        out_dir=args.out,
-        resume=args.resume,
-        progress=not args.no_progress,
-        **extra,
-    )
+    output = Output(out_dir=args.out, resume=args.resume, progress=not args.no_progress, cache_dir=args.cache_dir)
+    result = train(data, **settings, teacher=teacher, device=args.device, output=output)
     best = result.best
     print(f"{data.summary()}\nobjective: {result.objective}")
     print(

@@ -21,7 +21,7 @@ from torch import nn
 from .data.base import DatasetInfo, DatasetSplits
 from .device import resolve_device
 from .inference import predict_logits
-from .losses.classic import _check_tau
+from .losses.checks import check_tau
 from .losses.icc import class_sums, icc_from_sums, nontarget_log_probs, secondary_icc
 
 
@@ -55,7 +55,7 @@ class ICCAccumulator:
     """Sums of Y^T P, class counts, sigma2 and group mass over batches; `report()` divides once."""
 
     def __init__(self, info: DatasetInfo, tau: float = 4.0, device: torch.device | str = "cpu"):
-        _check_tau(tau)
+        check_tau(tau)
         self.info, self.tau = info, tau
         c = info.num_classes
         groups = info.class_to_group()

@@ -14,7 +14,7 @@ import pandas as pd
 from .correlation import ICCReport, extract_icc
 from .device import resolve_device
 from .experiments import Experiment, plan
-from .experiments.grid import Run, checkpoint_of, run_data
+from .experiments.grid import GridRun, checkpoint_of, run_data
 from .experiments.sweep import write_results
 from .train import load_model
 
@@ -57,10 +57,10 @@ def print_table(experiment: Experiment, runs: pd.DataFrame, out: Path) -> pd.Dat
     return table
 
 
-def _first_runs(experiment: Experiment, seed: int | None) -> dict[str, Run]:
+def _first_runs(experiment: Experiment, seed: int | None) -> dict[str, GridRun]:
     """Arm name -> its first run on `seed` (default: the experiment's first), or on the arm's own seed."""
     seed = experiment.seeds[0] if seed is None else seed
-    picked: dict[str, Run] = {}
+    picked: dict[str, GridRun] = {}
     for run in plan(experiment):
         own = experiment.arm_seeds(run.arm)
         if run.arm.name not in picked and run.seed == (seed if seed in own else own[0]):

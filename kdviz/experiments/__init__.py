@@ -1,7 +1,7 @@
 """Experiments: one TOML description of models trained with objectives (arms x variants x seeds),
 the grid of its runs, a sweep that runs them (one process, N processes, or Ray), and summaries."""
 
-from .grid import Run, collect, load_run_model, plan
+from .grid import GridRun, collect, load_run_model, plan
 from .load import ExperimentError, add_arms, experiment_names, experiment_path, load_experiment
 from .spec import Arm, Experiment, Role
 from .summary import select_variants, summarize, swept, verdict
@@ -11,9 +11,9 @@ __all__ = [
     "Arm",
     "Experiment",
     "ExperimentError",
+    "GridRun",
     "add_arms",
     "Role",
-    "Run",
     "collect",
     "experiment_names",
     "experiment_path",

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from ..atomic import atomic_write
 from ..threads import worker_environment
-from .grid import Run, collect, execute, is_finished, plan, snapshot_epochs
+from .grid import GridRun, collect, execute, is_finished, plan, snapshot_epochs
 from .spec import Experiment
 from .summary import summarize, verdict
 
@@ -76,13 +76,13 @@ def run_sweep(
     return collect(experiment, out)
 
 
-def waves(todo: list[Run]) -> list[list[Run]]:
+def waves(todo: list[GridRun]) -> list[list[GridRun]]:
     """`todo` in waves: a run is in the wave after the latest one holding a run it learns from."""
     depth: dict[int, int] = {}
     for run in todo:  # plan() lists every run after its teacher
         teacher = run.teacher
         depth[id(run)] = depth[id(teacher)] + 1 if teacher is not None and id(teacher) in depth else 0
-    grouped: dict[int, list[Run]] = {}
+    grouped: dict[int, list[GridRun]] = {}
     for run in todo:
         grouped.setdefault(depth[id(run)], []).append(run)
     return [grouped[d] for d in sorted(grouped)]

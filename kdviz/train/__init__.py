@@ -5,6 +5,7 @@ from __future__ import annotations
 from .checkpoint import CheckpointError, atomic_save, load_checkpoint, load_model
 from .config import SCHEDULES, TrainConfig
 from .loop import train
+from .output import Output
 from .result import TrainResult
 from .teacher import TeacherLike
 
@@ -21,6 +22,7 @@ def distill(data, teacher: TeacherLike, model: str = "cnn", objective="kd", **kw
 
 __all__ = [
     "CheckpointError",
+    "Output",
     "SCHEDULES",
     "TrainConfig",
     "TrainResult",
