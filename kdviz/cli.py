@@ -84,12 +84,11 @@ _SEED = _int_from(0, 2**32 - 1)
 
 
 def _add_training(p: argparse.ArgumentParser, role: str) -> None:
-    from .experiments import experiment_names, load_experiment
+    from .experiments.files import experiment_names, recipe_values
 
     # Flags default to None, so that a flag given can be told from one left to the recipe; the help
     # shows the values of the `default` recipe, which is today's command line without --recipe.
-    default = load_experiment("default")
-    kw = default.train_kwargs(role)
+    kw = recipe_values("default", role)
 
     def dflt(value) -> str:
         return f"(default: the recipe's; without --recipe {value})"
@@ -100,7 +99,7 @@ def _add_training(p: argparse.ArgumentParser, role: str) -> None:
         help=f"a named experiment ({', '.join(experiment_names())}) or a .toml file: its [{role}] gives the "
         "values of every flag below that is not given (default: the recipe named default)",
     )
-    p.add_argument("--dataset", help=f"dataset name {dflt(default.dataset)}")
+    p.add_argument("--dataset", help=f"dataset name {dflt(kw['dataset'])}")
     p.add_argument("--data-root", default=None, help="where the dataset's files are (default: $KDVIZ_DATA or ./data)")
     p.add_argument("--n-train", type=_COUNT, help=f"train on a stratified subset of this many images {dflt('all')}")
     p.add_argument("--model", help=f"model name {dflt(kw['model'])}")
@@ -163,8 +162,6 @@ def build_parser() -> argparse.ArgumentParser:
     _add_training(t, "teacher")
     t.set_defaults(run=_cmd_train, cache_dir=None)
 
-    from .train.teacher import DISK_CACHE_IMAGES
-
     d = sub.add_parser("distill", help="train a student from a teacher checkpoint")
     _add_training(d, "student")
     d.add_argument("--teacher", required=True, help="teacher checkpoint (a best.pt written by train-teacher)")
@@ -180,8 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--cache-dir",
         default=None,
         help="also keep the teacher's logits on disk there, for the next student of that "
-        f"teacher (default: in memory below {DISK_CACHE_IMAGES:,} training images, else "
-        "$KDVIZ_CACHE or ~/.cache/kdviz/teacher_logits)",
+        "teacher (default: in memory for a small training split, below 10,000 images "
+        "(kdviz.train.teacher.DISK_CACHE_IMAGES), else also in $KDVIZ_CACHE or ~/.cache/kdviz/teacher_logits)",
     )
     d.set_defaults(run=lambda args: _cmd_train(args, teacher=args.teacher))
 

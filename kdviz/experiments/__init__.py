@@ -1,29 +1,19 @@
 """Experiments: one TOML description of models trained with objectives (arms x variants x seeds),
-the grid of its runs, a sweep that runs them (one process, N processes, or Ray), and summaries."""
+the grid of its runs, a sweep that runs them (one process, N processes, or Ray), and summaries.
 
-from .grid import GridRun, collect, load_run_model, plan
-from .load import ExperimentError, add_arms, experiment_names, experiment_path, load_experiment
-from .spec import Arm, Experiment, Role
-from .summary import select_variants, summarize, swept, verdict
-from .sweep import report, run_sweep
+The names below load on first use (kdviz/lazy.py): importing this package imports no torch.
+"""
 
-__all__ = [
-    "Arm",
-    "Experiment",
-    "ExperimentError",
-    "GridRun",
-    "add_arms",
-    "Role",
-    "collect",
-    "experiment_names",
-    "experiment_path",
-    "load_experiment",
-    "load_run_model",
-    "plan",
-    "report",
-    "run_sweep",
-    "select_variants",
-    "summarize",
-    "swept",
-    "verdict",
-]
+from ..lazy import lazy_exports
+
+_EXPORTS = {
+    **dict.fromkeys(("GridRun", "collect", "load_run_model", "plan"), "grid"),
+    **dict.fromkeys(("ExperimentError", "add_arms", "load_experiment"), "load"),
+    **dict.fromkeys(("experiment_names", "experiment_path"), "files"),
+    **dict.fromkeys(("Arm", "Experiment", "Role"), "spec"),
+    **dict.fromkeys(("select_variants", "summarize", "swept", "verdict"), "summary"),
+    **dict.fromkeys(("report", "run_sweep"), "sweep"),
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+
+__all__ = sorted(_EXPORTS)

@@ -142,17 +142,21 @@ def _run_on_ray(tasks: list[list], bar, address: str | None, device) -> None:
 
 def write_results(experiment: Experiment, runs: pd.DataFrame, out: Path) -> pd.DataFrame:
     """Write runs.csv (the tidy table), summary.csv, verdict.txt (with a baseline) and
-    error_vs_sigma2.png (with students that learn from a teacher); return the summary."""
-    from ..experiment_plots import plot_error_vs_sigma2
-
+    error_vs_sigma2.png (with students that learn from a teacher; kept when runs.csv is
+    unchanged, so that a rerun of a finished sweep draws nothing); return the summary."""
     summary = summarize(runs, experiment.baseline)
-    atomic_write(out / "runs.csv", runs.to_csv(index=False))
+    table, figure = runs.to_csv(index=False), out / "error_vs_sigma2.png"
+    unchanged = (out / "runs.csv").is_file() and (out / "runs.csv").read_text() == table and figure.is_file()
+    atomic_write(out / "runs.csv", table)
     atomic_write(out / "summary.csv", summary.to_csv())
     if experiment.baseline is not None:
         atomic_write(out / "verdict.txt", verdict(summary, experiment.baseline) + "\n")
-    if "teacher_sigma2" in runs and runs.loc[runs["role"] == "student", "teacher_sigma2"].notna().any():
+    has_teachers = "teacher_sigma2" in runs and runs.loc[runs["role"] == "student", "teacher_sigma2"].notna().any()
+    if has_teachers and not unchanged:
+        from ..experiment_plots import plot_error_vs_sigma2  # matplotlib and seaborn: seconds to import
+
         fig = plot_error_vs_sigma2(runs, summary, arms=experiment.teacher_comparison_arms() or None)
-        fig.savefig(out / "error_vs_sigma2.png", dpi=110, bbox_inches="tight")
+        fig.savefig(figure, dpi=110, bbox_inches="tight")
     return summary
 
 
