@@ -6,9 +6,10 @@
 
 Each measure is the wall time of a fresh Python process, as a user's shell would start it, over
 several rounds (min / median / max), measured round-robin so that a change of the machine's load
-falls on every measure alike. The targets: `kdviz --help` <= 0.5 s; `import kdviz` and kdviz's
-API loaded (`import kdviz; kdviz.train`, which imports torch) <= `import torch` + 0.5 s;
-`kdviz quickstart` with every run finished <= 5 s. The report also lists the modules that
+falls on every measure alike. The targets (issue 21): `kdviz --help` <= 0.5 s; `import kdviz`
+<= `import torch` + 0.5 s; `kdviz quickstart` with every run finished <= 5 s. kdviz's API loaded
+(`import kdviz; kdviz.train`: torch, pandas and kdviz's training modules) is measured beside them,
+as what a notebook's first `kd.` call costs. The report also lists the modules that
 `python -X importtime` finds slowest to import with the API, and the load average around the
 measurement: timings on a busy machine are only an upper bound.
 """
@@ -41,7 +42,6 @@ QUICKSTART = "kdviz quickstart (every run finished)"
 TARGETS = [  # (measure, baseline measure or None, allowed seconds over the baseline or in all)
     ("kdviz --help", None, 0.5),
     ("import kdviz", "import torch", 0.5),
-    ("kdviz API (import kdviz; kdviz.train)", "import torch", 0.5),
     (QUICKSTART, None, 5.0),
 ]
 
