@@ -43,9 +43,11 @@ from torchvision import transforms
 import kdviz
 from kdviz.data import DatasetSplits, MissingDataError, Split, load_dataset
 from kdviz.data.base import DatasetInfo
+from kdviz.losses import Objective
 from kdviz.models import build_model, count_parameters
-from kdviz.train import train
-from kdviz.train.teacher_cache import load_or_build_teacher_cache, view_options
+from kdviz.train import TrainConfig, train
+from kdviz.train.teacher import teacher_source
+from kdviz.train.teacher_cache import load_or_build_teacher_cache
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TAU, ALPHA = 4.0, 0.9  # the "kd" preset: 0.1 CE + 0.9 KD at tau 4, in kdviz and in the reference loop
@@ -282,7 +284,7 @@ def paired_step_ratio(
     regulariser) get their target first, as they have from the second epoch on; a teacher's
     logits are computed once, as a cached teacher gives them."""
     from kdviz.data.loader import iterate_batches
-    from kdviz.losses import Objective, StepOutputs
+    from kdviz.losses import StepOutputs
 
     torch.manual_seed(args.seed)
     model = build_model(model_name, data.num_classes, data.info.image_shape, **model_kwargs).to(device)
@@ -360,6 +362,7 @@ def build_teacher_cache(data, teacher, args, device, cache_dir: Path) -> float:
     teacher = teacher.to(device).eval()
     if args.channels_last:
         teacher = teacher.to(memory_format=torch.channels_last)  # as train() does
+    cache_config = TrainConfig(seed=args.seed, teacher_cache=True, cache_views=args.cache_views)
     synchronize(device)
     start = time.perf_counter()
     load_or_build_teacher_cache(
@@ -367,12 +370,9 @@ def build_teacher_cache(data, teacher, args, device, cache_dir: Path) -> float:
         data.train,
         data.info,
         device,
+        teacher_source(cache_config, Objective.coerce("kd"), data, cache_dir).options,
         cache_dir=cache_dir,
         progress=False,
-        **view_options(data.info, True, args.cache_views),
-        seed=args.seed,
-        topk=0,
-        tau=TAU,
     )
     synchronize(device)
     return time.perf_counter() - start

@@ -73,7 +73,7 @@ def measure(args) -> dict:
         objective = Objective(spec)
         if objective.trainable:  # as train() does: the terms' parts fit the models, and train with the student
             with torch.no_grad():
-                objective.setup(step_outputs(student.eval(), teacher, objective.inputs, x, y, idx), data.train.labels)
+                objective.setup(step_outputs(student.eval(), teacher, objective, x, y, idx), data.train.labels)
             student.train()
         opt = torch.optim.SGD(
             [*student.parameters(), *objective.parameters()], lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4
@@ -114,7 +114,7 @@ def _step_fn(student, teacher, objective, opt, x, y, idx):
     def step() -> float:
         sync()
         start = time.perf_counter()
-        loss, _ = objective(step_outputs(student, teacher, objective.inputs, x, y, idx))
+        loss, _ = objective(step_outputs(student, teacher, objective, x, y, idx))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -27,6 +27,8 @@ _SETTING_FLAGS = (
     "teacher_cache",
 )
 _ROLE_OF_COMMAND = {"train-teacher": "teacher", "distill": "student"}
+# kdviz.models.published.SOURCES, written here so that the parser imports no torch (a test checks both agree)
+TEACHER_FORMATS = ("repdistiller", "mdistiller")
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -86,12 +88,11 @@ _SEED = _int_from(0, 2**32 - 1)
 
 
 def _add_training(p: argparse.ArgumentParser, role: str) -> None:
-    from .experiments import experiment_names, load_experiment
+    from .experiments.files import experiment_names, recipe_values
 
     # Flags default to None, so that a flag given can be told from one left to the recipe; the help
     # shows the values of the `default` recipe, which is today's command line without --recipe.
-    default = load_experiment("default")
-    kw = default.train_kwargs(role)
+    kw = recipe_values("default", role)
 
     def dflt(value) -> str:
         return f"(default: the recipe's; without --recipe {value})"
@@ -102,7 +103,7 @@ def _add_training(p: argparse.ArgumentParser, role: str) -> None:
         help=f"a named experiment ({', '.join(experiment_names())}) or a .toml file: its [{role}] gives the "
         "values of every flag below that is not given (default: the recipe named default)",
     )
-    p.add_argument("--dataset", help=f"dataset name {dflt(default.dataset)}")
+    p.add_argument("--dataset", help=f"dataset name {dflt(kw['dataset'])}")
     p.add_argument("--data-root", default=None, help="where the dataset's files are (default: $KDVIZ_DATA or ./data)")
     p.add_argument("--n-train", type=_COUNT, help=f"train on a stratified subset of this many images {dflt('all')}")
     p.add_argument("--model", help=f"model name {dflt(kw['model'])}")
@@ -163,10 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train-teacher", help="train a teacher (default: CE + ICC regulariser)")
     _add_training(t, "teacher")
-    t.set_defaults(run=_cmd_train)
-
-    from .models.published import SOURCES
-    from .train.config import DISK_CACHE_IMAGES
+    t.set_defaults(run=_cmd_train, cache_dir=None)
 
     d = sub.add_parser("distill", help="train a student from a teacher checkpoint")
     _add_training(d, "student")
@@ -180,7 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     d.add_argument(
         "--teacher-format",
-        choices=SOURCES,
+        choices=TEACHER_FORMATS,
         help="the project that wrote --teacher-checkpoint (needed with it)",
     )
     d.add_argument(
@@ -200,8 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--cache-dir",
         default=None,
         help="also keep the teacher's logits on disk there, for the next student of that "
-        f"teacher (default: in memory below {DISK_CACHE_IMAGES:,} training images, else "
-        "$KDVIZ_CACHE or ~/.cache/kdviz/teacher_logits)",
+        "teacher (default: in memory for a small training split, below 10,000 images "
+        "(kdviz.train.teacher.DISK_CACHE_IMAGES), else also in $KDVIZ_CACHE or ~/.cache/kdviz/teacher_logits)",
     )
     d.set_defaults(run=_cmd_train)
 
@@ -303,7 +301,7 @@ def _cmd_quickstart(args) -> None:
     )
 
 
-def run_settings(args, recipe) -> tuple[dict, dict]:
+def command_settings(args, recipe) -> tuple[dict, dict]:
     """(load_dataset keywords, train keywords) of a parsed train-teacher or distill command line:
     the recipe's (an experiment's teacher or student) values, replaced by those of the flags given."""
     from .losses import Objective
@@ -364,10 +362,10 @@ def _cmd_train(args) -> None:
     from .data import load_dataset
     from .experiments import load_experiment
     from .models.published import PublishedTeacher
-    from .train import train
+    from .train import Output, train
 
     recipe = load_experiment(args.recipe or "default")
-    data_kwargs, settings = run_settings(args, recipe)
+    data_kwargs, settings = command_settings(args, recipe)
     if args.recipe:
         print(f"recipe {recipe.name}: {recipe.description}")
     teacher = _teacher_of(args, recipe)
@@ -376,17 +374,8 @@ def _cmd_train(args) -> None:
         _check_published(teacher, data, args.device)
     if args.resume and not (Path(args.out) / "last.pt").is_file():
         print(f"nothing to resume in {args.out} (no last.pt); starting a new run", file=sys.stderr)
-    extra = {"cache_dir": args.cache_dir} if teacher is not None else {}
-    result = train(
-        data,
-        **settings,
-        teacher=teacher,
-        device=args.device,
-        out_dir=args.out,
-        resume=args.resume,
-        progress=not args.no_progress,
-        **extra,
-    )
+    output = Output(out_dir=args.out, resume=args.resume, progress=not args.no_progress, cache_dir=args.cache_dir)
+    result = train(data, **settings, teacher=teacher, device=args.device, output=output)
     best = result.best
     print(f"{data.summary()}\nobjective: {result.objective}")
     print(

@@ -22,7 +22,7 @@ from .data.base import DatasetInfo, DatasetSplits
 from .deprecations import renamed, warn_renamed
 from .device import resolve_device
 from .inference import predict_logits
-from .losses.classic import _check_tau
+from .losses.checks import check_tau
 from .losses.icc import class_sums, icc_from_sums, nontarget_log_probs, secondary_icc
 
 
@@ -65,7 +65,7 @@ class ICCAccumulator:
     def __init__(
         self, info: DatasetInfo, tau: float = 4.0, device: torch.device | str = "cpu", truth: torch.Tensor | None = None
     ):
-        _check_tau(tau)
+        check_tau(tau)
         self.info, self.tau, self.truth = info, tau, truth
         c = info.num_classes
         groups = info.class_to_group()

@@ -7,14 +7,17 @@ draws the ICC figures of one seed. The same functions read any experiment's swee
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
 
+from ._version import __version__
+from .atomic import atomic_write
 from .correlation import ICCReport, extract_icc
 from .device import resolve_device
 from .experiments import Experiment, plan
-from .experiments.grid import Run, checkpoint_of, run_data
+from .experiments.grid import GridRun, checkpoint_of, run_data
 from .experiments.sweep import write_results
 from .train import load_model
 
@@ -57,10 +60,10 @@ def print_table(experiment: Experiment, runs: pd.DataFrame, out: Path) -> pd.Dat
     return table
 
 
-def _first_runs(experiment: Experiment, seed: int | None) -> dict[str, Run]:
+def _first_runs(experiment: Experiment, seed: int | None) -> dict[str, GridRun]:
     """Arm name -> its first run on `seed` (default: the experiment's first), or on the arm's own seed."""
     seed = experiment.seeds[0] if seed is None else seed
-    picked: dict[str, Run] = {}
+    picked: dict[str, GridRun] = {}
     for run in plan(experiment):
         own = experiment.arm_seeds(run.arm)
         if run.arm.name not in picked and run.seed == (seed if seed in own else own[0]):
@@ -70,10 +73,33 @@ def _first_runs(experiment: Experiment, seed: int | None) -> dict[str, Run]:
 
 def save_figures(experiment: Experiment, out: Path, *, seed: int | None = None, device=None) -> list[Path]:
     """For one seed of a finished sweep: every model's secondary ICC heatmap (test split), each
-    taught model beside its teacher, and the teachers' and students' error curves."""
+    taught model beside its teacher, and the teachers' and students' error curves. Figures drawn
+    from the very same runs before (figures.json records which) are kept, not drawn again."""
+    runs = _first_runs(experiment, seed)
+    stamp = {"kdviz": __version__, "runs": _runs_stamp(runs, out)}
+    record = out / "figures.json"
+    if record.is_file():
+        drawn = json.loads(record.read_text())
+        if drawn.get("from") == stamp and all((out / name).is_file() for name in drawn["figures"]):
+            return [out / name for name in drawn["figures"]]
+    written = _draw_figures(experiment, runs, out, resolve_device(device))
+    atomic_write(record, json.dumps({"from": stamp, "figures": [p.name for p in written]}, indent=1))
+    return written
+
+
+def _runs_stamp(runs: dict[str, GridRun], out: Path) -> dict[str, list]:
+    """Arm -> [run folder, size and modification time of its result.json]: the figures' inputs
+    (a run that is trained again rewrites its result.json)."""
+    stamp = {}
+    for name, run in runs.items():
+        stat = (out / run.path / "result.json").stat()
+        stamp[name] = [str(run.path), stat.st_size, stat.st_mtime_ns]
+    return stamp
+
+
+def _draw_figures(experiment: Experiment, runs: dict[str, GridRun], out: Path, dev) -> list[Path]:
     from .plots import plot_error_curves, plot_icc, plot_icc_comparison
 
-    runs, dev = _first_runs(experiment, seed), resolve_device(device)
     reports: dict[str, ICCReport] = {}
     written = []
 

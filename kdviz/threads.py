@@ -17,7 +17,8 @@ changes remove that, each measured:
 
 A user's choice always wins: OMP_WAIT_POLICY is never changed once set, and the thread count is
 left alone when OMP_NUM_THREADS or MKL_NUM_THREADS is set or when torch.set_num_threads changed
-it from the value torch had when kdviz was imported. Where kdviz cannot act (torch imported
+it from the value torch had when it loaded (recorded then, by an import hook that `import kdviz`
+installs: kdviz itself loads torch only with its first `kd.<name>`, kdviz/lazy.py). Where kdviz cannot act (torch imported
 before kdviz), set OMP_WAIT_POLICY=PASSIVE yourself, or torch.set_num_threads(1).
 
 This module imports torch only inside functions: `import kdviz` calls set_wait_policy first.
@@ -26,6 +27,8 @@ This module imports torch only inside functions: `import kdviz` calls set_wait_p
 from __future__ import annotations
 
 import contextlib
+import importlib.abc
+import importlib.util
 import os
 import sys
 
@@ -47,12 +50,47 @@ def set_wait_policy(environ=os.environ) -> bool:
 
 
 def remember_torch_threads() -> None:
-    """Record torch's thread count as kdviz found it, to tell a later torch.set_num_threads apart."""
+    """Record torch's thread count as torch chose it, to tell a later torch.set_num_threads apart:
+    now if torch is loaded, else the moment it finishes loading, whoever imports it (`import
+    kdviz` loads no torch: kdviz/lazy.py). Later calls keep the first count."""
+    if "torch" not in sys.modules:
+        if not any(isinstance(f, _WhenTorchLoads) for f in sys.meta_path):
+            sys.meta_path.insert(0, _WhenTorchLoads())
+        return
     global _torch_threads_at_import
     import torch
 
     if _torch_threads_at_import is None:
         _torch_threads_at_import = torch.get_num_threads()
+
+
+class _WhenTorchLoads(importlib.abc.MetaPathFinder):
+    """An import hook that finds torch as usual, and has its loader record torch's thread count
+    right after torch's own code ran, before any user code can change it; it then leaves."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "torch":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(name)
+        if spec is not None and spec.loader is not None:
+            spec.loader = _ThenRemember(spec.loader)
+        return spec
+
+
+class _ThenRemember(importlib.abc.Loader):
+    def __init__(self, loader):
+        self.loader = loader
+
+    def create_module(self, spec):
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module):
+        self.loader.exec_module(module)
+        remember_torch_threads()
+
+    def __getattr__(self, name):  # get_source, get_resource_reader, ...: the real loader's
+        return getattr(self.loader, name)
 
 
 def user_chose_threads() -> bool:

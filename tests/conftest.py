@@ -1,3 +1,4 @@
+import contextlib
 import os
 
 import matplotlib
@@ -37,3 +38,40 @@ def tiny_data(tiny_info):
         return Split(images.to(torch.uint8), labels)
 
     return DatasetSplits(tiny_info, make(64), make(32), make(32))
+
+
+@pytest.fixture
+def interrupted_in_epoch(monkeypatch):
+    """interrupted_in_epoch(e): a context in which train() raises KeyboardInterrupt when it starts
+    epoch e, as a user's Ctrl-C would."""
+    from kdviz.train import loop
+
+    @contextlib.contextmanager
+    def interrupted(epoch):
+        real_epoch = loop.train_epoch
+
+        def dies(*args):
+            if args[-1] == epoch:
+                raise KeyboardInterrupt
+            return real_epoch(*args)
+
+        monkeypatch.setattr(loop, "train_epoch", dies)
+        try:
+            yield
+        finally:
+            monkeypatch.setattr(loop, "train_epoch", real_epoch)
+
+    return interrupted
+
+
+@pytest.fixture(scope="session")
+def write_experiment():
+    """write_experiment(folder, text, name="tiny.toml"): the experiment TOML `text` written to
+    folder/name, and that path (for load_experiment, run_sweep or `kdviz sweep`)."""
+
+    def write(folder, text, name="tiny.toml"):
+        path = folder / name
+        path.write_text(text)
+        return path
+
+    return write

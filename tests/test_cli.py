@@ -8,6 +8,7 @@ import sys
 import pandas as pd
 import pytest
 
+from kdviz import quickstart as quickstart_module
 from kdviz.cli import main
 from kdviz.experiments import grid as grid_module
 from kdviz.experiments import load_experiment
@@ -37,12 +38,20 @@ def test_quickstart_smoke_writes_every_file(tmp_path, capsys, monkeypatch):
             len(list((out / name).glob("*/seed_0/best.pt"))) == 1
             and len(list((out / name).glob("*/seed_0/metrics.csv"))) == 1
         )
-    # Started again, it reuses every finished run (nothing trains) and prints the same table.
+    # Started again, it reuses every finished run (nothing trains), prints the same table and keeps
+    # the figures drawn from those very runs.
     calls = []
-    monkeypatch.setattr(grid_module, "train", lambda *a, **k: calls.append(k["name"]))
+    monkeypatch.setattr(grid_module, "train", lambda *a, **k: calls.append(k["output"].name))
+    monkeypatch.setattr(quickstart_module, "_draw_figures", lambda *a: calls.append("figures"))
     assert main(["quickstart", "--smoke", "--out", str(out), "--no-progress", "--device", "cpu"]) == 0
     assert calls == []
     pd.testing.assert_frame_equal(pd.read_csv(out / "summary.csv", index_col="arm"), summary)
+    # A run trained again (its result.json rewritten) has its figures drawn again.
+    result = next(out.glob(f"{QUICKSTART[0]}/*/seed_0/result.json"))
+    result.write_text(result.read_text() + "\n")
+    monkeypatch.setattr(quickstart_module, "_draw_figures", lambda *a: calls.append("figures") or [])
+    assert main(["quickstart", "--smoke", "--out", str(out), "--no-progress", "--device", "cpu"]) == 0
+    assert calls == ["figures"]
 
 
 def test_train_distill_correlations_chain(tmp_path, capsys):

@@ -9,7 +9,6 @@ import sys
 import pandas as pd
 import pytest
 import torch
-from test_train import _interrupted_in_epoch  # tests/ is on sys.path: pytest's rootdir conftest
 
 from kdviz.data.base import DatasetSplits
 from kdviz.experiments import ExperimentError, load_experiment
@@ -17,6 +16,7 @@ from kdviz.inference import predict_logits
 from kdviz.losses import Objective
 from kdviz.models import build_model
 from kdviz.train import TrainConfig, train
+from kdviz.train.teacher import teacher_source
 
 pytestmark = pytest.mark.filterwarnings("ignore:the teacher is a bare CountingTeacher")  # a module on purpose
 SETTINGS = dict(model_kwargs={"width": 4}, epochs=3, seed=1, progress=False, batch_size=16)
@@ -59,19 +59,22 @@ def error(model, split, info) -> float:
 def test_settings_left_to_kdviz_resolve_as_documented(tiny_data):
     cnn, mlp = build_model("cnn", 4, (1, 4, 4), width=4), build_model("mlp", 4, (1, 4, 4))
     kd, ce, fitnet = Objective.coerce("kd"), Objective.coerce("ce"), Objective.coerce({"ce": 1, "fitnet": 1})
-    plain, aug = tiny_data.info, augmented(tiny_data).info
     cfg = TrainConfig()
     assert (cfg.channels_last, cfg.teacher_cache, cfg.eval_test, cfg.val_subset) == (None, None, False, 0)
-    assert cfg.resolved(plain, kd, cnn, CPU).channels_last is True  # convolutional, on a CPU
-    assert cfg.resolved(plain, kd, mlp, CPU).channels_last is False  # no convolution
-    assert cfg.resolved(plain, kd, cnn, torch.device("cuda")).channels_last is False  # unchanged on CUDA
-    assert cfg.resolved(plain, kd, mlp, CPU).teacher_cache is True  # exact: no augmentation
-    assert cfg.resolved(aug, kd, mlp, CPU).teacher_cache is False  # augmented: the online teacher
-    assert TrainConfig(augment=False).resolved(aug, kd, mlp, CPU).teacher_cache is True  # augmentation off: exact again
-    assert cfg.resolved(plain, fitnet, mlp, CPU).teacher_cache is False  # reads the teacher's features
-    assert cfg.resolved(plain, ce, mlp, CPU).teacher_cache is False  # no teacher at all
-    chosen = TrainConfig(channels_last=False, teacher_cache=True).resolved(aug, kd, cnn, CPU)
-    assert (chosen.channels_last, chosen.teacher_cache) == (False, True)  # what the user set wins (K views)
+    assert cfg.resolved(cnn, CPU).channels_last is True  # convolutional, on a CPU
+    assert cfg.resolved(mlp, CPU).channels_last is False  # no convolution
+    assert cfg.resolved(cnn, torch.device("cuda")).channels_last is False  # unchanged on CUDA
+    assert TrainConfig(channels_last=False).resolved(cnn, CPU).channels_last is False  # what the user set wins
+
+    def cached(cfg, data, objective):
+        return teacher_source(cfg, objective, data, cache_dir=None).cached
+
+    assert cached(cfg, tiny_data, kd) is True  # exact: no augmentation
+    assert cached(cfg, augmented(tiny_data), kd) is False  # augmented: the online teacher
+    assert cached(TrainConfig(augment=False), augmented(tiny_data), kd) is True  # augmentation off: exact again
+    assert cached(cfg, tiny_data, fitnet) is False  # reads the teacher's features
+    assert cached(cfg, tiny_data, ce) is False  # no teacher at all
+    assert cached(TrainConfig(teacher_cache=True), augmented(tiny_data), kd) is True  # what the user set wins (K views)
     with pytest.raises(ValueError, match="val_subset must be >= 0"):
         TrainConfig(val_subset=-1)
 
@@ -111,7 +114,7 @@ def test_with_augmentation_or_a_feature_term_the_default_teacher_is_online(tiny_
 
 def test_large_splits_and_a_given_cache_dir_keep_the_cache_on_disk(tiny_data, tmp_path, monkeypatch):
     monkeypatch.setenv("KDVIZ_CACHE", str(tmp_path / "default"))
-    monkeypatch.setattr(sys.modules["kdviz.train.loop"], "DISK_CACHE_IMAGES", len(tiny_data.train))
+    monkeypatch.setattr(sys.modules["kdviz.train.teacher"], "DISK_CACHE_IMAGES", len(tiny_data.train))
     train(tiny_data, "cnn", "kd", teacher=CountingTeacher(tiny_data.info), **SETTINGS)
     assert len(list((tmp_path / "default").glob("*.pt"))) == 1
     monkeypatch.undo()
@@ -149,10 +152,12 @@ def test_val_subset_evaluates_a_fixed_subset(tiny_data, tmp_path):
     assert json.loads((tmp_path / "run" / "config.json").read_text())["val_subset"] == k
 
 
-def test_resume_with_the_defaults_is_bit_identical_and_keeps_the_recorded_choices(tiny_data, tmp_path, monkeypatch):
+def test_resume_with_the_defaults_is_bit_identical_and_keeps_the_recorded_choices(
+    tiny_data, tmp_path, interrupted_in_epoch
+):
     teacher = CountingTeacher(tiny_data.info)
     full = train(tiny_data, "cnn", "kd", teacher=teacher, out_dir=tmp_path / "full", **SETTINGS)
-    with _interrupted_in_epoch(monkeypatch, 1), pytest.raises(KeyboardInterrupt):
+    with interrupted_in_epoch(1), pytest.raises(KeyboardInterrupt):
         train(tiny_data, "cnn", "kd", teacher=teacher, out_dir=tmp_path / "cut", **SETTINGS)
     resumed = train(tiny_data, "cnn", "kd", teacher=teacher, out_dir=tmp_path / "cut", resume=True, **SETTINGS)
     for a, b in zip(full.model.state_dict().values(), resumed.model.state_dict().values()):
@@ -162,7 +167,7 @@ def test_resume_with_the_defaults_is_bit_identical_and_keeps_the_recorded_choice
     # A run started in NCHW resumes in NCHW when channels_last is left to kdviz (as on another device).
     nchw = {**SETTINGS, "channels_last": False}
     full = train(tiny_data, "cnn", "ce", out_dir=tmp_path / "full_nchw", **nchw)
-    with _interrupted_in_epoch(monkeypatch, 1), pytest.raises(KeyboardInterrupt):
+    with interrupted_in_epoch(1), pytest.raises(KeyboardInterrupt):
         train(tiny_data, "cnn", "ce", out_dir=tmp_path / "cut_nchw", **nchw)
     resumed = train(tiny_data, "cnn", "ce", out_dir=tmp_path / "cut_nchw", resume=True, **SETTINGS)
     assert resumed.config.channels_last is False
@@ -195,8 +200,10 @@ def test_error_curves_show_a_test_split_evaluated_once_as_its_point(tiny_data):
     assert ys[result.best_epoch] == pytest.approx(100 * result.best["test_top1_err"])
 
 
-def test_a_run_of_an_older_kdviz_resumes_with_the_new_settings_at_their_defaults(tiny_data, tmp_path, monkeypatch):
-    with _interrupted_in_epoch(monkeypatch, 1), pytest.raises(KeyboardInterrupt):
+def test_a_run_of_an_older_kdviz_resumes_with_the_new_settings_at_their_defaults(
+    tiny_data, tmp_path, interrupted_in_epoch
+):
+    with interrupted_in_epoch(1), pytest.raises(KeyboardInterrupt):
         train(tiny_data, "cnn", "ce", out_dir=tmp_path / "run", **SETTINGS)
     path = tmp_path / "run" / "config.json"
     older = {k: v for k, v in json.loads(path.read_text()).items() if k not in ("eval_test", "val_subset")}

@@ -91,14 +91,8 @@ sweep = {"icc_mimic.weight" = [0.1, 1.0], lr = [0.05]}
 """
 
 
-def write(tmp_path, text=TINY, name="tiny.toml"):
-    path = tmp_path / name
-    path.write_text(text)
-    return path
-
-
-def test_plan_pairs_every_student_variant_with_each_teacher_variant_on_its_seed(tmp_path):
-    protocol = load_experiment(write(tmp_path))
+def test_plan_pairs_every_student_variant_with_each_teacher_variant_on_its_seed(tmp_path, write_experiment):
+    protocol = load_experiment(write_experiment(tmp_path, TINY))
     runs = plan(protocol)
     by_arm = pd.Series([r.arm.name for r in runs]).value_counts().to_dict()
     # 2 seeds x (2 teacher variants x 2 mimic weights) for the mimic arm; 2 seeds for the others.
@@ -120,8 +114,8 @@ def test_plan_pairs_every_student_variant_with_each_teacher_variant_on_its_seed(
     assert len({r.path for r in runs}) == len(runs)
 
 
-def test_grid_runs_once_then_skips_finished_runs_and_reruns_only_missing_ones(tmp_path, monkeypatch):
-    protocol = load_experiment(write(tmp_path))
+def test_grid_runs_once_then_skips_finished_runs_and_reruns_only_missing_ones(tmp_path, monkeypatch, write_experiment):
+    protocol = load_experiment(write_experiment(tmp_path, TINY))
     out = tmp_path / "out"
     runs = run_sweep(protocol, out, progress=False, device="cpu")
     assert len(runs) == len(plan(protocol)) and runs["test_top1_err"].between(0, 1).all()
@@ -133,7 +127,7 @@ def test_grid_runs_once_then_skips_finished_runs_and_reruns_only_missing_ones(tm
 
     calls = []
     real_train = grid_module.train
-    monkeypatch.setattr(grid_module, "train", lambda *a, **k: calls.append(k["name"]) or real_train(*a, **k))
+    monkeypatch.setattr(grid_module, "train", lambda *a, **k: calls.append(k["output"].name) or real_train(*a, **k))
     again = run_sweep(protocol, out, progress=False, device="cpu")
     assert calls == [] and again.equals(runs)
 
@@ -144,13 +138,13 @@ def test_grid_runs_once_then_skips_finished_runs_and_reruns_only_missing_ones(tm
     assert len(collect(protocol, out)) == len(runs)
 
 
-def test_arms_added_in_code_train_only_their_own_runs(tmp_path, monkeypatch):
-    experiment = load_experiment(write(tmp_path), seeds=[0]).only(["kd"])
+def test_arms_added_in_code_train_only_their_own_runs(tmp_path, monkeypatch, write_experiment):
+    experiment = load_experiment(write_experiment(tmp_path, TINY), seeds=[0]).only(["kd"])
     out = tmp_path / "out"
     first = run_sweep(experiment, out, progress=False, device="cpu")
     calls = []
     real_train = grid_module.train
-    monkeypatch.setattr(grid_module, "train", lambda *a, **k: calls.append(k["name"]) or real_train(*a, **k))
+    monkeypatch.setattr(grid_module, "train", lambda *a, **k: calls.append(k["output"].name) or real_train(*a, **k))
     grown = add_arms(
         experiment,
         Arm("teacher_ls", "teacher", "label_smoothing"),
@@ -180,20 +174,20 @@ def test_arms_added_in_code_train_only_their_own_runs(tmp_path, monkeypatch):
         (Arm("bad_tau", "student", "kd", teacher="teacher_ce", sweep={"kd.tau": [-1.0]}), "tau"),
     ],
 )
-def test_added_arms_are_checked_as_a_files_arms_are(tmp_path, arm, message):
-    experiment = load_experiment(write(tmp_path)).only(["kd"])
+def test_added_arms_are_checked_as_a_files_arms_are(tmp_path, arm, message, write_experiment):
+    experiment = load_experiment(write_experiment(tmp_path, TINY)).only(["kd"])
     with pytest.raises(ExperimentError, match=message) as caught:
         add_arms(experiment, arm)
     assert "arms added to experiment 'tiny'" in str(caught.value)
 
 
-def test_add_arms_takes_arm_objects(tmp_path):
+def test_add_arms_takes_arm_objects(tmp_path, write_experiment):
     with pytest.raises(TypeError, match=r"Arm\(\.\.\.\) objects, got \['dict'\]"):
-        add_arms(load_experiment(write(tmp_path)), {"name": "x", "role": "student"})
+        add_arms(load_experiment(write_experiment(tmp_path, TINY)), {"name": "x", "role": "student"})
 
 
-def test_snapshot_is_the_teachers_checkpoint_of_that_epoch(tmp_path):
-    protocol = load_experiment(write(tmp_path), seeds=[0])
+def test_snapshot_is_the_teachers_checkpoint_of_that_epoch(tmp_path, write_experiment):
+    protocol = load_experiment(write_experiment(tmp_path, TINY), seeds=[0])
     out = tmp_path / "out"
     runs = run_sweep(protocol, out, progress=False, device="cpu").set_index("arm")
     teacher_run = next(r for r in plan(protocol) if r.arm.name == "teacher_ce")
@@ -279,9 +273,9 @@ def test_verdict_names_arms_beyond_two_standard_errors():
         ),
     ],
 )
-def test_experiment_mistakes_are_named_with_the_file_before_anything_trains(tmp_path, edit, message):
+def test_experiment_mistakes_are_named_with_the_file_before_anything_trains(tmp_path, edit, message, write_experiment):
     with pytest.raises(ExperimentError) as info:
-        load_experiment(write(tmp_path, edit(TINY)))
+        load_experiment(write_experiment(tmp_path, edit(TINY)))
     assert message in str(info.value) and str(tmp_path / "tiny.toml") in str(info.value)
 
 
@@ -386,11 +380,12 @@ def test_the_study_reproduces_its_committed_runs(tmp_path):
     assert runs["secondary_std"].tolist() == pytest.approx(expected["secondary_std"].tolist(), abs=5e-3)
 
 
-def test_a_folder_of_runs_with_other_settings_is_refused_not_reused(tmp_path):
+def test_a_folder_of_runs_with_other_settings_is_refused_not_reused(tmp_path, write_experiment):
     out = tmp_path / "out"
-    run_sweep(load_experiment(write(tmp_path), seeds=[0]), out, progress=False, device="cpu")
+    run_sweep(load_experiment(write_experiment(tmp_path, TINY), seeds=[0]), out, progress=False, device="cpu")
     changed = load_experiment(
-        write(tmp_path, TINY.replace("epochs = 2\nbatch_size = 20", "epochs = 3\nbatch_size = 20")), seeds=[0]
+        write_experiment(tmp_path, TINY.replace("epochs = 2\nbatch_size = 20", "epochs = 3\nbatch_size = 20")),
+        seeds=[0],
     )
     with pytest.raises(ValueError, match=r"other settings \(settings\).*another output folder"):
         run_sweep(changed, out, progress=False, device="cpu")
@@ -399,8 +394,8 @@ def test_a_folder_of_runs_with_other_settings_is_refused_not_reused(tmp_path):
     assert "spec" not in collect(changed, out).columns
 
 
-def test_teacher_comparison_arms_are_the_plain_kd_students_with_a_teacher(tmp_path):
-    assert load_experiment(write(tmp_path)).teacher_comparison_arms() == ["kd", "kd_from_early"]
+def test_teacher_comparison_arms_are_the_plain_kd_students_with_a_teacher(tmp_path, write_experiment):
+    assert load_experiment(write_experiment(tmp_path, TINY)).teacher_comparison_arms() == ["kd", "kd_from_early"]
 
 
 def test_swept_reads_a_parameter_from_the_run_or_its_teacher_label():

@@ -355,3 +355,10 @@ def test_distill_refuses_incomplete_teacher_flags(tmp_path, capsys):
     # The smoke recipe's teacher is a CNN: no published layout, said before any data is read.
     assert main([*common, "--teacher-checkpoint", str(path), "--teacher-format", "repdistiller"]) == 2
     assert "'cnn' has no RepDistiller/mdistiller layout" in capsys.readouterr().err
+
+
+def test_the_command_lines_teacher_formats_are_the_loaders():
+    from kdviz.cli import TEACHER_FORMATS
+    from kdviz.models.published import SOURCES
+
+    assert TEACHER_FORMATS == SOURCES

@@ -8,7 +8,7 @@ import json
 import pandas as pd
 import pytest
 
-from kdviz.cli import build_parser, main, run_settings
+from kdviz.cli import build_parser, command_settings, main
 from kdviz.data.sample_files import write_cifar100, write_tiny_imagenet
 from kdviz.experiments import ExperimentError, experiment_names, load_experiment
 from kdviz.experiments.spec import ROLES
@@ -36,7 +36,7 @@ def config(run_dir) -> dict:
 
 def settings_of(*argv) -> tuple[dict, dict]:
     args = build_parser().parse_args(list(argv))
-    return run_settings(args, load_experiment(args.recipe or "default"))
+    return command_settings(args, load_experiment(args.recipe or "default"))
 
 
 def test_bundled_experiment_names():

@@ -67,12 +67,6 @@ objective = "kd"
 KEYS = ["arm", "variant", "seed"]
 
 
-def experiment(tmp_path):
-    path = tmp_path / "tiny.toml"
-    path.write_text(TINY)
-    return load_experiment(path)
-
-
 def table(runs: pd.DataFrame) -> pd.DataFrame:
     """The runs' table without the wall times, in a fixed order."""
     return runs.drop(columns="train_seconds").sort_values(KEYS).reset_index(drop=True)
@@ -85,8 +79,8 @@ def assert_same_table(got: pd.DataFrame, want: pd.DataFrame) -> None:
     pd.testing.assert_frame_equal(got, want, check_exact=False, rtol=1e-4, atol=1e-6)
 
 
-def test_waves_put_every_run_after_the_runs_it_learns_from(tmp_path):
-    runs = plan(experiment(tmp_path))
+def test_waves_put_every_run_after_the_runs_it_learns_from(tmp_path, write_experiment):
+    runs = plan(load_experiment(write_experiment(tmp_path, TINY)))
     order = {id(run): i for i, wave in enumerate(waves(runs)) for run in wave}
     assert [len(w) for w in waves(runs)] == [4, 6, 2]  # teachers and alone; snapshots and kd; kd_from_early
     for run in runs:
@@ -97,9 +91,10 @@ def test_waves_put_every_run_after_the_runs_it_learns_from(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def one_process(tmp_path_factory):
+def one_process(tmp_path_factory, write_experiment):
     tmp = tmp_path_factory.mktemp("jobs1")
-    return experiment(tmp), run_sweep(experiment(tmp), tmp / "out", progress=False, device="cpu")
+    exp = load_experiment(write_experiment(tmp, TINY))
+    return exp, run_sweep(exp, tmp / "out", progress=False, device="cpu")
 
 
 def test_two_worker_processes_give_the_table_of_one(one_process, tmp_path):
@@ -132,9 +127,8 @@ def test_ray_local_cluster_on_two_cpus_gives_the_table_of_one_process(one_proces
     assert_same_table(got, want)
 
 
-def test_a_killed_sweep_started_again_reruns_no_finished_run(tmp_path, monkeypatch):
-    path = tmp_path / "tiny.toml"
-    path.write_text(TINY)
+def test_a_killed_sweep_started_again_reruns_no_finished_run(tmp_path, monkeypatch, write_experiment):
+    path = write_experiment(tmp_path, TINY)
     out = tmp_path / "out"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THREADS": "1"}
     command = [
@@ -168,7 +162,9 @@ def test_a_killed_sweep_started_again_reruns_no_finished_run(tmp_path, monkeypat
     trained = []
     real_train = grid_module.train
     monkeypatch.setattr(
-        grid_module, "train", lambda *a, **k: trained.append(Path(k["out_dir"]).relative_to(out)) or real_train(*a, **k)
+        grid_module,
+        "train",
+        lambda *a, **k: trained.append(Path(k["output"].out_dir).relative_to(out)) or real_train(*a, **k),
     )
     again = run_sweep(load_experiment(path), out, progress=False, device="cpu")
     assert len(again) == len(runs)

@@ -1,6 +1,7 @@
 """The teacher-logit cache: exact without augmentation, K fixed views with it, top-k, never stale."""
 
 import dataclasses
+import hashlib
 
 import pytest
 import torch
@@ -56,10 +57,8 @@ def test_each_view_is_a_fixed_crop_with_its_exact_logits(tiny_data, teacher, tmp
         data.train,
         data.info,
         torch.device("cpu"),
+        tc.CacheOptions(views=3, padding=2, seed=5),
         cache_dir=tmp_path,
-        views=3,
-        padding=2,
-        seed=5,
         progress=False,
     )
     assert cache.num_views == 3 and cache.offsets.shape == (3, len(data.train), 2)
@@ -77,14 +76,19 @@ def test_each_view_is_a_fixed_crop_with_its_exact_logits(tiny_data, teacher, tmp
     torch.testing.assert_close(cache.logits(idx, view), online, rtol=1e-5, atol=1e-5)
     # The same seed draws the same views again.
     again = tc.build_teacher_cache(
-        teacher, data.train, data.info, torch.device("cpu"), views=3, padding=2, seed=5, progress=False
+        teacher, data.train, data.info, torch.device("cpu"), tc.CacheOptions(views=3, padding=2, seed=5), progress=False
     )
     assert torch.equal(again.offsets, cache.offsets) and torch.equal(again.flips, cache.flips)
 
 
 def test_epoch_views_cover_every_view(teacher, tiny_data):
     cache = tc.build_teacher_cache(
-        teacher, tiny_data.train, tiny_data.info, torch.device("cpu"), views=4, padding=1, progress=False
+        teacher,
+        tiny_data.train,
+        tiny_data.info,
+        torch.device("cpu"),
+        tc.CacheOptions(views=4, padding=1),
+        progress=False,
     )
     views = cache.epoch_views(2000, torch.Generator().manual_seed(0))
     assert views.shape == (2000,) and set(views.tolist()) == {0, 1, 2, 3}
@@ -141,7 +145,7 @@ def test_a_file_whose_key_does_not_match_is_rebuilt(tiny_data, teacher, tmp_path
 def test_topk_keeps_the_kept_probabilities_exact_at_the_temperature(tiny_data, teacher):
     full = tc.build_teacher_cache(teacher, tiny_data.train, tiny_data.info, torch.device("cpu"), progress=False)
     top = tc.build_teacher_cache(
-        teacher, tiny_data.train, tiny_data.info, torch.device("cpu"), topk=2, tau=3.0, progress=False
+        teacher, tiny_data.train, tiny_data.info, torch.device("cpu"), tc.CacheOptions(topk=2, tau=3.0), progress=False
     )
     idx = torch.arange(len(tiny_data.train))
     view = torch.zeros_like(idx)
@@ -169,3 +173,19 @@ def test_a_damaged_file_is_rebuilt(tiny_data, teacher, tmp_path):
     )
     torch.testing.assert_close(again.values, cache.values)
     assert torch.load(path, weights_only=True)["key"] == cache.key
+
+
+def test_the_cache_key_hashes_the_options_in_the_order_of_earlier_files(tiny_data, teacher):
+    """Files written before the options became a CacheOptions keep their key, so they are still found."""
+    info, split = tiny_data.info, tiny_data.train
+    h = hashlib.sha256()
+    for part in (tc.FORMAT, type(teacher).__name__, info.mean, info.std, info.image_shape, 3, 2, 5, 1, 2.0):
+        h.update(repr(part).encode())
+    for name, tensor in teacher.state_dict().items():
+        h.update(name.encode())
+        h.update(repr((tensor.dtype, tuple(tensor.shape))).encode())
+        h.update(tensor.contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    for tensor in (split.images, split.labels):
+        h.update(tensor.contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    options = tc.CacheOptions(views=3, padding=2, seed=5, topk=1, tau=2.0)
+    assert tc.cache_key(teacher, split, info, options) == h.hexdigest()

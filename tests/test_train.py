@@ -1,6 +1,5 @@
 """The training loop end to end: learning, model selection, checkpoints, resume, clear errors."""
 
-import contextlib
 import pickle
 
 import pytest
@@ -110,31 +109,14 @@ def test_bad_checkpoint_files_are_refused(tmp_path):
         load_checkpoint(other)
 
 
-@contextlib.contextmanager
-def _interrupted_in_epoch(monkeypatch, epoch):
-    """Training raises KeyboardInterrupt when it starts `epoch`, as a user's Ctrl-C would."""
-    real_epoch = loop_module.train_epoch
-
-    def dies(*args):
-        if args[-1] == epoch:
-            raise KeyboardInterrupt
-        return real_epoch(*args)
-
-    monkeypatch.setattr(loop_module, "train_epoch", dies)
-    try:
-        yield
-    finally:
-        monkeypatch.setattr(loop_module, "train_epoch", real_epoch)
-
-
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_interrupted_run_resumes_to_identical_result(tiny_data, tmp_path, monkeypatch, channels_last):
+def test_interrupted_run_resumes_to_identical_result(tiny_data, tmp_path, interrupted_in_epoch, channels_last):
     settings = dict(
         model_kwargs={"width": 4}, epochs=4, out_dir=None, progress=False, seed=3, channels_last=channels_last
     )
     full = train(tiny_data, "cnn", "icc_teacher", **{**settings, "out_dir": tmp_path / "full"})
 
-    with _interrupted_in_epoch(monkeypatch, 2), pytest.raises(KeyboardInterrupt):
+    with interrupted_in_epoch(2), pytest.raises(KeyboardInterrupt):
         train(tiny_data, "cnn", "icc_teacher", **{**settings, "out_dir": tmp_path / "cut"})
     resumed = train(tiny_data, "cnn", "icc_teacher", **{**settings, "out_dir": tmp_path / "cut"}, resume=True)
 
@@ -163,7 +145,7 @@ def test_teacher_checkpoint_of_another_dataset_is_refused(tiny_data, tmp_path):
         train(digits, "mlp", "kd", teacher=tmp_path / "t" / "best.pt", epochs=1, progress=False)
 
 
-def test_augmented_training_resumes_exactly_and_can_be_switched_off(tiny_data, tmp_path, monkeypatch):
+def test_augmented_training_resumes_exactly_and_can_be_switched_off(tiny_data, tmp_path, interrupted_in_epoch):
     import dataclasses
 
     from kdviz.data.base import DatasetSplits
@@ -175,7 +157,7 @@ def test_augmented_training_resumes_exactly_and_can_be_switched_off(tiny_data, t
     plain = train(data, "cnn", "ce", augment=False, **settings)
     assert not full.history["train_loss"].equals(plain.history["train_loss"])  # augmentation is applied
 
-    with _interrupted_in_epoch(monkeypatch, 1), pytest.raises(KeyboardInterrupt):
+    with interrupted_in_epoch(1), pytest.raises(KeyboardInterrupt):
         train(data, "cnn", "ce", out_dir=tmp_path / "cut", **settings)
     resumed = train(data, "cnn", "ce", out_dir=tmp_path / "cut", resume=True, **settings)
     for a, b in zip(full.model.state_dict().values(), resumed.model.state_dict().values()):

@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from torchvision.datasets import CIFAR10, CIFAR100
 
 from .base import DatasetInfo, Split
 from .registry import DATASETS
@@ -155,6 +154,10 @@ CIFAR100_MEAN, CIFAR100_STD = (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)
 @DATASETS.register("cifar10")
 def cifar10(root: Path | None = None) -> tuple[DatasetInfo, Split, Split]:
     """(info, 50,000 training images, 10,000 test images), classes named by batches.meta."""
+    # Imported here, not with the module: torchvision takes seconds to import (torch._dynamo, via
+    # torchvision.ops), which every `import kdviz` would pay; kdviz only reads its file names.
+    from torchvision.datasets import CIFAR10
+
     folder = find_cifar_folder("cifar10", CIFAR10, root)
     train_files, test_files, meta_file = cifar_files(CIFAR10)
     class_names = read_names(folder / meta_file, CIFAR10.meta["key"], 10, CIFAR10)
@@ -197,6 +200,8 @@ def superclass_groups(
 def cifar100(root: Path | None = None) -> tuple[DatasetInfo, Split, Split]:
     """(info, 50,000 training images, 10,000 test images); 100 classes in 20 superclasses, the
     groups taken from the coarse labels stored with the images."""
+    from torchvision.datasets import CIFAR100  # (here for the reason given in cifar10)
+
     folder = find_cifar_folder("cifar100", CIFAR100, root)
     train_files, test_files, meta_file = cifar_files(CIFAR100)
     class_names = read_names(folder / meta_file, "fine_label_names", 100, CIFAR100)

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from tqdm.auto import tqdm
 
 from .base import DatasetInfo, Split
@@ -40,6 +39,8 @@ TINY_IMAGENET_MEAN, TINY_IMAGENET_STD = (0.4802, 0.4481, 0.3975), (0.2770, 0.269
 def decode_images(paths: list[Path], size: tuple[int, int], desc: str = "decoding images") -> torch.Tensor:
     """uint8 [N, 3, H, W] from image files (any mode, converted to RGB), in the order given.
     ValueError naming the file for one that cannot be decoded or is not H x W (size = (H, W))."""
+    from PIL import Image  # here, not with the module: only image folders need it, and `import kdviz` stays quick
+
     h, w = size
     out = np.empty((len(paths), h, w, 3), dtype=np.uint8)
 

@@ -1,35 +1,21 @@
 """Experiments: one TOML description of models trained with objectives (arms x variants x seeds),
-the grid of its runs, a sweep that runs them (one process, N processes, or Ray), and summaries."""
+the grid of its runs, a sweep that runs them (one process, N processes, or Ray), and summaries.
 
-from .grid import Run, collect, load_run_model, plan
-from .load import ExperimentError, add_arms, experiment_names, experiment_path, load_experiment
-from .published import published_table
-from .spec import Arm, Experiment, Role
-from .summary import select_variants, summarize, swept, verdict
-from .sweep import report, run_sweep
-from .truth import truth_error_correlation, truth_table, truth_verdict
+The names below load on first use (kdviz/lazy.py): importing this package imports no torch.
+"""
 
-__all__ = [
-    "Arm",
-    "Experiment",
-    "ExperimentError",
-    "add_arms",
-    "Role",
-    "Run",
-    "collect",
-    "experiment_names",
-    "experiment_path",
-    "load_experiment",
-    "load_run_model",
-    "plan",
-    "published_table",
-    "report",
-    "run_sweep",
-    "select_variants",
-    "summarize",
-    "swept",
-    "truth_error_correlation",
-    "truth_table",
-    "truth_verdict",
-    "verdict",
-]
+from ..lazy import lazy_exports
+
+_EXPORTS = {
+    **dict.fromkeys(("GridRun", "collect", "load_run_model", "plan"), "grid"),
+    **dict.fromkeys(("ExperimentError", "add_arms", "load_experiment"), "load"),
+    **dict.fromkeys(("experiment_names", "experiment_path"), "files"),
+    **dict.fromkeys(("Arm", "Experiment", "Role"), "spec"),
+    **dict.fromkeys(("select_variants", "summarize", "swept", "verdict"), "summary"),
+    **dict.fromkeys(("report", "run_sweep"), "sweep"),
+    "published_table": "published",
+    **dict.fromkeys(("truth_error_correlation", "truth_table", "truth_verdict"), "truth"),
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+
+__all__ = sorted(_EXPORTS)

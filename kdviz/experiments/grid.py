@@ -35,19 +35,19 @@ from ..deprecations import with_new_keys
 from ..device import resolve_device
 from ..inference import predict_logits, topk_errors
 from ..models import build_model
-from ..train import load_model, train
+from ..train import Output, load_model, train
 from ..train.checkpoint import atomic_save, model_checkpoint
 from .spec import Arm, Experiment
 
 
 @dataclass(frozen=True)
-class Run:
+class GridRun:
     """One training run (or snapshot evaluation) of the grid."""
 
     arm: Arm
     variant: tuple  # ((key, value), ...) of the arm's own sweep
     seed: int
-    teacher: Run | None = None
+    teacher: GridRun | None = None
 
     @property
     def label(self) -> str:
@@ -61,13 +61,13 @@ class Run:
         return Path(self.arm.name) / safe / f"seed_{self.seed}"
 
 
-def plan(experiment: Experiment) -> list[Run]:
+def plan(experiment: Experiment) -> list[GridRun]:
     """Every run of the grid, each after the runs it needs."""
-    runs: dict[str, list[Run]] = {}
+    runs: dict[str, list[GridRun]] = {}
     for arm in experiment.arms:
         teacher_runs = runs[arm.teacher] if arm.teacher else [None]
         runs[arm.name] = [
-            Run(arm, variant, seed, teacher)
+            GridRun(arm, variant, seed, teacher)
             for seed in experiment.arm_seeds(arm)
             for teacher in teacher_runs
             if teacher is None or teacher.seed == seed or len(experiment.arm_seeds(teacher.arm)) == 1
@@ -81,14 +81,14 @@ def _load(dataset: str, root: str | None, n_train: int | None, seed: int, option
     return load_dataset(dataset, root, n_train=n_train, seed=seed, **dict(options))
 
 
-def run_data(run: Run, experiment: Experiment, data_root=None) -> DatasetSplits:
+def run_data(run: GridRun, experiment: Experiment, data_root=None) -> DatasetSplits:
     """The splits a run trains and is measured on, loaded once per process."""
     root = None if data_root is None else str(data_root)
     options = tuple(sorted(experiment.dataset_options.items()))
     return _load(experiment.dataset, root, experiment.defaults(run.arm).n_train, run.seed, options)
 
 
-def run_spec(run: Run, experiment: Experiment) -> dict:
+def run_spec(run: GridRun, experiment: Experiment) -> dict:
     """Everything a run's result depends on, as JSON: a finished run is reused only if it matches."""
     defaults = experiment.defaults(run.arm)
     spec = {
@@ -114,7 +114,7 @@ def run_spec(run: Run, experiment: Experiment) -> dict:
     return json.loads(json.dumps(spec))
 
 
-def is_finished(run: Run, experiment: Experiment, out: Path) -> bool:
+def is_finished(run: GridRun, experiment: Experiment, out: Path) -> bool:
     """Whether `out` holds this run's result.json; one of other settings is refused, not reused."""
     path = out / run.path / "result.json"
     if not path.exists():
@@ -130,27 +130,27 @@ def is_finished(run: Run, experiment: Experiment, out: Path) -> bool:
     return True
 
 
-def snapshot_epochs(runs: list[Run]) -> dict[Run, tuple[int, ...]]:
+def snapshot_epochs(runs: list[GridRun]) -> dict[GridRun, tuple[int, ...]]:
     """Teacher run -> the epochs whose checkpoints its snapshot arms read."""
-    keep: dict[Run, set[int]] = {}
+    keep: dict[GridRun, set[int]] = {}
     for run in runs:
         if run.arm.role == "snapshot":
             keep.setdefault(run.teacher, set()).add(_snapshot_epoch(run))
     return {run: tuple(sorted(epochs)) for run, epochs in keep.items()}
 
 
-def _snapshot_epoch(run: Run) -> int:
+def _snapshot_epoch(run: GridRun) -> int:
     return int(dict(run.variant).get("epoch", run.arm.epoch))
 
 
-def checkpoint_of(run: Run, out: Path) -> Path:
+def checkpoint_of(run: GridRun, out: Path) -> Path:
     """The weights a run hands on to the runs that name it as teacher."""
     if run.arm.role == "snapshot":
         return out / run.teacher.path / f"epoch_{_snapshot_epoch(run)}.pt"
     return out / run.path / "best.pt"
 
 
-def execute(run: Run, experiment: Experiment, out: Path, *, device=None, data_root=None, keep_epochs=()) -> dict:
+def execute(run: GridRun, experiment: Experiment, out: Path, *, device=None, data_root=None, keep_epochs=()) -> dict:
     """Train (or, for a snapshot, evaluate) one run, write its result.json and return its row.
     `keep_epochs`: the epochs whose checkpoints the run keeps for snapshot arms."""
     dev = resolve_device(device)
@@ -181,13 +181,15 @@ def execute(run: Run, experiment: Experiment, out: Path, *, device=None, data_ro
             role_data,
             **{**experiment.arm_kwargs(run.arm.name, run.variant), "seed": run.seed, "icc_tau": experiment.icc_tau},
             teacher=checkpoint_of(run.teacher, out) if run.teacher else None,
-            out_dir=out / run.path,
-            resume=True,
-            name=f"{run.arm.name} {run.label} seed {run.seed}",
-            progress=False,
-            keep_epochs=keep_epochs,
-            cache_dir=out / "teacher_cache",
             device=dev,
+            output=Output(
+                out_dir=out / run.path,
+                resume=True,
+                name=f"{run.arm.name} {run.label} seed {run.seed}",
+                progress=False,
+                keep_epochs=keep_epochs,
+                cache_dir=out / "teacher_cache",
+            ),
         )
         best = result.best
         report, _ = _test_measures(result.model, role_data, dev, experiment.icc_tau)
@@ -212,7 +214,7 @@ def execute(run: Run, experiment: Experiment, out: Path, *, device=None, data_ro
     return row
 
 
-def _bayes_run(run: Run, data: DatasetSplits, out: Path, dev, tau: float) -> tuple[ICCReport, float, float]:
+def _bayes_run(run: GridRun, data: DatasetSplits, out: Path, dev, tau: float) -> tuple[ICCReport, float, float]:
     """Write the dataset's Bayes posterior as the run's best.pt (for the students that name it as
     teacher); its test ICC report, test and validation errors."""
     spec = data.truth.bayes_spec

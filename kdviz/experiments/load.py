@@ -34,16 +34,16 @@ from __future__ import annotations
 
 import tomllib
 from dataclasses import replace
-from importlib import resources
 from pathlib import Path
 
 from ..data import DATASETS, dataset_options, n_train_range
 from ..losses import Objective
 from ..models import MODELS, model_arguments
-from ..registry import UnknownNameError, check_keywords, unknown_name
+from ..registry import UnknownNameError, check_keywords
 from ..train import TrainConfig
 from . import values
 from .checks import check_arms
+from .files import experiment_names, experiment_path
 from .spec import ROLES, Arm, Experiment, Role
 
 TOP_KEYS = [
@@ -68,31 +68,6 @@ _SMOKE = {"epochs": 1, "milestones": [], "warmup_epochs": 0}
 
 class ExperimentError(ValueError):
     """A bad experiment file: the message names the file, the problem and the valid choices."""
-
-
-def _bundled() -> dict[str, Path]:
-    folder = resources.files(__package__)
-    return {f.name.removesuffix(".toml"): Path(str(f)) for f in folder.iterdir() if f.name.endswith(".toml")}
-
-
-def experiment_names() -> list[str]:
-    """The experiments that ship with kdviz (recipes, the quickstart and the studies)."""
-    return sorted(_bundled())
-
-
-def experiment_path(name_or_path: str | Path) -> Path:
-    """A bundled experiment's file by name, or a .toml file of one's own."""
-    bundled = _bundled()
-    if str(name_or_path) in bundled:
-        return bundled[str(name_or_path)]
-    if Path(name_or_path).is_file():
-        return Path(name_or_path)
-    if Path(name_or_path).suffix == ".toml":
-        raise FileNotFoundError(
-            f"no experiment file at {name_or_path}; check the path, or use a named experiment "
-            f"({', '.join(sorted(bundled))})"
-        )
-    raise unknown_name("experiment", str(name_or_path), bundled, ", or the path of a .toml file")
 
 
 def load_experiment(name_or_path: str | Path, *, smoke: bool = False, **overrides) -> Experiment:

@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 from ..atomic import atomic_write
 from ..interrupts import worker_init, worker_task
 from ..threads import worker_environment
-from .grid import Run, collect, execute, is_finished, plan, snapshot_epochs
+from .grid import GridRun, collect, execute, is_finished, plan, snapshot_epochs
 from .spec import Experiment
 from .summary import summarize, verdict
 from .truth import truth_table, truth_verdict
@@ -85,13 +85,13 @@ def run_sweep(
     return collect(experiment, out)
 
 
-def waves(todo: list[Run]) -> list[list[Run]]:
+def waves(todo: list[GridRun]) -> list[list[GridRun]]:
     """`todo` in waves: a run is in the wave after the latest one holding a run it learns from."""
     depth: dict[int, int] = {}
     for run in todo:  # plan() lists every run after its teacher
         teacher = run.teacher
         depth[id(run)] = depth[id(teacher)] + 1 if teacher is not None and id(teacher) in depth else 0
-    grouped: dict[int, list[Run]] = {}
+    grouped: dict[int, list[GridRun]] = {}
     for run in todo:
         grouped.setdefault(depth[id(run)], []).append(run)
     return [grouped[d] for d in sorted(grouped)]
@@ -166,11 +166,12 @@ def write_results(experiment: Experiment, runs: pd.DataFrame, out: Path) -> pd.D
     """Write runs.csv (the tidy table), summary.csv, verdict.txt (with a baseline) and
     error_vs_secondary_std.png (with students that learn from a teacher); on a dataset with a known
     truth (`planted`), truth.csv (kdviz.experiments.truth.truth_table), the truth's answers in
-    verdict.txt and error_vs_truth.png; return the summary."""
-    from ..experiment_plots import plot_error_vs_secondary_std
-
+    verdict.txt and error_vs_truth.png. The figures are kept when runs.csv is unchanged, so that a
+    rerun of a finished sweep draws nothing. Return the summary."""
     summary = summarize(runs, experiment.baseline)
-    atomic_write(out / "runs.csv", runs.to_csv(index=False))
+    csv, figure = runs.to_csv(index=False), out / "error_vs_secondary_std.png"
+    unchanged = (out / "runs.csv").is_file() and (out / "runs.csv").read_text() == csv and figure.is_file()
+    atomic_write(out / "runs.csv", csv)
     atomic_write(out / "summary.csv", summary.to_csv())
     truth = "teacher_truth_distance" in runs and runs["teacher_truth_distance"].notna().any()
     text = verdict(summary, experiment.baseline) if experiment.baseline is not None else ""
@@ -178,14 +179,22 @@ def write_results(experiment: Experiment, runs: pd.DataFrame, out: Path) -> pd.D
         table = truth_table(experiment, runs)
         atomic_write(out / "truth.csv", table.to_csv())
         text = "\n".join(t for t in (text, truth_verdict(experiment, runs, table)) if t)
-        students = [a for a in table.index if a in set(runs["arm"])]
-        fig = plot_error_vs_secondary_std(runs, summary, arms=students, measure="teacher_truth_distance")
-        fig.savefig(out / "error_vs_truth.png", dpi=110, bbox_inches="tight")
+        if not (unchanged and (out / "error_vs_truth.png").is_file()):
+            from ..experiment_plots import plot_error_vs_secondary_std  # matplotlib and seaborn: seconds to import
+
+            students = [a for a in table.index if a in set(runs["arm"])]
+            fig = plot_error_vs_secondary_std(runs, summary, arms=students, measure="teacher_truth_distance")
+            fig.savefig(out / "error_vs_truth.png", dpi=110, bbox_inches="tight")
     if text:
         atomic_write(out / "verdict.txt", text + "\n")
-    if "teacher_secondary_std" in runs and runs.loc[runs["role"] == "student", "teacher_secondary_std"].notna().any():
+    has_teachers = (
+        "teacher_secondary_std" in runs and runs.loc[runs["role"] == "student", "teacher_secondary_std"].notna().any()
+    )
+    if has_teachers and not unchanged:
+        from ..experiment_plots import plot_error_vs_secondary_std  # matplotlib and seaborn: seconds to import
+
         fig = plot_error_vs_secondary_std(runs, summary, arms=experiment.teacher_comparison_arms() or None)
-        fig.savefig(out / "error_vs_secondary_std.png", dpi=110, bbox_inches="tight")
+        fig.savefig(figure, dpi=110, bbox_inches="tight")
     return summary
 
 

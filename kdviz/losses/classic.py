@@ -5,11 +5,10 @@ Every function is pure: tensors in, a scalar tensor out, a mean over the batch.
 
 from __future__ import annotations
 
-import math
-import numbers
-
 import torch
 import torch.nn.functional as F
+
+from .checks import check_tau
 
 
 def cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -42,7 +41,7 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, tau: flo
     student_logits, teacher_logits [B, C] -> scalar. The teacher side is detached; the tau^2
     keeps the gradient scale independent of tau.
     """
-    _check_tau(tau)
+    check_tau(tau)
     p_t = F.log_softmax(teacher_logits.detach() / tau, dim=-1)
     p_s = F.log_softmax(student_logits / tau, dim=-1)
     return tau**2 * kl_divergence(p_t, p_s).mean()
@@ -66,19 +65,9 @@ def asymmetric_kd_loss(
     tau_target == tau_nontarget == tau this is `kd_loss`.
     """
     for name, value in (("tau", tau), ("tau_target", tau_target), ("tau_nontarget", tau_nontarget)):
-        _check_tau(value, name)
+        check_tau(value, name)
     teacher = teacher_logits.detach()
     is_target = F.one_hot(targets, teacher.shape[1]).bool()
     p_t = F.log_softmax(torch.where(is_target, teacher / tau_target, teacher / tau_nontarget), dim=-1)
     p_s = F.log_softmax(student_logits / tau, dim=-1)
     return tau**2 * kl_divergence(p_t, p_s).mean()
-
-
-def _check_tau(tau: float, name: str = "tau") -> None:
-    """A temperature is a finite number > 0: tau = inf makes every softmax uniform and tau^2 * 0 NaN."""
-    if isinstance(tau, bool) or not isinstance(tau, numbers.Real):
-        raise ValueError(f"temperature {name} must be a number > 0, got {tau!r}")
-    if not tau > 0:
-        raise ValueError(f"temperature {name} must be > 0, got {tau!r}")
-    if tau == math.inf:
-        raise ValueError(f"temperature {name} must be finite, got {tau!r}")

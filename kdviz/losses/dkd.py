@@ -22,8 +22,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .classic import _check_tau, kl_divergence
-from .terms import LossTerm, StepOutputs, _register_class
+from .checks import check_tau
+from .classic import kl_divergence
+from .terms import LossTerm, StepOutputs, register_term_class
 
 
 def target_probabilities(logits: torch.Tensor, targets: torch.Tensor, tau: float) -> torch.Tensor:
@@ -76,7 +77,7 @@ def dkd_loss(
 
     Defaults are the authors' CIFAR-100 settings (alpha 1, beta 8, tau 4); the teacher is detached.
     """
-    _check_tau(tau)
+    check_tau(tau)
     if not (alpha >= 0 and beta >= 0):
         raise ValueError(f"DKD weights alpha and beta must be >= 0, got alpha={alpha}, beta={beta}")
     per_sample = alpha * tckd(student_logits, teacher_logits, targets, tau) + beta * nckd(
@@ -93,7 +94,7 @@ def warmup_factor(epoch: int, warmup: int) -> float:
     return 1.0 if warmup == 0 else min((epoch + 1) / warmup, 1.0)
 
 
-@_register_class("dkd")
+@register_term_class("dkd")
 class DKDTerm(LossTerm):
     """Decoupled KD (Zhao et al. 2022), tau^2 * mean_i (alpha TCKD_i + beta NCKD_i) (`dkd_loss`),
     ramped linearly from 1 / warmup at epoch 0 to its full weight at epoch warmup - 1.

@@ -18,7 +18,7 @@ from .attention import at_loss
 from .crd import ContrastMemory, Embed, nce_loss
 from .features import common_size, pool_to, stage_shape
 from .fitnet import HintRegressor, hint_loss
-from .terms import ModuleTerm, StepOutputs, _register_class
+from .terms import ModuleTerm, StepOutputs, register_term_class
 
 
 def _shapes(stages: dict[str, torch.Tensor] | None) -> dict[str, tuple[int, ...]]:
@@ -35,7 +35,7 @@ class _FeatureTerm(ModuleTerm):
             )
 
 
-@_register_class("fitnet")
+@register_term_class("fitnet")
 class FitNetTerm(_FeatureTerm):
     """FitNet's hint loss mean((r(F_s) - F_t)^2) between one student and one teacher stage (`fitnet.py`).
 
@@ -62,7 +62,7 @@ class FitNetTerm(_FeatureTerm):
         return hint_loss(regressed, hint)
 
 
-@_register_class("at")
+@register_term_class("at")
 class AttentionTerm(_FeatureTerm):
     """Attention transfer, sum over stage pairs of mean((a(F_s) - a(F_t))^2) (`attention.py`), p = 2.
 
@@ -109,7 +109,7 @@ class AttentionTerm(_FeatureTerm):
         return torch.stack(losses).sum()
 
 
-@_register_class("crd")
+@register_term_class("crd")
 class CRDTerm(_FeatureTerm):
     """Contrastive representation distillation, NCE(h_s) + NCE(h_t) on the penultimate features (`crd.py`).
 

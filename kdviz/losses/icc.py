@@ -11,7 +11,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .classic import _check_tau
+from .checks import check_tau
 
 
 def autocast_off(device: torch.device):
@@ -107,7 +107,7 @@ def teacher_icc_regularizer(
     logits [B, C], targets [B], target_rows T [C, C] (rows sum to 1, zero diagonal, detached)
     -> scalar. q_i is the softmax over sample i's non-target logits at temperature tau.
     """
-    _check_tau(tau)
+    check_tau(tau)
     t = target_rows.detach()[targets]
     log_q = nontarget_log_probs(logits, targets, tau)
     log_t = torch.log(t.clamp_min(torch.finfo(t.dtype).tiny))
@@ -124,7 +124,7 @@ def secondary_entropy(logits: torch.Tensor, targets: torch.Tensor, tau: float = 
     with "icc_teacher", which keeps that spread consistent within each class. C = 2 raises a
     ValueError: the single non-target class has no spread to shape (log(C - 1) = 0).
     """
-    _check_tau(tau)
+    check_tau(tau)
     c = logits.shape[1]
     if c < 3:
         raise ValueError(

@@ -10,7 +10,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .classic import _check_tau, kl_divergence
+from .checks import check_tau
+from .classic import kl_divergence
 from .icc import at_least_float32, autocast_off, class_sums
 
 
@@ -26,7 +27,7 @@ def batch_class_gram(probs: torch.Tensor) -> torch.Tensor:
 
 
 def _gram_pair(student_logits, teacher_logits, tau):
-    _check_tau(tau)
+    check_tau(tau)
     g_s = batch_class_gram(F.softmax(student_logits / tau, dim=1))
     g_t = batch_class_gram(F.softmax(teacher_logits.detach() / tau, dim=1))
     return g_s, g_t
@@ -67,7 +68,7 @@ def pearson_columns(probs: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
 
 def icc_mimic_pearson(student_logits: torch.Tensor, teacher_logits: torch.Tensor, tau: float = 4.0) -> torch.Tensor:
     """Mean squared difference of the Pearson-normalised G: mean_jk (R_s - R_t)[j, k]^2. -> scalar."""
-    _check_tau(tau)
+    check_tau(tau)
     r_s = pearson_columns(F.softmax(student_logits / tau, dim=1))
     r_t = pearson_columns(F.softmax(teacher_logits.detach() / tau, dim=1))
     return (r_s - r_t).pow(2).mean()
@@ -81,7 +82,7 @@ def class_conditional_mimic(
     [B, C] x 2, targets [B] -> scalar. Weighting class rows by their share of the batch keeps the
     term a mean over samples, so it does not grow with the number of classes present.
     """
-    _check_tau(tau)
+    check_tau(tau)
     c = student_logits.shape[1]
     sums_s, counts = class_sums(F.softmax(student_logits / tau, dim=1), targets, c)
     sums_t, _ = class_sums(F.softmax(teacher_logits.detach() / tau, dim=1), targets, c)
@@ -116,7 +117,7 @@ def dist_loss(
     [B, C] x 2 -> scalar. The first part matches each sample's ranking over classes, the second
     each class's profile over the batch.
     """
-    _check_tau(tau)
+    check_tau(tau)
     p_s = F.softmax(student_logits / tau, dim=1)
     p_t = F.softmax(teacher_logits.detach() / tau, dim=1)
     inter = 1 - _pearson_rows(p_s, p_t).mean()

@@ -149,6 +149,12 @@ class Objective:
         """The StepOutputs fields some term reads besides the logits (see LossTerm.inputs)."""
         return set().union(*(t.inputs for t in self.terms.values()))
 
+    @property
+    def reads_teacher_features(self) -> bool:
+        """Whether a term reads the teacher's features or stages (so the teacher must run online:
+        a teacher cache holds logits only)."""
+        return bool(self.inputs & {"teacher_features", "teacher_stages"})
+
     def __call__(self, out: StepOutputs) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         values = {name: term(out) for name, term in self.terms.items()}
         total = sum(self.weights[n] * v for n, v in values.items())

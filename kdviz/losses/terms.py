@@ -20,6 +20,7 @@ from torch import nn
 
 from ..registry import Registry, check_keywords
 from . import classic, icc, mimic
+from .checks import check_tau
 from .consensus import ClassConsensus
 
 # The StepOutputs fields a term may read besides the trained model's logits, which every term gets.
@@ -141,7 +142,7 @@ def _register_function(name: str, fn: Callable) -> None:
     LOSS_TERMS.register(name)(factory)
 
 
-def _register_class(name: str):
+def register_term_class(name: str):
     """Register a stateful LossTerm subclass, with the same parameter checks as function terms."""
 
     def decorator(cls):
@@ -169,7 +170,7 @@ def _check_params(name: str, valid: dict, params: dict) -> None:
             raise ValueError(f"loss term {name!r}: {key} must be a finite number, got {value!r}")
         if key == "tau" or key.startswith("tau_"):
             try:
-                classic._check_tau(value, key)
+                check_tau(value, key)
             except ValueError as e:
                 raise ValueError(f"loss term {name!r}: {e}") from None
         if key == "power" and not value > 0:
@@ -239,7 +240,7 @@ class _ConsensusTerm(LossTerm):
         self.target = state["target"]
 
 
-@_register_class("icc_teacher")
+@register_term_class("icc_teacher")
 class TeacherICCTerm(_ConsensusTerm):
     """The expressive-teacher regulariser, tau^2 * mean_i KL(T[y_i] || q_i) (docs/method.md §2).
 
@@ -257,7 +258,7 @@ class TeacherICCTerm(_ConsensusTerm):
         return icc.teacher_icc_regularizer(out.logits, out.targets, target, self.params["tau"])
 
 
-@_register_class("icc_consensus_ref")
+@register_term_class("icc_consensus_ref")
 class ReferenceICCTerm(TeacherICCTerm):
     """Like "icc_teacher", but its consensus T comes from a fixed reference model, passed as teacher=.
 
@@ -276,7 +277,7 @@ class ReferenceICCTerm(TeacherICCTerm):
         return out.teacher_logits
 
 
-@_register_class("online_label_smoothing")
+@register_term_class("online_label_smoothing")
 class OnlineLabelSmoothingTerm(_ConsensusTerm):
     """Online Label Smoothing (Zhang et al. 2021): cross-entropy to last epoch's full class-mean
     prediction S[y_i] over correctly classified samples; 0 until the first epoch ends.

@@ -11,9 +11,6 @@ from ..data.base import DatasetInfo
 from ..registry import Registry, check_keywords
 
 SCHEDULES: Registry = Registry("schedule")
-# Training splits of fewer images keep their teacher cache in memory only (their teacher pass takes
-# seconds), unless train() is given a cache_dir; larger ones also store it on disk.
-DISK_CACHE_IMAGES = 10_000
 
 
 @dataclass
@@ -48,8 +45,7 @@ class TrainConfig:
     # every step. None (the default) caches exactly when the cache is exact: the training images
     # are not augmented and no term reads the teacher's features. True with augmentation caches
     # `cache_views` fixed augmented views per image (a different training: see the README); False
-    # never caches. The logits stay in memory, and are also stored on disk for the next student of
-    # the teacher when train() is given a cache_dir or the split has DISK_CACHE_IMAGES images or more.
+    # never caches. kdviz.train.teacher.teacher_source decides, and where the logits are kept.
     teacher_cache: bool | None = None
     cache_views: int = 8
     cache_topk: int = 0  # keep only the top-k teacher logits per image (0: all C), for large C
@@ -97,21 +93,15 @@ class TrainConfig:
         """Whether the training images are augmented: augment on and the dataset has an augmentation."""
         return self.augment and info.augment == "crop_flip"
 
-    def resolved(self, info: DatasetInfo, objective, model: torch.nn.Module, device: torch.device) -> TrainConfig:
-        """A copy with the settings left to kdviz (None) decided for training `model` with `objective`
-        (an Objective) on `device`, as config.json records them: channels_last on for a convolutional
-        model on a CPU; the teacher cache on when the objective distills from logits only and the
-        training images are not augmented (a term that reads the teacher's features needs the
-        online teacher; with teacher_cache=True such an objective is refused when the cache is built)."""
+    def resolved(self, model: torch.nn.Module, device: torch.device) -> TrainConfig:
+        """A copy with channels_last decided, if left to kdviz (None), for training `model` on
+        `device`, as config.json records it: on for a convolutional model on a CPU. (teacher_cache,
+        the other setting left to kdviz, is decided by kdviz.train.teacher.teacher_source.)"""
         channels_last = self.channels_last
         if channels_last is None:
             convolutional = any(isinstance(m, torch.nn.Conv2d) for m in model.modules())
             channels_last = device.type == "cpu" and convolutional
-        teacher_cache = self.teacher_cache
-        if teacher_cache is None:
-            features = bool(objective.inputs & {"teacher_features", "teacher_stages"})
-            teacher_cache = objective.needs_teacher and not features and not self.augmented(info)
-        return replace(self, channels_last=channels_last, teacher_cache=teacher_cache)
+        return replace(self, channels_last=channels_last)
 
 
 @SCHEDULES.register("cosine")

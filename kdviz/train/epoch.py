@@ -45,7 +45,6 @@ def train_epoch(run: Run, epoch: int) -> dict:
         (1 if run.teacher is None else 2,), -1, device=dev
     )  # first step of a non-finite loss (, teacher logit)
     n, step = 0, -1
-    wanted = objective.inputs
     average_terms = run.ctx.enabled and objective.trainable
     batches = iterate_batches(
         run.data.train,
@@ -62,7 +61,7 @@ def train_epoch(run: Run, epoch: int) -> dict:
         if cfg.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast():
-            out = step_outputs(run.net, run.teacher, wanted, x, y, idx)
+            out = step_outputs(run.net, run.teacher, objective, x, y, idx)
             total, parts = objective(out)
         run.opt.zero_grad(set_to_none=True)
         total.backward()
@@ -96,18 +95,20 @@ def train_epoch(run: Run, epoch: int) -> dict:
 
 
 def step_outputs(
-    net, teacher: Teacher | None, wanted: set[str], x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor
+    net, teacher: Teacher | None, objective: Objective, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor
 ) -> StepOutputs:
     """What `net` and the teacher give on batch x (labels y, training indices idx): the logits, and the
-    fields in `wanted` (Objective.inputs) among features, teacher_features, stages, teacher_stages and
-    indices. The named stages come with the logits from one forward pass; "pool" is the features."""
+    fields the objective reads (Objective.inputs) among features, teacher_features, stages,
+    teacher_stages and indices. The named stages come with the logits from one forward pass; "pool"
+    is the features."""
+    wanted = objective.inputs
     if wanted & {"features", "stages"}:
         logits, stages = net(x, return_stages=True)
     else:
         logits, stages = net(x), None
     teacher_logits = teacher_stages = None
     if teacher is not None:
-        teacher_logits, teacher_stages = teacher(x, idx, features=bool(wanted & {"teacher_features", "teacher_stages"}))
+        teacher_logits, teacher_stages = teacher(x, idx, features=objective.reads_teacher_features)
 
     def pick(field, value):
         return value if field in wanted else None
@@ -133,7 +134,7 @@ def example_outputs(
     was_training = model.training
     model.eval()
     try:
-        return step_outputs(model, teacher, objective.inputs, x, y, torch.arange(len(y), device=device))
+        return step_outputs(model, teacher, objective, x, y, torch.arange(len(y), device=device))
     finally:
         model.train(was_training)
 
@@ -151,7 +152,7 @@ def _augment(run: Run):
     else with the dataset's random augmentation (if it has one and cfg.augment), else as they are."""
     if run.teacher is not None and run.teacher.chooses_views:
         return run.teacher.images
-    if run.cfg.augment and run.data.info.augment == "crop_flip":
+    if run.cfg.augmented(run.data.info):
         padding, generator = run.data.info.augment_padding, run.augment_gen
         return lambda images, idx: random_crop_flip(images, padding, generator)
     return None

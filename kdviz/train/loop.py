@@ -14,27 +14,25 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import time
-from collections.abc import Callable
-from pathlib import Path
 
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from ..correlation import ICCReport
 from ..data.base import DatasetSplits
 from ..data.loader import fit_batch_size
 from ..device import resolve_device
 from ..losses import Objective
 from ..threads import training_threads
-from .config import DISK_CACHE_IMAGES, TrainConfig, make_optimizer
+from .config import TrainConfig, make_optimizer
 from .distributed import setup_distributed, wrap_model
 from .epoch import evaluate, example_outputs, split_scores, train_epoch
 from .lock import RunLock
 from .order import initial_model, shuffle_generator
+from .output import Output, split_output
 from .result import TrainResult
 from .run import Run, check_run_dir, recorded_choices, restore, run_config, save_run, write_config, write_metrics
-from .teacher import TeacherLike, resolve_teacher
+from .teacher import TeacherLike, TeacherSource, resolve_teacher, teacher_source
 
 
 def train(
@@ -46,13 +44,7 @@ def train(
     model_kwargs: dict | None = None,
     config: TrainConfig | None = None,
     device: str | torch.device | None = None,
-    out_dir: str | Path | None = None,
-    resume: bool = False,
-    name: str | None = None,
-    progress: bool = True,
-    keep_epochs: tuple[int, ...] = (),
-    cache_dir: str | Path | None = None,
-    on_epoch: Callable[[pd.DataFrame, ICCReport, int], None] | None = None,
+    output: Output | None = None,
     **settings,
 ) -> TrainResult:
     """Train model `model` (a registry name) on `data` with `objective`.
@@ -61,15 +53,12 @@ def train(
     string, a {term: weight or {weight, **params}} dict, or an Objective.
     teacher: needed when a term distills; a TrainResult, a module, a checkpoint path, or a published
     teacher (kd.load_teacher).
-    settings: TrainConfig fields (epochs=, lr=, batch_size=, seed=, ...), overriding `config`.
-    keep_epochs: epochs (0-based) whose weights are also written to out_dir/epoch_<e>.pt, e.g. to
-    distill from an intermediate checkpoint of a teacher.
-    cache_dir: where the teacher cache is also stored on disk, for the next student of that teacher
-    (default: $KDVIZ_CACHE or ~/.cache/kdviz/teacher_logits, used from DISK_CACHE_IMAGES training images).
-    on_epoch: called on the main process after each epoch as on_epoch(history, snapshot, epochs):
-    the history so far (a DataFrame, one row per epoch), that epoch's validation ICCReport and the
-    run's number of epochs; e.g. kdviz.LiveCurves() redraws curves in a notebook while it trains.
+    output: where the run is written and how it is shown (an Output: out_dir, resume, name,
+    progress, keep_epochs, cache_dir, on_epoch).
+    settings: TrainConfig fields (epochs=, lr=, batch_size=, seed=, ...), overriding `config`, and
+    Output fields (out_dir=, resume=, progress=, ...), overriding `output`'s.
     """
+    out, settings = split_output(output, settings, [f.name for f in dataclasses.fields(TrainConfig)])
     cfg = TrainConfig.from_kwargs(**{**(config.to_dict() if config else {}), **settings})
     _check_splits(data)
     objective = Objective.coerce(objective)
@@ -82,10 +71,13 @@ def train(
         "num_classes": data.num_classes,
         "image_shape": list(data.info.image_shape),
     }
-    name = name or f"{model}:{objective.describe()}"
+    name = out.name or f"{model}:{objective.describe()}"
     core = initial_model(model, data, cfg.seed, **spec["kwargs"]).to(dev)
-    # What kdviz decides for this run (the layout, the teacher cache), as config.json records it.
-    cfg = _resolve(cfg, objective, data, core, dev, Path(out_dir) if out_dir is not None and resume else None)
+    # What kdviz decides for this run (the layout, the teacher's source), as config.json records it;
+    # a resumed run keeps the choices it recorded, so that it goes on as it started, even on another device.
+    cfg = dataclasses.replace(cfg, **_recorded(cfg, out)).resolved(core, dev)
+    source = teacher_source(cfg, objective, data, out.cache_dir)
+    cfg = dataclasses.replace(cfg, teacher_cache=source.cached)
     if cfg.channels_last:  # in place: the teacher runs on the student's NHWC batches
         core = core.to(memory_format=torch.channels_last)
         if teacher is not None:
@@ -114,7 +106,7 @@ def train(
         shuffle_gen=shuffle_generator(cfg.seed),
         # Its own generator per rank, so that ranks' shuffles stay in step whatever their shard sizes.
         augment_gen=torch.Generator().manual_seed(cfg.seed * 1009 + ctx.rank + 1),
-        run_dir=Path(out_dir) if out_dir is not None else None,
+        run_dir=out.run_dir,
     )
 
     online = teacher.module if teacher is not None and not cfg.teacher_cache else None
@@ -122,12 +114,12 @@ def train(
         RunLock(run.run_dir) if run.writes else contextlib.nullcontext(),
         training_threads(core, online, data.info.image_shape, cfg.batch_size, dev),
     ):
-        _open(run, name, resume, cache_dir, progress)
+        _open(run, name, out, source)
         bar = tqdm(
             total=cfg.epochs,
             initial=run.progress.next_epoch,
             desc=name,
-            disable=not (progress and ctx.is_main),
+            disable=not (out.progress and ctx.is_main),
             leave=True,
         )
         for epoch in range(run.progress.next_epoch, cfg.epochs):
@@ -139,7 +131,7 @@ def train(
             lr = run.opt.param_groups[0]["lr"]
             run.sched.step()
             objective.end_epoch()
-            scores, snapshot = evaluate(run, with_test=cfg.eval_test or epoch in keep_epochs)
+            scores, snapshot = evaluate(run, with_test=cfg.eval_test or epoch in out.keep_epochs)
             row = {
                 "epoch": epoch,
                 "lr": lr,
@@ -150,9 +142,9 @@ def train(
             }
             improved = run.progress.record(row, snapshot, run.model)
             if run.writes:
-                save_run(run, improved, keep=epoch in keep_epochs)
-            if on_epoch is not None and ctx.is_main:
-                on_epoch(pd.DataFrame(run.progress.history), snapshot, cfg.epochs)
+                save_run(run, improved, keep=epoch in out.keep_epochs)
+            if out.on_epoch is not None and ctx.is_main:
+                out.on_epoch(pd.DataFrame(run.progress.history), snapshot, cfg.epochs)
             bar.set_postfix(loss=f"{row['train_loss']:.3f}", val_err=f"{row['val_top1_err']:.3f}")
             bar.update(1)
         bar.close()
@@ -175,19 +167,10 @@ def train(
     )
 
 
-def _resolve(
-    cfg: TrainConfig,
-    objective: Objective,
-    data: DatasetSplits,
-    core: torch.nn.Module,
-    dev: torch.device,
-    resumed: Path | None,
-) -> TrainConfig:
-    """cfg with its None settings decided (TrainConfig.resolved); a resumed run (in `resumed`) keeps
-    the choices it recorded, so that it goes on as it started, even on another device."""
+def _recorded(cfg: TrainConfig, out: Output) -> dict:
+    """The settings left to kdviz (None in cfg) that the run being resumed in out.out_dir recorded."""
     left = tuple(k for k in ("channels_last", "teacher_cache") if getattr(cfg, k) is None)
-    kept = recorded_choices(resumed, left) if resumed is not None and left else {}
-    return dataclasses.replace(cfg, **kept).resolved(data.info, objective, core, dev)
+    return recorded_choices(out.run_dir, left) if out.resume and out.run_dir is not None and left else {}
 
 
 def _test_chosen_epoch(run: Run) -> None:
@@ -201,29 +184,20 @@ def _test_chosen_epoch(run: Run) -> None:
         write_metrics(run)
 
 
-def _open(run: Run, name: str, resume: bool, cache_dir, progress: bool) -> None:
-    """Check and (re)write the run directory, restore last.pt when resuming, load or build the
-    teacher's cached logits, and wrap the model for torchrun / torch.compile."""
+def _open(run: Run, name: str, out: Output, source: TeacherSource) -> None:
+    """Check and (re)write the run directory, restore last.pt when resuming, take the teacher's
+    logits from `source` (a cache is loaded or built now), and wrap the model for torchrun /
+    torch.compile."""
     config = run_config(run, name) if run.writes else None
     if run.writes:
-        check_run_dir(run, resume, config)
-    if run.run_dir is not None and resume and (run.run_dir / "last.pt").exists():
+        check_run_dir(run, out.resume, config)
+    if run.run_dir is not None and out.resume and (run.run_dir / "last.pt").exists():
         run.progress = restore(run, run.run_dir / "last.pt")
     if run.writes:
         write_config(run, config)
     # Built once the run directory is known to be usable: it can take minutes.
-    if run.teacher is not None and run.cfg.teacher_cache:
-        # A small split's teacher pass takes seconds: its logits stay in memory unless a folder is given.
-        on_disk = cache_dir is not None or len(run.data.train) >= DISK_CACHE_IMAGES
-        run.teacher = run.teacher.cached(
-            run.data,
-            run.cfg,
-            run.objective,
-            run.device,
-            cache_dir=cache_dir,
-            write=run.ctx.is_main and on_disk,
-            progress=progress and run.ctx.is_main,
-        )
+    if run.teacher is not None:
+        run.teacher = source.teacher(run.teacher, run.data, run.device, main=run.ctx.is_main, progress=out.progress)
     run.net = wrap_model(
         run.model, run.ctx, run.device, run.cfg.sync_bn
     )  # after restoring, so every rank starts from the same weights

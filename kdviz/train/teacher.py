@@ -1,10 +1,13 @@
 """The teacher as the training step sees it: a source of logits (and features) for each batch.
 
 `resolve_teacher` turns what a user passes as teacher= (a TrainResult, a module, a checkpoint path,
-a published teacher of `kdviz.models.published`) into a `Teacher`: the module in eval mode on the device, checked against the student's data
+a published teacher of `kdviz.models.published`) into a `Teacher`: the module in eval mode on the
+device, checked against the student's data
 (dataset, image shape where it is recorded, class count) and identified by its checkpoint path
 and a SHA-256 of its weights, which config.json and last.pt record so that a resume with another
-teacher is refused. The step then asks it, batch by batch, for the teacher's outputs:
+teacher is refused. `teacher_source` is kdviz's one decision of where the step's teacher logits
+come from (cached or online, in memory or also on disk, which views, which temperature), and
+the `TeacherSource` it returns gives the step its teacher, which it asks batch by batch:
 
 - `Teacher` runs the module on the very batch the student sees (online);
 - `CachedTeacher` (teacher_cache, by default where it is exact) looks the logits up in a cache computed once
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -28,9 +32,12 @@ from ..models.published import PublishedTeacher
 from .checkpoint import load_model
 from .config import TrainConfig
 from .result import TrainResult
-from .teacher_cache import load_or_build_teacher_cache, view_options, weights_sha256
+from .teacher_cache import CacheOptions, load_or_build_teacher_cache, weights_sha256
 
 TeacherLike = nn.Module | TrainResult | PublishedTeacher | str | Path | None
+# Training splits of fewer images keep their teacher cache in memory only (their teacher pass takes
+# seconds), unless train() is given a cache_dir; larger ones also store it on disk.
+DISK_CACHE_IMAGES = 10_000
 
 
 class Teacher:
@@ -66,48 +73,6 @@ class Teacher:
         # Clones are ordinary tensors again, which autograd accepts beside the student's outputs.
         return logits.clone(), ({k: v.clone() for k, v in stages.items()} if stages is not None else None)
 
-    def cached(
-        self,
-        data: DatasetSplits,
-        cfg: TrainConfig,
-        objective: Objective,
-        device: torch.device,
-        *,
-        cache_dir,
-        write: bool,
-        progress: bool,
-    ) -> CachedTeacher:
-        """This teacher with its logits of every training view loaded from `cache_dir`, or computed
-        (and, when `write`, stored there) now."""
-        if objective.inputs & {"teacher_features", "teacher_stages"}:
-            raise ValueError(
-                "the teacher cache holds logits only, and a term of the objective "
-                f"{objective.describe()!r} reads the teacher's features, so it needs the online teacher; "
-                "train with teacher_cache=False"
-            )
-        if cfg.cache_topk and any(t.params.get("logit_std") for t in objective.terms.values()):
-            raise ValueError(
-                f"cache_topk={cfg.cache_topk} keeps only the largest teacher logits, but logit_std standardizes "
-                "with the mean and std of all of them; train with cache_topk=0 (the cache then holds every logit, "
-                "exactly, and the term standardizes them as it reads them)"
-            )
-        # With top-k, the dropped classes' mass is kept at the temperature of the distillation terms.
-        taus = [t.params["tau"] for t in objective.terms.values() if t.needs_teacher and "tau" in t.params]
-        cache = load_or_build_teacher_cache(
-            self.module,
-            data.train,
-            data.info,
-            device,
-            cache_dir=cache_dir,
-            write=write,
-            progress=progress,
-            **view_options(data.info, cfg.augment, cfg.cache_views),
-            seed=cfg.seed,
-            topk=cfg.cache_topk,
-            tau=taus[0] if taus else 4.0,
-        )
-        return CachedTeacher(self, cache)
-
 
 class CachedTeacher(Teacher):
     """A teacher whose logits come from a TeacherLogitCache: each epoch shows every image in one of
@@ -131,6 +96,77 @@ class CachedTeacher(Teacher):
         return self.cache.logits(idx, self._views[idx]), None
 
 
+@dataclass(frozen=True)
+class TeacherSource:
+    """Where a run's step gets the teacher's logits, decided once (`teacher_source`): from the
+    online teacher (cached False), or from a cache of `options` that is read from `folder` (None:
+    the default folder) when it holds one, else built and, when `keep`, stored there for the next
+    student of the teacher. `cached` is also what config.json records as teacher_cache."""
+
+    cached: bool
+    options: CacheOptions | None = None
+    folder: Path | None = None
+    keep: bool = False
+
+    def teacher(self, online: Teacher, data: DatasetSplits, device: torch.device, *, main: bool, progress: bool):
+        """The Teacher the step reads: `online` itself, or its logits of every training view loaded
+        or computed now (stored only by the `main` process)."""
+        if not self.cached:
+            return online
+        cache = load_or_build_teacher_cache(
+            online.module,
+            data.train,
+            data.info,
+            device,
+            self.options,
+            cache_dir=self.folder,
+            write=main and self.keep,
+            progress=progress and main,
+        )
+        return CachedTeacher(online, cache)
+
+
+def teacher_source(cfg: TrainConfig, objective: Objective, data: DatasetSplits, cache_dir) -> TeacherSource:
+    """kdviz's one decision of where the teacher's logits come from, for training on `data` with
+    `objective` and `cfg`: cached when cfg.teacher_cache is True, or when it is None (kdviz
+    decides) exactly when the cache is exact: the training images are not augmented and no term
+    reads the teacher's features; in memory, and also on disk (in `cache_dir`, default
+    $KDVIZ_CACHE or ~/.cache/kdviz/teacher_logits) when a cache_dir is given or the training split
+    has DISK_CACHE_IMAGES images or more; with K = cfg.cache_views fixed views per image when the
+    images are augmented, the top cfg.cache_topk logits kept at the temperature of the
+    distillation terms."""
+    cached = cfg.teacher_cache
+    if cached is None:
+        cached = objective.needs_teacher and not objective.reads_teacher_features and not cfg.augmented(data.info)
+    if not (cached and objective.needs_teacher):  # (an objective without a teacher has nothing to cache)
+        return TeacherSource(cached)
+    if objective.reads_teacher_features:
+        raise ValueError(
+            "the teacher cache holds logits only, and a term of the objective "
+            f"{objective.describe()!r} reads the teacher's features, so it needs the online teacher; "
+            "train with teacher_cache=False"
+        )
+    if cfg.cache_topk and any(t.params.get("logit_std") for t in objective.terms.values()):
+        raise ValueError(
+            f"cache_topk={cfg.cache_topk} keeps only the largest teacher logits, but logit_std standardizes "
+            "with the mean and std of all of them; train with cache_topk=0 (the cache then holds every logit, "
+            "exactly, and the term standardizes them as it reads them)"
+        )
+    augmented = cfg.augmented(data.info)
+    # With top-k, the dropped classes' mass is kept at the temperature of the distillation terms.
+    taus = [t.params["tau"] for t in objective.terms.values() if t.needs_teacher and "tau" in t.params]
+    options = CacheOptions(
+        views=cfg.cache_views if augmented else 1,
+        padding=data.info.augment_padding if augmented else 0,
+        seed=cfg.seed,
+        topk=cfg.cache_topk,
+        tau=taus[0] if taus else 4.0,
+    )
+    # A small split's teacher pass takes seconds: its logits stay in memory unless a folder is given.
+    keep = cache_dir is not None or len(data.train) >= DISK_CACHE_IMAGES
+    return TeacherSource(True, options, Path(cache_dir) if cache_dir is not None else None, keep)
+
+
 def resolve_teacher(
     teacher: TeacherLike, objective: Objective, data: DatasetSplits, device: torch.device
 ) -> Teacher | None:
@@ -147,7 +183,7 @@ def resolve_teacher(
             f"the objective {objective.describe()!r} distills, so it needs teacher= (a TrainResult, a model, a checkpoint "
             "path or kd.load_teacher(...) of a published one)"
         )
-    module, checkpoint, label, image_shape = _resolve(teacher, data, device)
+    module, checkpoint, label, image_shape = _unpack(teacher, data, device)
     if image_shape is not None and tuple(image_shape) != tuple(data.info.image_shape):
         raise ValueError(
             f"the teacher {label} was trained on images of shape {tuple(image_shape)}, {data.info.name} has "
@@ -164,7 +200,7 @@ def resolve_teacher(
     return Teacher(module, checkpoint, label)
 
 
-def _resolve(teacher: TeacherLike, data: DatasetSplits, device) -> tuple[nn.Module, str | None, str, tuple | None]:
+def _unpack(teacher: TeacherLike, data: DatasetSplits, device) -> tuple[nn.Module, str | None, str, tuple | None]:
     """(module, checkpoint path or None, label, image shape it was trained on or None if unknown)."""
     if isinstance(teacher, TrainResult):
         if teacher.info.name != data.info.name:

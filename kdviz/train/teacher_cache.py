@@ -2,8 +2,8 @@
 
 A distillation step pays for a teacher forward pass on top of the student's step. Tutorials and
 ablation grids train many students from one teacher, so kdviz can run the teacher once per
-(teacher weights, images, labels, normalisation, views) and keep its logits (train() keeps a
-small split's in memory only: TrainConfig.teacher_cache, DISK_CACHE_IMAGES):
+(teacher weights, images, labels, normalisation, views) and keep its logits (kdviz.train.teacher decides
+whether a run uses it, with which options, and whether it is kept on disk):
 
 - exact, when training augmentation is off: one view, the plain image; a student then sees the
   very logits the online teacher would give it.
@@ -26,7 +26,7 @@ import hashlib
 import math
 import os
 import warnings
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from pathlib import Path
 
 import torch
@@ -38,11 +38,30 @@ from ..data.base import DatasetInfo, Split, normalize
 from .checkpoint import atomic_save
 
 FORMAT = "kdviz-teacher-logits-1"
+BATCH_SIZE = 512  # images per teacher forward pass while the cache is built
 
 
 def default_cache_dir() -> Path:
     """$KDVIZ_CACHE, else ~/.cache/kdviz/teacher_logits."""
     return Path(os.environ.get("KDVIZ_CACHE") or Path.home() / ".cache" / "kdviz" / "teacher_logits")
+
+
+@dataclass(frozen=True)
+class CacheOptions:
+    """What a cache holds besides the teacher's weights and the images (kdviz.train.teacher chooses
+    them for a run): `views` crop-and-flips of `padding` pixels per image, drawn once from `seed`
+    (views=1, padding=0: the plain images, exact), and the `topk` largest logits per view, the
+    others filled so that their total softmax mass at temperature `tau` is kept (topk=0: all C)."""
+
+    views: int = 1
+    padding: int = 0
+    seed: int = 0
+    topk: int = 0
+    tau: float = 4.0
+
+    @property
+    def augmented(self) -> bool:
+        return self.views > 1 or self.padding > 0
 
 
 @dataclass
@@ -92,14 +111,6 @@ class TeacherLogitCache:
         return torch.randint(self.num_views, (n,), generator=generator)
 
 
-def view_options(info: DatasetInfo, augment: bool, cache_views: int) -> dict:
-    """The views train(teacher_cache=True) caches: K crop-and-flip views when the training data is
-    augmented (augment on and the dataset has crop_flip), else the one exact view."""
-    if augment and info.augment == "crop_flip":
-        return {"views": cache_views, "padding": info.augment_padding}
-    return {"views": 1, "padding": 0}
-
-
 def weights_sha256(model: nn.Module) -> str:
     """SHA-256 (hex) of a model's state_dict: names, dtypes, shapes and values."""
     h = hashlib.sha256()
@@ -114,23 +125,10 @@ def _hash_weights(h, model: nn.Module) -> None:
         h.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
 
 
-def cache_key(
-    teacher: nn.Module, split: Split, info: DatasetInfo, *, views: int, padding: int, seed: int, topk: int, tau: float
-) -> str:
+def cache_key(teacher: nn.Module, split: Split, info: DatasetInfo, options: CacheOptions) -> str:
     """SHA-256 of everything the cached logits depend on."""
     h = hashlib.sha256()
-    for part in (
-        FORMAT,
-        type(teacher).__name__,
-        info.mean,
-        info.std,
-        info.image_shape,
-        views,
-        padding,
-        seed,
-        topk,
-        tau,
-    ):
+    for part in (FORMAT, type(teacher).__name__, info.mean, info.std, info.image_shape, *astuple(options)):
         h.update(repr(part).encode())
     _hash_weights(h, teacher)
     for tensor in (split.images, split.labels):
@@ -144,27 +142,23 @@ def build_teacher_cache(
     split: Split,
     info: DatasetInfo,
     device: torch.device,
+    options: CacheOptions = CacheOptions(),
     *,
-    views: int = 1,
-    padding: int = 0,
-    seed: int = 0,
-    topk: int = 0,
-    tau: float = 4.0,
-    batch_size: int = 512,
     progress: bool = True,
     key: str | None = None,
 ) -> TeacherLogitCache:
-    """Run `teacher` (in eval mode) over every view of every image of `split`.
+    """Run `teacher` (in eval mode) over every view of every image of `split`, in batches of 512.
 
-    views == 1 with padding == 0 is the exact cache of the plain images; otherwise each view is
-    a crop-and-flip (padding pixels) drawn once from `seed`. topk > 0 keeps the k largest logits,
-    the rest filled so that their total softmax mass at temperature `tau` is kept.
+    options.views == 1 with options.padding == 0 is the exact cache of the plain images; otherwise
+    each view is a crop-and-flip (padding pixels) drawn once from options.seed. options.topk > 0
+    keeps the k largest logits, the rest filled so that their total softmax mass at temperature
+    options.tau is kept.
     """
+    views, padding, seed, topk, tau = astuple(options)
     was_training = teacher.training
     teacher.eval()
-    augmented = views > 1 or padding > 0
     offsets = flips = None
-    if augmented:
+    if options.augmented:
         drawn = [
             draw_crop_flip(len(split), padding, generator=torch.Generator().manual_seed(seed * 7919 + v))
             for v in range(views)
@@ -173,18 +167,18 @@ def build_teacher_cache(
         flips = torch.stack([f for _, f in drawn]).to(device)
     images = split.images.to(device)
     chunks: list[list[torch.Tensor]] = [[] for _ in range(views)]
-    steps = [(v, s) for v in range(views) for s in range(0, len(split), batch_size)]
+    steps = [(v, s) for v in range(views) for s in range(0, len(split), BATCH_SIZE)]
     try:
         for v, start in tqdm(steps, desc="teacher logits", disable=not progress, leave=False):
-            end = start + batch_size
+            end = start + BATCH_SIZE
             batch = images[start:end]
-            if augmented:
+            if options.augmented:
                 batch = crop_flip(batch, offsets[v, start:end], flips[v, start:end], padding)
             chunks[v].append(teacher(normalize(batch, info)).float())
     finally:
         teacher.train(was_training)
     logits = torch.stack([torch.cat(c) for c in chunks])  # [K, N, C]
-    key = key or cache_key(teacher, split, info, views=views, padding=padding, seed=seed, topk=topk, tau=tau)
+    key = key or cache_key(teacher, split, info, options)
     num_classes = logits.shape[-1]
     if not 0 < topk < num_classes:
         return TeacherLogitCache(key, num_classes, logits, offsets=offsets, flips=flips, padding=padding)
@@ -200,21 +194,16 @@ def load_or_build_teacher_cache(
     split: Split,
     info: DatasetInfo,
     device: torch.device,
+    options: CacheOptions = CacheOptions(),
     *,
     cache_dir: str | os.PathLike | None = None,
     write: bool = True,
-    views: int = 1,
-    padding: int = 0,
-    seed: int = 0,
-    topk: int = 0,
-    tau: float = 4.0,
     progress: bool = True,
 ) -> TeacherLogitCache:
-    """The cache for (teacher, split, options) from `cache_dir` if a file with its key is there,
-    else built (and, when `write`, saved atomically there). Options as in build_teacher_cache."""
+    """The cache for (teacher, split, options) from `cache_dir` (default: default_cache_dir()) if
+    a file with its key is there, else built (and, when `write`, saved atomically there)."""
     folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    options = dict(views=views, padding=padding, seed=seed, topk=topk, tau=tau)
-    key = cache_key(teacher, split, info, **options)
+    key = cache_key(teacher, split, info, options)
     path = folder / f"{key}.pt"
     if path.exists():
         try:
@@ -223,7 +212,7 @@ def load_or_build_teacher_cache(
             stored = {}
         if stored.get("format") == FORMAT and stored.get("key") == key:
             return TeacherLogitCache(**{k: v for k, v in stored.items() if k != "format"}).to(device)
-    cache = build_teacher_cache(teacher, split, info, device, key=key, progress=progress, **options)
+    cache = build_teacher_cache(teacher, split, info, device, options, key=key, progress=progress)
     if write:
         try:
             atomic_save({"format": FORMAT, **vars(cache.to("cpu"))}, path)
