@@ -46,6 +46,7 @@ def test_bundled_experiment_names():
         "expressive-crd-cifar100",
         "expressive-digits",
         "expressive-fashion-mnist",
+        "expressive-planted",
         "quickstart",
         "smoke",
         "tiny-imagenet-shufflenet",
@@ -276,8 +277,8 @@ ROLE_VALID = "valid: ['amp', 'augment', 'batch_size'"  # then the other TrainCon
         (
             "[student]",
             "[studnet]",
-            "the top level got unknown argument(s) ['studnet']; valid: ['arms', 'baseline', 'dataset', 'description', "
-            "'extends', 'icc_tau', 'lr_by_model', 'name', 'seeds', 'student', 'teacher', 'train']",
+            "the top level got unknown argument(s) ['studnet']; valid: ['arms', 'baseline', 'dataset', 'dataset_options', "
+            "'description', 'extends', 'icc_tau', 'lr_by_model', 'name', 'seeds', 'student', 'teacher', 'train']",
         ),
         ('model = "mlp"', 'model = "mlp"\nwidth = 3', f"[student] got unknown argument(s) ['width']; {ROLE_VALID}"),
         ("n_train = 200", "n_train = 0", "[teacher] n_train must be a whole number >= 1, got 0"),
