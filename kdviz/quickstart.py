@@ -53,7 +53,7 @@ def print_table(experiment: Experiment, runs: pd.DataFrame, out: Path) -> pd.Dat
     print(f"\n{experiment.name}: {experiment.description}")
     print(
         "Test and validation errors are top-1 (%) at the epoch chosen on validation, mean +- standard error over the\n"
-        f"seeds; 'diff vs baseline' is the paired test-error difference to {experiment.baseline} (negative is better);\n"
+        f"seeds; 'diff vs baseline' is the paired test-error difference to {experiment.baseline} (negative is better).\n"
         "The secondary std and the ICC distance are measured on the test split, means over the seeds.\n"
     )
     print(table.to_string())

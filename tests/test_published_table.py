@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 import kdviz as kd
-from kdviz.cli import build_parser, run_settings
+from kdviz.cli import build_parser, command_settings
 from kdviz.experiments import load_experiment
 from kdviz.experiments.published import ROWS, measured_top1
 
@@ -37,7 +37,7 @@ def test_every_rows_command_trains_that_rows_method(row):
     argv = shlex.split(row.command())
     assert argv[:2] == ["kdviz", "distill"]
     args = build_parser().parse_args(argv[1:])
-    data, settings = run_settings(args, load_experiment(args.recipe))
+    data, settings = command_settings(args, load_experiment(args.recipe))
     assert data["name"] == "cifar100" and settings["model"] == row.student and settings["epochs"] == 240
     assert (args.teacher_model, args.teacher_format) == (row.teacher, "mdistiller")
     assert args.teacher_checkpoint == f"cifar_teachers/{row.teacher}_vanilla/ckpt_epoch_240.pth"
