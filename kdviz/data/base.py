@@ -8,15 +8,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Any
 
 import torch
 
 from ..device import to_device
 from ..registry import unknown_name
-
-if TYPE_CHECKING:
-    from .planted import Planted
 
 AUGMENTS = (None, "crop_flip")
 
@@ -107,7 +104,7 @@ class DatasetSplits:
     train: Split
     val: Split
     test: Split
-    truth: Planted | None = None
+    truth: Any = None  # a kdviz.data.planted.Planted (not imported: planted.py builds on this module)
 
     @property
     def num_classes(self) -> int:
