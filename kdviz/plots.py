@@ -34,7 +34,7 @@ MIN_FONT, MAX_FONT = 7.2, 10.0
 UNIFORM = 1e-6  # a colour scale spanning less than this share of its values' magnitude spans rounding noise
 
 
-def _new_figure(figsize: tuple[float, float], ncols: int = 1):
+def new_figure(figsize: tuple[float, float], ncols: int = 1):
     # Made through pyplot so that notebooks register their PNG display for figures, then closed
     # at once: pyplot keeps no reference (no leak in loops) and the notebook shows the figure
     # once, as the cell's value, instead of twice. Constrained layout keeps every tick label,
@@ -60,7 +60,7 @@ def settle(fig: Figure) -> None:
 
 def figure_for(ax, figsize: tuple[float, float]):
     """(figure, axes) to draw on: `ax` and its figure, or a new figure of `figsize` when ax is None."""
-    return _new_figure(figsize) if ax is None else (ax.figure, ax)
+    return new_figure(figsize) if ax is None else (ax.figure, ax)
 
 
 def _frame(m: MatrixLike, secondary: bool) -> pd.DataFrame:
@@ -133,7 +133,7 @@ def plot_icc_comparison(
     if cluster:
         order = cluster_order(t)
         t, s = t.loc[order, order], s.loc[order, order]
-    fig, axes = _new_figure((DISPLAY_WIDTH, DISPLAY_WIDTH / 3 + 1.4), ncols=3)
+    fig, axes = new_figure((DISPLAY_WIDTH, DISPLAY_WIDTH / 3 + 1.4), ncols=3)
     off = _drawn(t, secondary)
     both = np.concatenate([t.to_numpy(dtype=float)[off], s.to_numpy(dtype=float)[off]])
     vmin, vmax, uniform = colour_limits(both)
@@ -331,7 +331,7 @@ def plot_training(
     if len(records) != 1:
         raise ValueError(f"plot_training draws one run; got {len(records)}: {list(records)[:4]}")
     history = next(iter(records.values())).history
-    fig, axes = _new_figure(
+    fig, axes = new_figure(
         (DISPLAY_WIDTH, 4.5) if snapshot is not None else (7, 4.5), ncols=2 if snapshot is not None else 1
     )
     curve_ax = axes[0] if snapshot is not None else axes
@@ -360,7 +360,7 @@ def plot_soft_targets(
     c = z.shape[1]
     names = list(class_names) if class_names is not None else [str(k) for k in range(c)]
     y = torch.tensor([target])
-    fig, ax = _new_figure((min(DISPLAY_WIDTH, max(6.0, 0.2 * c * len(taus) + 2)), 4))
+    fig, ax = new_figure((min(DISPLAY_WIDTH, max(6.0, 0.2 * c * len(taus) + 2)), 4))
     warn_missing_glyphs(names)
     width = 0.8 / len(taus)
     lines = []

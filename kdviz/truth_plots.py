@@ -13,7 +13,7 @@ from matplotlib.ticker import MaxNLocator
 from .correlation import ICCReport, true_icc
 from .data.base import DatasetSplits
 from .losses.icc import secondary_icc
-from .plots import _new_figure, annotate_cells, plot_icc
+from .plots import annotate_cells, new_figure, plot_icc
 
 
 def truth_frame(source: ICCReport | DatasetSplits, *, tau: float = 4.0, secondary: bool = False) -> pd.DataFrame:
@@ -50,7 +50,7 @@ def plot_truth(
     frame = truth_frame(source, tau=tau, secondary=secondary)
     curves = {name: getattr(run, "history", run) for name, run in (runs or {}).items()}
     curves = {name: h for name, h in curves.items() if "val_truth_distance" in h and len(h)}
-    fig, axes = _new_figure((10.0, 4.4) if curves else (5.2, 4.4), ncols=2 if curves else 1)
+    fig, axes = new_figure((10.0, 4.4) if curves else (5.2, 4.4), ncols=2 if curves else 1)
     heat_ax = axes[0] if curves else axes
     kind = "secondary ICC" if secondary else "ICC"
     plot_icc(

@@ -299,28 +299,6 @@ def test_a_name_close_to_nothing_gets_no_suggestion():
     assert str(info.value) == "unknown thing 'zzzz'; valid choices: alpha"
 
 
-class _Hostile:
-    """A pickle that runs os.mkdir(marker) when loaded."""
-
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return os.mkdir, (str(self.marker),)
-
-
-def test_a_cifar_batch_that_would_run_code_is_refused_unrun(tmp_path):
-    from test_data_paper import make_cifar10, write_pickle
-
-    folder = tmp_path / "cifar-10-batches-py"
-    make_cifar10(folder)
-    marker = tmp_path / "ran"
-    write_pickle(folder / "data_batch_3", {"data": _Hostile(marker), "labels": [1]})
-    with pytest.raises(ValueError, match=r"data_batch_3 is truncated or corrupt .*mkdir, which no CIFAR batch holds"):
-        kd.load_dataset("cifar10", root=tmp_path)
-    assert not marker.exists()
-
-
 @pytest.mark.parametrize("setting", [{"icc_tau": float("inf")}, {"weight_decay": float("inf")}])
 def test_infinite_training_settings_are_refused(setting):
     with pytest.raises(ValueError, match=f"{next(iter(setting))} must be finite"):

@@ -1,6 +1,7 @@
 """Paper-scale datasets (CIFAR-10/100, CINIC-10, Tiny ImageNet) from small files written in each
 dataset's real on-disk layout, and the batch crop-and-flip augmentation."""
 
+import os
 import pickle
 
 import numpy as np
@@ -457,3 +458,23 @@ def test_dataset_info_checks_augment():
         DatasetInfo("t", ("a",), (1, 1, 1), (0.5,), (0.5,), augment="mixup")
     with pytest.raises(ValueError, match="augment_padding"):
         DatasetInfo("t", ("a",), (1, 1, 1), (0.5,), (0.5,), augment="crop_flip", augment_padding=-1)
+
+
+class _Hostile:
+    """A pickle that runs os.mkdir(marker) when loaded."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.mkdir, (str(self.marker),)
+
+
+def test_a_cifar_batch_that_would_run_code_is_refused_unrun(tmp_path):
+    folder = tmp_path / "cifar-10-batches-py"
+    make_cifar10(folder)
+    marker = tmp_path / "ran"
+    write_pickle(folder / "data_batch_3", {"data": _Hostile(marker), "labels": [1]})
+    with pytest.raises(ValueError, match=r"data_batch_3 is truncated or corrupt .*mkdir, which no CIFAR batch holds"):
+        load_dataset("cifar10", root=tmp_path)
+    assert not marker.exists()

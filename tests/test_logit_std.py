@@ -10,7 +10,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from test_losses_expressive import no_host_sync  # tests/ is on sys.path: pytest's rootdir conftest
+from helpers import no_host_sync
 
 from kdviz.losses import LOSS_TERMS, PRESETS, Objective, StepOutputs, dkd_loss
 from kdviz.models import build_model

@@ -10,6 +10,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from helpers import LOGIT_TERMS
 
 from kdviz.losses import (
     LOSS_TERMS,
@@ -400,7 +401,6 @@ def _batch(seed, b=12, c=5, dtype=torch.float32):
 
 
 # The feature terms (FitNet, AT, CRD) read stages, not logits: tests/test_losses_baselines.py checks them.
-LOGIT_TERMS = [name for name in LOSS_TERMS.names() if not {"features", "stages"} & set(LOSS_TERMS.get(name)().inputs)]
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

@@ -430,7 +430,7 @@ def test_feature_term_used_before_it_is_built_says_so():
 
 # ---------------------------------------------------------------- every feature term: batch size, host syncs
 # (tests/test_losses.py and test_losses_expressive.py check the same for the logit terms)
-from test_losses_expressive import no_host_sync  # noqa: E402
+from helpers import no_host_sync  # noqa: E402
 
 FEATURE_TERMS = [n for n in LOSS_TERMS.names() if {"features", "stages"} & set(LOSS_TERMS.get(n)().inputs)]
 STUDENT = {"stage1": (3, 4, 4), "stage2": (4, 2, 2), "stage3": (6, 1, 1), "pool": (6,)}
@@ -737,36 +737,3 @@ def test_readme_lists_every_method_for_every_crd_pair_and_each_row_parses():
     assert set(methods) == {"resnet8x4", "wrn_16_2", "resnet20", "shufflenetv2_1_0"}
     for student, terms in methods.items():
         assert {"kd", "fitnet", "at", "crd", "dkd"} <= terms, student
-
-
-def test_crd_recipe_distills_with_a_feature_term_from_the_command_line(tmp_path):
-    from test_recipes import CPU, config
-
-    from kdviz.cli import main
-    from kdviz.data.sample_files import write_cifar100
-
-    write_cifar100(tmp_path / "cifar-100-python")
-    teacher, student = tmp_path / "teacher", tmp_path / "student"
-    common = ["--recipe", "crd-cifar100", "--data-root", str(tmp_path), "--n-train", "6", "--epochs", "1", *CPU]
-    assert main(["train-teacher", *common, "--model", "resnet8", "--out", str(teacher)]) == 0
-    assert (
-        main(
-            [
-                "distill",
-                *common,
-                "--teacher",
-                str(teacher / "best.pt"),
-                "--model",
-                "shufflenetv2_0_5",
-                "--loss",
-                "crd",
-                "--loss-params",
-                '{"crd": {"negatives": 64}}',
-                "--out",
-                str(student),
-            ]
-        )
-        == 0
-    )
-    assert config(student)["objective"]["crd"] == {"weight": 0.8, "negatives": 64}
-    assert "crd" in torch.load(student / "last.pt", weights_only=True)["objective"]

@@ -5,14 +5,13 @@ Expected values come from arithmetic written out in comments or from plain pytho
 over the formulas, never from the library's own helpers.
 """
 
-import contextlib
 import io
 import math
 
 import numpy as np
 import pytest
 import torch
-from test_losses import LOGIT_TERMS  # tests/ is on sys.path: pytest's rootdir conftest
+from helpers import LOGIT_TERMS, HostSync, no_host_sync
 
 from kdviz.losses import (
     LOSS_TERMS,
@@ -321,38 +320,6 @@ def test_kd_asymmetric_preset_spells_out_the_defaults():
 
 
 # ---------------------------------------------------------------- issue #4: no host sync in a step
-class HostSync(AssertionError):
-    pass
-
-
-_SYNCING_METHODS = ["item", "tolist", "numpy", "nonzero", "__bool__", "__float__", "__int__", "__index__"]
-
-
-@contextlib.contextmanager
-def no_host_sync():
-    """Fails on anything in the block that makes the host wait for the device.
-
-    Run it on meta tensors (shapes, no data): every op that needs a value on the host then
-    raises, including those hidden in C++ (boolean-mask indexing calls nonzero). The patched
-    methods name the Python-level culprits. CUDA's set_sync_debug_mode needs a GPU.
-    """
-    saved = {name: getattr(torch.Tensor, name) for name in _SYNCING_METHODS}
-
-    def refuse(name):
-        def method(self, *args, **kwargs):
-            raise HostSync(f"Tensor.{name}() in the per-step path waits for the device")
-
-        return method
-
-    try:
-        for name in _SYNCING_METHODS:
-            setattr(torch.Tensor, name, refuse(name))
-        yield
-    finally:
-        for name, method in saved.items():
-            setattr(torch.Tensor, name, method)
-
-
 def _steps(seed):
     s, y, t = _batch(seed, dtype=torch.float32)
     meta = StepOutputs(s.to("meta").requires_grad_(), y.to("meta"), t.to("meta"))

@@ -5,9 +5,9 @@ import math
 
 import pytest
 import torch
+from helpers import LOGIT_TERMS
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_losses import LOGIT_TERMS  # tests/ is on sys.path: pytest's rootdir conftest
 
 from kdviz.cli import build_parser
 from kdviz.losses import LOSS_TERMS, StepOutputs

@@ -7,6 +7,7 @@ import json
 
 import pandas as pd
 import pytest
+import torch
 
 from kdviz.cli import build_parser, command_settings, main
 from kdviz.data.sample_files import write_cifar100, write_tiny_imagenet
@@ -336,3 +337,34 @@ def test_extends_starts_from_another_experiment_and_overrides_key_by_key(tmp_pat
         0.05,
     )
     assert kwargs["objective"] == {"ce": 0.1, "kd": {"weight": 0.9, "tau": 4.0}}  # the base's student objective
+
+
+def test_crd_recipe_distills_with_a_feature_term_from_the_command_line(tmp_path):
+    from kdviz.cli import main
+    from kdviz.data.sample_files import write_cifar100
+
+    write_cifar100(tmp_path / "cifar-100-python")
+    teacher, student = tmp_path / "teacher", tmp_path / "student"
+    common = ["--recipe", "crd-cifar100", "--data-root", str(tmp_path), "--n-train", "6", "--epochs", "1", *CPU]
+    assert main(["train-teacher", *common, "--model", "resnet8", "--out", str(teacher)]) == 0
+    assert (
+        main(
+            [
+                "distill",
+                *common,
+                "--teacher",
+                str(teacher / "best.pt"),
+                "--model",
+                "shufflenetv2_0_5",
+                "--loss",
+                "crd",
+                "--loss-params",
+                '{"crd": {"negatives": 64}}',
+                "--out",
+                str(student),
+            ]
+        )
+        == 0
+    )
+    assert config(student)["objective"]["crd"] == {"weight": 0.8, "negatives": 64}
+    assert "crd" in torch.load(student / "last.pt", weights_only=True)["objective"]

@@ -55,7 +55,7 @@ def swept(runs: pd.DataFrame, key: str) -> pd.Series:
     return runs["variant"].map(value).rename(key)
 
 
-def _se(values: pd.Series) -> float:
+def standard_error(values: pd.Series) -> float:
     return float(values.std(ddof=1) / math.sqrt(len(values))) if len(values) > 1 else float("nan")
 
 
@@ -79,11 +79,11 @@ def summarize(runs: pd.DataFrame, baseline: str | None) -> pd.DataFrame:
             "seeds": len(group),
             "val_err": 100 * group["val_top1_err"].mean(),
             "test_err": test.mean(),
-            "test_err_se": _se(test),
+            "test_err_se": standard_error(test),
         }
         if row["role"] == "student" and baseline is not None:
             paired = 100 * (group.set_index("seed")["test_top1_err"] - base).dropna()
-            row.update(diff_vs_baseline=paired.mean() if len(paired) else float("nan"), diff_se=_se(paired))
+            row.update(diff_vs_baseline=paired.mean() if len(paired) else float("nan"), diff_se=standard_error(paired))
             row["z"] = row["diff_vs_baseline"] / row["diff_se"] if row["diff_se"] > 0 else float("nan")
         for column in MEANS:
             if column in group and group[column].notna().any():

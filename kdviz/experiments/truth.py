@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from .spec import Experiment
-from .summary import _se, select_variants
+from .summary import select_variants, standard_error
 
 BOOTSTRAP = 2000  # resamples of the seeds behind each interval
 
@@ -46,14 +46,14 @@ def truth_table(experiment: Experiment, runs: pd.DataFrame, alone: str = "alone"
             "teacher": arm.teacher,
             "objective": str(arm.objective),
             "teacher_err": 100 * s["teacher_test_top1_err"].mean(),
-            "teacher_err_se": _se(100 * s["teacher_test_top1_err"]),
+            "teacher_err_se": standard_error(100 * s["teacher_test_top1_err"]),
             "teacher_truth_distance": s["teacher_truth_distance"].mean(),
-            "teacher_truth_distance_se": _se(s["teacher_truth_distance"]),
+            "teacher_truth_distance_se": standard_error(s["teacher_truth_distance"]),
             "teacher_truth_rank": s["teacher_truth_rank"].mean(),
             "student_err": 100 * s["test_top1_err"].mean(),
-            "student_err_se": _se(100 * s["test_top1_err"]),
+            "student_err_se": standard_error(100 * s["test_top1_err"]),
             "gain": gain.mean(),
-            "gain_se": _se(gain),
+            "gain_se": standard_error(gain),
         }
         ceiling = by_arm.get(bayes.get(str(arm.objective)))
         ceiling_gain = None if ceiling is None else 100 * (base - ceiling["test_top1_err"])
@@ -70,7 +70,7 @@ def paired_teacher_difference(runs: pd.DataFrame, arm: str, reference: str, colu
     picked = _chosen(runs)
     a, b = (picked[picked["arm"] == name].set_index("seed")[column] for name in (arm, reference))
     diff = (a - b).dropna()
-    return float(diff.mean()), _se(diff), len(diff)
+    return float(diff.mean()), standard_error(diff), len(diff)
 
 
 def truth_error_correlation(
