@@ -61,6 +61,7 @@ def test_zero_byte_checkpoint_is_named_empty_everywhere(tmp_path, capsys):
     assert "empty (0 bytes)" in _error(capsys)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage", ["empty", "truncated"])
 def test_bad_last_pt_says_how_to_start_over(tmp_path, capsys, teacher_ckpt, damage):
     run = tmp_path / "run"

@@ -54,6 +54,7 @@ def test_quickstart_smoke_writes_every_file(tmp_path, capsys, monkeypatch):
     assert calls == ["figures"]
 
 
+@pytest.mark.slow
 def test_train_distill_correlations_chain(tmp_path, capsys):
     t, s = tmp_path / "teacher", tmp_path / "student"
     common = ["--epochs", "2", "--no-progress", "--device", "cpu"]

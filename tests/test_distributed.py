@@ -8,6 +8,8 @@ from copy import deepcopy
 import pytest
 import torch
 
+pytestmark = pytest.mark.distributed  # torchrun with several processes: CI runs these
+
 SCRIPT = textwrap.dedent(
     """
     import sys, torch
@@ -180,7 +182,6 @@ LOGIT_STD_SCRIPT = textwrap.dedent(
 )
 
 
-@pytest.mark.distributed
 @pytest.mark.parametrize("objective, cache", [("kd+logit_std", "cache"), ("dkd+logit_std", "online")])
 def test_logit_standardization_under_torchrun_matches_one_process(tmp_path, objective, cache):
     """Standardization is per sample, so the global batch split over 2 ranks gives the 1-process run."""

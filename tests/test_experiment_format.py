@@ -243,6 +243,7 @@ def test_no_arms_leaves_no_output_folder_and_run_sweep_refuses_an_experiment_wit
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_n_train_bounds_are_the_ones_load_dataset_enforces():
     """digits: 1,258 training images of 10 classes; validation is max(10, round(0.1 * 1258)) = 126 of
     them, which leaves 1,132 to train on, and n_train needs one image per class."""

@@ -114,6 +114,7 @@ def test_plan_pairs_every_student_variant_with_each_teacher_variant_on_its_seed(
     assert len({r.path for r in runs}) == len(runs)
 
 
+@pytest.mark.slow
 def test_grid_runs_once_then_skips_finished_runs_and_reruns_only_missing_ones(tmp_path, monkeypatch, write_experiment):
     protocol = load_experiment(write_experiment(tmp_path, TINY))
     out = tmp_path / "out"
@@ -138,6 +139,7 @@ def test_grid_runs_once_then_skips_finished_runs_and_reruns_only_missing_ones(tm
     assert len(collect(protocol, out)) == len(runs)
 
 
+@pytest.mark.slow
 def test_arms_added_in_code_train_only_their_own_runs(tmp_path, monkeypatch, write_experiment):
     experiment = load_experiment(write_experiment(tmp_path, TINY), seeds=[0]).only(["kd"])
     out = tmp_path / "out"
@@ -186,6 +188,7 @@ def test_add_arms_takes_arm_objects(tmp_path, write_experiment):
         add_arms(load_experiment(write_experiment(tmp_path, TINY)), {"name": "x", "role": "student"})
 
 
+@pytest.mark.slow
 def test_snapshot_is_the_teachers_checkpoint_of_that_epoch(tmp_path, write_experiment):
     protocol = load_experiment(write_experiment(tmp_path, TINY), seeds=[0])
     out = tmp_path / "out"
@@ -310,6 +313,7 @@ def test_figure_of_error_against_teacher_secondary_std(tmp_path):
 STUDIES = [name for name in experiment_names() if name.startswith("expressive-")]
 
 
+@pytest.mark.slow
 def test_sweep_command_smoke_on_the_shipped_digits_study(tmp_path, capsys):
     assert (
         main(["sweep", "expressive-digits", "--smoke", "--out", str(tmp_path), "--no-progress", "--device", "cpu"]) == 0
@@ -323,6 +327,7 @@ def test_sweep_command_smoke_on_the_shipped_digits_study(tmp_path, capsys):
     assert json.loads(next(tmp_path.glob("kd/*/seed_0/result.json")).read_text())["arm"] == "kd"
 
 
+@pytest.mark.slow
 def test_sweep_command_smoke_on_the_crd_cifar100_study(tmp_path, capsys):
     write_cifar100(tmp_path / "data" / "cifar-100-python")
     args = [
@@ -361,6 +366,7 @@ def test_every_shipped_study_is_valid_and_compares_with_plain_kd(name):
     assert {"alone", "icc_full"} <= {a.name for a in experiment.arms}
 
 
+@pytest.mark.slow
 def test_the_study_reproduces_its_committed_runs(tmp_path):
     """Seed 0 of three arms of the bundled study's runs (kdviz/results/expressive-digits/runs.csv), rerun from the shipped file.
     Errors are counts of images (126 validation, 539 test). Float sums differ in the last digits from
@@ -380,6 +386,7 @@ def test_the_study_reproduces_its_committed_runs(tmp_path):
     assert runs["secondary_std"].tolist() == pytest.approx(expected["secondary_std"].tolist(), abs=5e-3)
 
 
+@pytest.mark.slow
 def test_a_folder_of_runs_with_other_settings_is_refused_not_reused(tmp_path, write_experiment):
     out = tmp_path / "out"
     run_sweep(load_experiment(write_experiment(tmp_path, TINY), seeds=[0]), out, progress=False, device="cpu")

@@ -52,6 +52,7 @@ def test_ordinary_temperatures_warn_nothing(tiny_info, tau):
         icc_of_logits(z, y, tiny_info, tau=tau)
 
 
+@pytest.mark.slow
 def test_a_colour_scale_never_spans_rounding_noise(tiny_info):
     third = np.full(6, 1 / 3) + np.array([0, 1, -1, 2, 0, 1]) * 1.6e-9  # 1/3 with float noise of the size tau 1e8 gives
     assert colour_limits(third) == (0.0, 1.0, True)

@@ -163,6 +163,7 @@ def test_every_figure_draws_any_name_legibly(figure, names, monkeypatch):
     check_legible(_figures(NAMES[names])[figure](), monkeypatch)
 
 
+@pytest.mark.slow
 def test_live_curves_png_keeps_the_rule_at_its_own_dpi(tiny_info, monkeypatch):
     """LiveCurves shows its PNG at its pixel size: its text must be 10 px there."""
     curves = kd.LiveCurves(icc=True, label=LONG)

@@ -90,6 +90,7 @@ def test_live_curves_do_nothing_outside_a_kernel(tiny_info, capsys):
     assert capsys.readouterr() == ("", "")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seconds, expected", [(1000.0, 5), (1e-6, 2)], ids=["slow-epochs", "fast-epochs"])
 def test_live_curves_keep_drawing_within_budget_and_always_draw_first_and_last(
     tiny_info, monkeypatch, seconds, expected
@@ -105,6 +106,7 @@ def test_live_curves_keep_drawing_within_budget_and_always_draw_first_and_last(
     assert all(png.startswith(b"\x89PNG") for png in shown)
 
 
+@pytest.mark.slow
 def test_live_curves_give_a_second_run_its_own_display(tiny_info, monkeypatch):
     monkeypatch.setattr(live, "in_notebook", lambda: True)
 
@@ -136,6 +138,7 @@ def test_plot_training_fixes_the_epoch_axis_and_adds_the_icc(tiny_info):
     assert len(plot_training(history(3, 1.0)).axes) == 1
 
 
+@pytest.mark.slow
 def test_live_curves_leave_one_png_in_a_notebook_cell(tmp_path, monkeypatch):
     monkeypatch.delenv("MPLBACKEND", raising=False)
     cell = (

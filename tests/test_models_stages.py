@@ -90,6 +90,7 @@ PLAIN_FORWARD = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ZOO)
 def test_asking_for_stages_changes_no_output(name):
     torch.manual_seed(0)

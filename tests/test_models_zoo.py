@@ -62,6 +62,7 @@ def _run(model, x, **kw):
         return model(x, **kw)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ALL_MODELS)
 def test_any_class_count_at_32_and_64_px_with_features(name):
     torch.manual_seed(0)

@@ -55,6 +55,7 @@ def _cell_texts(ax):
     return [t for t in ax.texts if t.get_text()]
 
 
+@pytest.mark.slow
 def test_secondary_diagonal_is_masked_not_drawn_as_zero(tiny_info):
     t, s = _report(tiny_info, 0), _report(tiny_info, 1)
     for fig in (plot_icc(t, secondary=True), plot_icc_comparison(t, s)):
@@ -76,6 +77,7 @@ def _info(n):
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("classes", [4, 10])
 def test_cell_numbers_are_readable_at_the_displayed_size_and_fit_their_cells(classes):
     g = torch.Generator().manual_seed(classes)
@@ -99,6 +101,7 @@ def test_cell_numbers_are_readable_at_the_displayed_size_and_fit_their_cells(cla
     assert not _cell_texts(plot_icc(r, annotate=False).axes[0])
 
 
+@pytest.mark.slow
 def test_cell_numbers_are_left_out_when_too_many_classes_to_read_them():
     g = torch.Generator().manual_seed(0)
     r = icc_of_logits(torch.randn(160, 40, generator=g), torch.arange(160) % 40, _info(40))

@@ -45,6 +45,7 @@ def _term(name: str, tau: float):
         return LOSS_TERMS.get(name)()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", LOGIT_TERMS)  # the feature terms have their own tests (test_losses_baselines.py)
 @FAST
 @given(batch=batches())

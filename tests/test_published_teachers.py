@@ -191,6 +191,7 @@ def mdistiller_distiller_file(tmp_path, student_sd, teacher_sd):
 SLOW = pytest.mark.slow  # the published teachers' full sizes; their small siblings run in the fast suite
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "name",
     [pytest.param(n, marks=SLOW) for n in ("resnet56", "resnet110", "resnet32x4", "wrn_40_2", "vgg13")]
@@ -213,6 +214,7 @@ def test_a_published_checkpoint_gives_the_published_networks_outputs(tmp_path, n
         torch.testing.assert_close(native.eval()(x), got, rtol=0, atol=0)
 
 
+@pytest.mark.slow
 @SLOW
 def test_each_published_teacher_has_its_published_accuracy(tmp_path):
     published = {"resnet56": 72.34, "resnet110": 74.31, "resnet32x4": 79.42, "wrn_40_2": 75.61, "vgg13": 74.64}
@@ -221,6 +223,7 @@ def test_each_published_teacher_has_its_published_accuracy(tmp_path):
     assert kd.load_teacher("vgg8", repdistiller_file(tmp_path, "vgg8", STATES["vgg8"]())).published_top1 is None
 
 
+@pytest.mark.slow
 def test_mdistiller_students_and_distiller_checkpoints_load(tmp_path):
     student, teacher = STATES["resnet8x4"](), STATES["resnet32x4"]()
     x = torch.randn(2, 3, 32, 32)

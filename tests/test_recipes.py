@@ -143,6 +143,7 @@ def test_flags_given_override_the_recipe_and_the_others_come_from_it():
     }
 
 
+@pytest.mark.slow
 def test_crd_cifar100_smoke_run_on_cifar100_files(tmp_path, capsys):
     write_cifar100(tmp_path / "cifar-100-python")
     teacher, student = tmp_path / "teacher", tmp_path / "student"
@@ -182,6 +183,7 @@ def test_crd_cifar100_smoke_run_on_cifar100_files(tmp_path, capsys):
     assert pd.read_csv(student / "metrics.csv")["lr"].tolist() == pytest.approx([0.01, 0.001])
 
 
+@pytest.mark.slow
 def test_tiny_imagenet_shufflenet_smoke_run_on_tiny_imagenet_files(tmp_path):
     write_tiny_imagenet(tmp_path / "tiny-imagenet-200")
     teacher, student = tmp_path / "teacher", tmp_path / "student"
@@ -203,6 +205,7 @@ def test_tiny_imagenet_shufflenet_smoke_run_on_tiny_imagenet_files(tmp_path):
         assert run["amp"] is True and run["channels_last"] is True
 
 
+@pytest.mark.slow
 def test_smoke_recipe_on_digits(tmp_path):
     teacher, student = tmp_path / "teacher", tmp_path / "student"
     assert main(["train-teacher", "--recipe", "smoke", "--out", str(teacher), *CPU]) == 0

@@ -30,6 +30,7 @@ def _run(out_dir) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-c", SCRIPT, str(out_dir)], stderr=subprocess.PIPE)
 
 
+@pytest.mark.slow
 def test_sigkill_mid_epoch_then_resume_is_bit_identical(tmp_path):
     full, cut = tmp_path / "full", tmp_path / "cut"
     assert _run(full).wait(timeout=300) == 0

@@ -135,6 +135,7 @@ def _cases(functions, drawn):
     ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("function, kind", _cases(RUN_FUNCTIONS, lambda f, k: k in RUN_FUNCTIONS[f][1]))
 def test_run_functions_take_each_kind_they_accept_alone_or_in_a_dict_and_refuse_the_others(function, kind, sources):
     call, accepted = RUN_FUNCTIONS[function]

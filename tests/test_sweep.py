@@ -97,6 +97,7 @@ def one_process(tmp_path_factory, write_experiment):
     return exp, run_sweep(exp, tmp / "out", progress=False, device="cpu")
 
 
+@pytest.mark.slow
 def test_two_worker_processes_give_the_table_of_one(one_process, tmp_path):
     exp, want = one_process
     assert len(want) == len(plan(exp)) == 12
@@ -104,6 +105,7 @@ def test_two_worker_processes_give_the_table_of_one(one_process, tmp_path):
     assert_same_table(got, want)
 
 
+@pytest.mark.slow
 def test_ray_local_cluster_on_two_cpus_gives_the_table_of_one_process(one_process, tmp_path):
     ray = pytest.importorskip("ray", reason='Ray is not installed: pip install -e ".[ray]" (the dev extra includes it)')
     exp, want = one_process
@@ -127,6 +129,7 @@ def test_ray_local_cluster_on_two_cpus_gives_the_table_of_one_process(one_proces
     assert_same_table(got, want)
 
 
+@pytest.mark.slow
 def test_a_killed_sweep_started_again_reruns_no_finished_run(tmp_path, monkeypatch, write_experiment):
     path = write_experiment(tmp_path, TINY)
     out = tmp_path / "out"

@@ -18,6 +18,7 @@ def _teacher(data, tmp_path, seed):
     return train(data, "cnn", "ce", epochs=1, seed=seed, out_dir=tmp_path / f"teacher{seed}", **SMALL)
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:the teacher is a bare")
 def test_resume_with_another_teacher_is_refused_naming_both(tiny_data, tmp_path, monkeypatch):
     first, other = _teacher(tiny_data, tmp_path, 0), _teacher(tiny_data, tmp_path, 1)

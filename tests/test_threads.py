@@ -58,6 +58,7 @@ def spy(after: str = "", **env_vars) -> dict:
     return run_fresh(SPY.format(after=after), **env_vars)
 
 
+@pytest.mark.slow
 def test_unset_environment_gets_passive_waits_and_one_thread_for_a_small_model():
     out = spy()
     assert out["policy"] == "PASSIVE"
@@ -65,6 +66,7 @@ def test_unset_environment_gets_passive_waits_and_one_thread_for_a_small_model()
     assert out["after"] == out["default"]  # restored once the run is over
 
 
+@pytest.mark.slow
 def test_a_users_wait_policy_and_thread_variable_win():
     out = spy(OMP_WAIT_POLICY="ACTIVE", OMP_NUM_THREADS="2")
     assert out["policy"] == "ACTIVE"
@@ -72,6 +74,7 @@ def test_a_users_wait_policy_and_thread_variable_win():
     assert spy(MKL_NUM_THREADS="2")["during"] == [2]
 
 
+@pytest.mark.slow
 def test_torch_set_num_threads_after_import_wins():
     out = spy(after="torch.set_num_threads(3)")
     assert out["during"] == [3] and out["after"] == 3
@@ -82,6 +85,7 @@ def test_passive_policy_is_set_before_torch_loads_by_the_cli_module():
     assert run_fresh(code)["policy"] == "PASSIVE"
 
 
+@pytest.mark.slow
 def test_a_large_step_keeps_torchs_default_threads():
     out = spy(after="kd.threads.SMALL_STEP_FLOPS = 1.0  # every step is large")
     assert out["during"] == [out["default"]]
@@ -109,6 +113,7 @@ def test_worker_environment_splits_the_cores_and_keeps_the_users_choice():
         threads.worker_environment(0)
 
 
+@pytest.mark.slow
 def test_notebook_kernel_gets_passive_waits_through_its_first_import():
     """A kernel as `jupyter lab notebooks/` starts one: nothing loads torch before the notebook's
     first import, so kdviz's setting reaches OpenMP. Every shipped notebook imports kdviz before torch."""

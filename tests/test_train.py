@@ -10,6 +10,7 @@ from kdviz.train import CheckpointError, load_checkpoint, load_model, train
 from kdviz.train import loop as loop_module
 
 
+@pytest.mark.slow
 def test_digits_end_to_end_learns_far_below_chance():
     data = kdviz.load_dataset("digits", seed=0)
     result = kdviz.train_teacher(data, "cnn", "icc_teacher", model_kwargs={"width": 8}, epochs=4, progress=False)

@@ -42,6 +42,7 @@ def titles(fig):
     return [ax.get_title() for ax in fig.axes if ax.get_title()]
 
 
+@pytest.mark.slow
 def test_icc_explorer_shows_a_new_figure_after_each_change(tiny_info):
     reports = {"teacher": report(tiny_info, 0), "student": report(tiny_info, 1)}
     view = kd.icc_explorer(reports, teacher_of={"student": "teacher", "other": "missing"})
@@ -66,6 +67,7 @@ def test_icc_explorer_shows_a_new_figure_after_each_change(tiny_info):
         kd.icc_explorer({})
 
 
+@pytest.mark.slow
 def test_curves_explorer_draws_the_selected_runs():
     history = pd.DataFrame(
         {"epoch": [0, 1], "val_top1_err": [0.5, 0.4], "test_top1_err": [0.6, 0.5], "train_top1_err": [0.4, 0.3]}
@@ -79,6 +81,7 @@ def test_curves_explorer_draws_the_selected_runs():
     assert [line.get_label() for line in view.figures[0].axes[0].get_lines()] == ["b (test)", "b (train)"]
 
 
+@pytest.mark.slow
 def test_study_explorer_filters_arms():
     runs = pd.DataFrame(
         {
@@ -142,6 +145,7 @@ def _run_dir(path, info, epochs, seed):
     return reports
 
 
+@pytest.mark.slow
 def test_run_explorer_scrubs_epochs_of_runs_on_disk_while_one_still_trains(tiny_info, tmp_path):
     teacher = _run_dir(tmp_path / "t", tiny_info, 3, seed=0)
     student = _run_dir(tmp_path / "s", tiny_info, 2, seed=10)
@@ -183,6 +187,7 @@ def test_run_explorer_scrubs_epochs_of_runs_on_disk_while_one_still_trains(tiny_
     assert titles(view.figures[1]) == ["teacher, epoch 2: ICC"]
 
 
+@pytest.mark.slow
 def test_run_explorer_says_when_a_run_has_no_epoch_yet(tiny_data, tmp_path):
     result = kd.train(tiny_data, "mlp", "ce", epochs=2, progress=False)  # a TrainResult in memory
     (tmp_path / "new").mkdir()
