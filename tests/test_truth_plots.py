@@ -5,10 +5,12 @@ import matplotlib
 matplotlib.use("Agg")
 
 import pandas as pd
+import pytest
 
 import kdviz as kd
 
 
+@pytest.mark.slow  # planted's generation: about 7 s on the shared 2-core VM
 def test_plot_truth_draws_the_heatmap_beside_each_runs_distance_curve():
     planted = kd.load_dataset("planted", n_train=50)
     alone = kd.plot_truth(planted)
