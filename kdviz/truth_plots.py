@@ -13,7 +13,7 @@ from matplotlib.ticker import MaxNLocator
 from .correlation import ICCReport, true_icc
 from .data.base import DatasetSplits
 from .losses.icc import secondary_icc
-from .plots import annotate_cells, new_figure, plot_icc
+from .plots import annotate_cells, new_figure, plot_icc, settle
 
 
 def truth_frame(source: ICCReport | DatasetSplits, *, tau: float = 4.0, secondary: bool = False) -> pd.DataFrame:
@@ -71,7 +71,7 @@ def plot_truth(
         ax.set(xlabel="epoch", ylabel="||M_true - M||_F / C", title="validation ICC's distance to the truth")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.tight_layout()
+    settle(fig)  # new_figure's constrained layout: tight_layout would refuse once a colour bar exists
     annotate_cells(heat_ax, frame)
     return fig
 
