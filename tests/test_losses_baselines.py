@@ -701,14 +701,14 @@ def test_interrupted_feature_run_resumes_to_identical_result(tiny_data, tmp_path
 
 
 # ---------------------------------------------------------------- the CRD recipe's rows
-README = Path(__file__).resolve().parents[1] / "README.md"
+RECIPES = Path(__file__).resolve().parents[1] / "docs" / "recipes.md"
 
 
 def _crd_rows():
-    """(student model, argv after 'kdviz distill $S') of every distill row of the README's CRD table."""
+    """(student model, argv after 'kdviz distill $S') of every distill row of the CRD table in docs/recipes.md."""
     import shlex
 
-    text = README.read_text()
+    text = RECIPES.read_text()
     block = text[text.index("**The CRD table's rows.**") : text.index("**The paper's Tiny ImageNet experiment**")]
     rows, student = [], None
     for line in block.splitlines():
@@ -720,7 +720,7 @@ def _crd_rows():
     return rows
 
 
-def test_readme_lists_every_method_for_every_crd_pair_and_each_row_parses():
+def test_the_recipes_page_lists_every_method_for_every_crd_pair_and_each_row_parses():
     import json
 
     from kdviz.cli import build_parser

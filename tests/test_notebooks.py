@@ -1,7 +1,7 @@
 """The notebooks: each runs top to bottom in its smoke setting (an error in any cell fails), and
 each committed notebook carries the outputs of one real run, executed in order, without errors.
 
-Re-execute and rewrite the committed notebooks (README, "Notebooks"):
+Re-execute and rewrite the committed notebooks (CONTRIBUTING.md, "Notebooks"):
     jupyter nbconvert --to notebook --execute --inplace notebooks/*.ipynb
 """
 
@@ -191,7 +191,7 @@ def test_committed_outputs_are_clean(path):
     assert "widgets" not in nb.metadata, f"{path.name} stores widget state: strip metadata.widgets"
 
 
-PUBLIC_SUBPACKAGES = {"kdviz.experiments"}  # documented in the README besides `import kdviz as kd`
+PUBLIC_SUBPACKAGES = {"kdviz.experiments"}  # documented in docs/api.md besides `import kdviz as kd`
 
 
 def test_notebooks_use_only_the_public_api():

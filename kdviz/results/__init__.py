@@ -1,7 +1,7 @@
 """Results kdviz ships as package data, read through `bundled_results` (so they are found the same way
 in a checkout and in an installed wheel):
 
-- expressive-digits/: the expressive-teacher study on digits (README, "The expressive-teacher study"):
+- expressive-digits/: the expressive-teacher study on digits (docs/study.md):
   runs.csv (one row per run, 620 runs), summary.csv (one row per arm), verdict.txt and the figure;
   written by `kdviz sweep expressive-digits` and copied here.
 - expressive-planted/: the study on `planted`, whose true ICC is known (docs/planted.md): runs.csv

@@ -44,7 +44,7 @@ class TrainConfig:
     # Teacher logits computed once (kdviz.train.teacher_cache) instead of a teacher forward pass
     # every step. None (the default) caches exactly when the cache is exact: the training images
     # are not augmented and no term reads the teacher's features. True with augmentation caches
-    # `cache_views` fixed augmented views per image (a different training: see the README); False
+    # `cache_views` fixed augmented views per image (a different training: see docs/performance.md); False
     # never caches. kdviz.train.teacher.teacher_source decides, and where the logits are kept.
     teacher_cache: bool | None = None
     cache_views: int = 8
