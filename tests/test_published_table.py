@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 
 import kdviz as kd
-from kdviz.cli import build_parser, command_settings
+from kdviz.cli import build_parser
+from kdviz.commands import command_settings
 from kdviz.experiments import load_experiment
 from kdviz.experiments.published import ROWS, measured_top1
 

@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 import torch
 
-from kdviz.cli import build_parser, command_settings, main
+from kdviz.cli import build_parser, main
+from kdviz.commands import command_settings
 from kdviz.data.sample_files import write_cifar100, write_tiny_imagenet
 from kdviz.experiments import ExperimentError, experiment_names, load_experiment
 from kdviz.experiments.spec import ROLES
