@@ -583,6 +583,7 @@ def bank_update(mine):
     return {"student": memory.student_bank[:7], "teacher": memory.teacher_bank[:7], "before": before}
 
 
+@pytest.mark.distributed  # torchrun with 2 processes
 def test_crd_bank_and_term_parts_stay_identical_on_every_rank(tmp_path):
     import subprocess
     import sys

@@ -166,6 +166,7 @@ torch.save(objective.terms["auxiliary"].state_dict(), f"{sys.argv[1]}/aux_rank{d
 """
 
 
+@pytest.mark.distributed  # torchrun with 2 processes
 def test_trainable_terms_stay_identical_on_every_rank_under_torchrun(tmp_path):
     import subprocess
     import sys
