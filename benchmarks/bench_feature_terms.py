@@ -28,7 +28,7 @@ from bench_distill import RESULTS, LoadMonitor, load_cpu_data, load_gpu_data, ma
 from kdviz.data.loader import iterate_batches
 from kdviz.losses import Objective
 from kdviz.models import build_model
-from kdviz.train.epoch import step_outputs
+from kdviz.train.step import step_outputs
 from kdviz.train.teacher import Teacher
 
 KD = {"ce": 0.1, "kd": {"weight": 0.9, "tau": 4.0}}  # the "kd" preset
@@ -107,7 +107,7 @@ def measure(args) -> dict:
 
 
 def _step_fn(student, teacher, objective, opt, x, y, idx):
-    """One training step as train() takes it (kdviz.train.epoch.step_outputs), timed."""
+    """One training step as train() takes it (kdviz.train.step.step_outputs), timed."""
 
     sync = torch.cuda.synchronize if x.is_cuda else (lambda: None)  # a GPU step ends when its kernels do
 

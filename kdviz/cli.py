@@ -122,6 +122,11 @@ def _add_training(p: argparse.ArgumentParser, role: str) -> None:
         help=f"evaluate the test split every epoch, for test curves {dflt('off: once, on the epoch chosen on validation')}",
     )
     p.add_argument(
+        "--last-batch",
+        help="keep: train on the trailing batch smaller than --batch-size; drop: leave it out, so that every "
+        f"step has the same shapes {dflt('keep')}",
+    )
+    p.add_argument(
         "--sync-bn",
         action=argparse.BooleanOptionalAction,
         help=f"under torchrun, BatchNorm statistics of the global batch, not of each process's slice {dflt('off')}",

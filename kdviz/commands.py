@@ -21,6 +21,7 @@ _SETTING_FLAGS = (
     "channels_last",
     "sync_bn",
     "eval_test",
+    "last_batch",
     "teacher_cache",
 )
 _ROLE_OF_COMMAND = {"train-teacher": "teacher", "distill": "student"}

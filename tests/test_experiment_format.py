@@ -143,6 +143,7 @@ BAD = {
     "train.cache_topk": (table("train", "cache_topk", -1), "cache_topk must be >= 0 (0 keeps all logits), got -1"),
     "train.eval_test": (table("train", "eval_test", 1), "[train] eval_test must be like False (bool), got 1"),
     "train.val_subset": (table("train", "val_subset", -1), "val_subset must be >= 0"),
+    "train.last_batch": (table("train", "last_batch", "skip"), "last_batch must be one of 'keep', 'drop', got 'skip'"),
 }
 
 SETTINGS = [

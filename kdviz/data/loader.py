@@ -16,15 +16,29 @@ from .base import DatasetInfo, Split, normalize
 
 
 def batch_indices(
-    n: int, batch_size: int, *, shuffle: bool, generator: torch.Generator | None = None, min_last: int = 2
+    n: int,
+    batch_size: int,
+    *,
+    shuffle: bool,
+    generator: torch.Generator | None = None,
+    min_last: int = 2,
+    drop_last: bool = False,
 ) -> list[torch.Tensor]:
     """Index chunks covering 0..n-1 once. A trailing batch of fewer than `min_last` samples joins
     the previous one: BatchNorm cannot train on a single sample, and a batch split over W
-    processes needs at least W samples, or some process would get none."""
+    processes needs at least W samples, or some process would get none.
+
+    drop_last: every chunk has exactly batch_size indices (n >= batch_size), and the n mod
+    batch_size that remain after the last full chunk are left out (with shuffle, other images
+    each time): the static shapes a captured training step needs (kdviz.train.step)."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if drop_last and n < batch_size:
+        raise ValueError(f"drop_last needs at least one full batch: {n} images < batch_size {batch_size}")
     order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
     chunks = list(order.split(batch_size))
+    if drop_last:
+        return chunks if n % batch_size == 0 else chunks[:-1]
     if len(chunks) > 1 and len(chunks[-1]) < min_last:
         chunks[-2:] = [torch.cat(chunks[-2:])]
     return chunks
@@ -70,6 +84,7 @@ def iterate_batches(
     shard: tuple[int, int] = (0, 1),
     augment: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
     with_indices: bool = False,
+    drop_last: bool = False,
 ) -> Iterator[tuple[torch.Tensor, ...]]:
     """Yield (x float [B, C, H, W] normalised, y int64 [B]) on `device`, and the batch's indices
     into the split (int64 [B], on `device`) as a third item when `with_indices`.
@@ -79,6 +94,7 @@ def iterate_batches(
 
     shard=(rank, world_size): every rank must pass the same generator state; each then yields
     its own 1/world_size of every global batch of `batch_size`.
+    drop_last: leave out the trailing partial batch (`batch_indices`).
     """
     if len(split) == 0:
         raise ValueError(f"cannot iterate over an empty split of {info.name}")
@@ -86,7 +102,10 @@ def iterate_batches(
     check_shards(batch_size, len(split), world)
     images = split.images.to(device, non_blocking=True)
     labels = split.labels.to(device, non_blocking=True)
-    for idx in batch_indices(len(split), batch_size, shuffle=shuffle, generator=generator, min_last=max(2, world)):
+    chunks = batch_indices(
+        len(split), batch_size, shuffle=shuffle, generator=generator, min_last=max(2, world), drop_last=drop_last
+    )
+    for idx in chunks:
         idx = to_device(idx[rank::world], device)
         batch = images[idx] if augment is None else augment(images[idx], idx)
         x = normalize(batch, info)

@@ -20,6 +20,8 @@ class ClassConsensus:
     `update` is called every step (no host sync); `finish_epoch` returns M = diag(n)^-1 Y^T P
     [C, C] (NaN rows for classes with no correct sample) and resets. Under data parallelism the
     sums and counts are all-reduced before the division, so every rank gets the global matrix.
+    The sums are allocated by the first update, on its device, and later reset in place: a step
+    captured as a graph (kdviz.train.step) keeps adding into the same tensors every epoch.
     """
 
     def __init__(self, tau: float):
@@ -31,18 +33,19 @@ class ClassConsensus:
     def update(self, logits: torch.Tensor, targets: torch.Tensor) -> None:
         probs = F.softmax(logits.detach().float() / self.tau, dim=1)
         sums, counts = class_sums(probs, targets, logits.shape[1], weights=logits.argmax(1) == targets)
-        if self.sums is None:
-            self.sums, self.counts = sums, counts
-        else:
-            self.sums += sums
-            self.counts += counts
+        if self.sums is None or self.sums.device != sums.device:
+            self.sums, self.counts = torch.zeros_like(sums), torch.zeros_like(counts)
+        self.sums += sums
+        self.counts += counts
 
     def finish_epoch(self) -> torch.Tensor | None:
+        """M of the epoch's updates, or None if no update has ever been made."""
         if self.sums is None:
             return None
-        sums, counts = self.sums, self.counts
         if dist.is_available() and dist.is_initialized():
-            dist.all_reduce(sums)
-            dist.all_reduce(counts)
-        self.sums = self.counts = None
-        return icc_from_sums(sums, counts)
+            dist.all_reduce(self.sums)
+            dist.all_reduce(self.counts)
+        matrix = icc_from_sums(self.sums, self.counts)
+        self.sums.zero_()
+        self.counts.zero_()
+        return matrix

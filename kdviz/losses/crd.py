@@ -68,10 +68,10 @@ class ContrastMemory(nn.Module):
     `scores` gives both sides' x = log h - log(K P_n) against the whole bank and the counts of the
     drawn negatives, with columns in class order (sample `order[p]` in column p): each class is a
     block, and the other classes of a sample are the M_c places that follow its block, read
-    cyclically. The bank's momentum update of a step is applied at the start of the next `scores`
-    call (or by `flush`), after that step's backward pass has used the bank, so that nothing is
-    copied. Under torchrun every rank gathers all ranks' updates, so the banks stay identical.
-    Nothing here waits for the device.
+    cyclically. `scores` applies the step's momentum update to the bank in place once it has read
+    the rows it needs (the backward pass uses those copies, never the bank), so the bank holds no
+    pending state between steps. Under torchrun every rank gathers all ranks' updates, so the banks
+    stay identical. Nothing here waits for the device.
     """
 
     def __init__(self, labels: torch.Tensor, dim: int, negatives: int, temperature: float, momentum: float):
@@ -112,8 +112,7 @@ class ContrastMemory(nn.Module):
                 stacklevel=2,
             )
         self.capacity: int | None = None  # under torchrun: the most samples a rank holds in a step
-        self.z_ready = False
-        self._pending: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+        self.z_ready = False  # a Python flag: only the run's first step sets the constants
         # A bank restored from a checkpoint has its constants: it was saved after at least one step.
         self.register_load_state_dict_post_hook(lambda module, keys: setattr(module, "z_ready", True))
 
@@ -143,8 +142,8 @@ class ContrastMemory(nn.Module):
 
     def scores(self, s: torch.Tensor, t: torch.Tensor, idx: torch.Tensor):
         """s, t [B, d] unit embeddings, idx [B] their training-set indices -> ((x_s, x_s+), (x_t, x_t+), C):
-        x [B, N] against every bank row in class order, x+ [B] against the sample's own row, C [B, N]."""
-        self.flush()
+        x [B, N] against every bank row in class order, x+ [B] against the sample's own row, C [B, N].
+        Then moves the bank rows idx towards s and t."""
         sides = []
         for query, bank in ((s, self.teacher_bank), (t, self.student_bank)):
             query = at_least_float32(query) / self.temperature
@@ -154,7 +153,7 @@ class ContrastMemory(nn.Module):
         counts = self.negative_counts(idx, sides[0][0].dtype)
         if not self.z_ready:
             self._set_constants(sides, counts)
-        self._pending = (idx, s.detach(), t.detach())
+        self._move_bank(idx, s.detach(), t.detach())
         shift = self.log_z + math.log(self.negatives / self.n_data)  # log Z + log(K P_n), per side
         (u_s, pos_s), (u_t, pos_t) = sides
         return (u_s - shift[0], pos_s - shift[0]), (u_t - shift[1], pos_t - shift[1]), counts
@@ -181,12 +180,9 @@ class ContrastMemory(nn.Module):
         self.z_ready = True
 
     @torch.no_grad()
-    def flush(self) -> None:
-        """Apply the last step's momentum update to both banks (gathered over ranks under torchrun)."""
-        if self._pending is None:
-            return
-        idx, s, t = self._gather(*self._pending)
-        self._pending = None
+    def _move_bank(self, idx: torch.Tensor, s: torch.Tensor, t: torch.Tensor) -> None:
+        """S_i <- normalise(m S_i + (1 - m) s_i), likewise T_i, for the rows idx (gathered over ranks under torchrun)."""
+        idx, s, t = self._gather(idx, s, t)
         for bank, new in ((self.student_bank, s), (self.teacher_bank, t)):
             moved = F.normalize(bank[idx] * self.momentum + new * (1 - self.momentum), dim=1)
             bank.index_copy_(0, idx, moved.to(bank.dtype))

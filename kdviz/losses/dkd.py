@@ -100,7 +100,11 @@ class DKDTerm(LossTerm):
     ramped linearly from 1 / warmup at epoch 0 to its full weight at epoch warmup - 1.
 
     The authors' CIFAR-100 setting is {"ce": 1, "dkd": {"alpha": 1, "beta": 8, "tau": 4}} with a
-    20-epoch warm-up. Its only state is the number of finished epochs, kept in the checkpoint.
+    20-epoch warm-up. Its only state is the number of finished epochs, kept in the checkpoint. The
+    ramp is a 0-dim tensor on the step's device (made at the first step, then set in place at each
+    epoch's end), so that a step captured as a graph (kdviz.train.step) reads the new value every
+    epoch; it is held in float32, or float64 for float64 logits, and multiplies the loss exactly as
+    a Python float would.
     """
 
     inputs = ("teacher_logits", "targets")
@@ -111,18 +115,22 @@ class DKDTerm(LossTerm):
         warmup_factor(0, warmup)  # checks warmup
         super().__init__(tau=tau, alpha=alpha, beta=beta, warmup=warmup)
         self.epoch = 0
+        self.ramp: torch.Tensor | None = None
 
     def __call__(self, out: StepOutputs) -> torch.Tensor:
         p = self.params
-        # A Python float from a Python int: the ramp costs no host sync.
-        ramp = warmup_factor(self.epoch, p["warmup"])
-        return ramp * dkd_loss(out.logits, out.teacher_logits, out.targets, p["tau"], p["alpha"], p["beta"])
+        if self.ramp is None or self.ramp.device != out.logits.device:
+            dtype = torch.float64 if out.logits.dtype == torch.float64 else torch.float32
+            self.ramp = torch.tensor(warmup_factor(self.epoch, p["warmup"]), dtype=dtype, device=out.logits.device)
+        return self.ramp * dkd_loss(out.logits, out.teacher_logits, out.targets, p["tau"], p["alpha"], p["beta"])
 
     def end_epoch(self) -> None:
         self.epoch += 1
+        if self.ramp is not None:
+            self.ramp.fill_(warmup_factor(self.epoch, self.params["warmup"]))
 
     def state_dict(self) -> dict:
         return {"epoch": self.epoch}
 
     def load_state_dict(self, state: dict) -> None:
-        self.epoch = state.get("epoch", 0)
+        self.epoch, self.ramp = state.get("epoch", 0), None

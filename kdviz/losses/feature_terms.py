@@ -145,8 +145,3 @@ class CRDTerm(_FeatureTerm):
         t = self.teacher_embed(out.teacher_features.detach())
         (x_s, positive_s), (x_t, positive_t), counts = self.memory.scores(s, t, out.indices)
         return nce_loss(x_s, positive_s, counts) + nce_loss(x_t, positive_t, counts)
-
-    def end_epoch(self) -> None:
-        """Applies the epoch's last bank update, so that the checkpoint written next holds it."""
-        if self._ready:
-            self.memory.flush()

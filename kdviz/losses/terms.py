@@ -195,6 +195,13 @@ class _ConsensusTerm(LossTerm):
     A subclass says how the consensus matrix becomes target rows (`_rows`) and what it compares
     with them (`_loss`); the consensus is of the trained model's own logits unless the subclass
     picks others (`_consensus_logits`).
+
+    The target [C, C] and its switch `active` (0 until an epoch has ended, then 1) are tensors on
+    the step's device, made at the first step and then updated in place at each epoch's end, so
+    that every step computes the same thing: active * loss(target). Before the first epoch ends the
+    target is a placeholder with finite loss (the rows of a consensus that found no class), and the
+    product is exactly 0, as are its gradients; a step captured as a graph (kdviz.train.step)
+    never branches on whether a target exists.
     """
 
     inputs = ("targets",)
@@ -204,7 +211,9 @@ class _ConsensusTerm(LossTerm):
             raise ValueError(f"ema must be in [0, 1), got {ema}")
         super().__init__(tau=tau, ema=ema, **params)
         self.consensus = ClassConsensus(tau)
-        self.target: torch.Tensor | None = None
+        self.has_target = False  # whether an epoch has ended: `active`, on the host
+        self.target: torch.Tensor | None = None  # [C, C] float32
+        self.active: torch.Tensor | None = None  # 0-dim, on the step's device once a step has run
 
     def _consensus_logits(self, out: StepOutputs) -> torch.Tensor:
         return out.logits
@@ -215,15 +224,20 @@ class _ConsensusTerm(LossTerm):
     def _loss(self, out: StepOutputs, target: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def __call__(self, out: StepOutputs) -> torch.Tensor:
-        self.consensus.update(self._consensus_logits(out), out.targets)
+    def _place(self, logits: torch.Tensor) -> None:
+        """Put the target and its switch on the device of `logits` (once; and after a restore, whose
+        target is on the CPU: copying it every step would block the host each time)."""
+        c = logits.shape[1]
         if self.target is None:
-            return out.logits.new_zeros(())
-        if self.target.device != out.logits.device:
-            # A target restored from a checkpoint is on the CPU: copying it to the GPU every step
-            # would block the host each time, so it moves once.
-            self.target = self.target.to(out.logits.device)
-        return self._loss(out, self.target.to(out.logits.dtype))
+            self.target = self._rows(torch.full((c, c), float("nan"), device=logits.device))
+        self.target = self.target.to(logits.device)
+        self.active = torch.tensor(float(self.has_target), device=logits.device)
+
+    def __call__(self, out: StepOutputs) -> torch.Tensor:
+        if self.active is None or self.active.device != out.logits.device:
+            self._place(out.logits)
+        self.consensus.update(self._consensus_logits(out), out.targets)
+        return self.active * self._loss(out, self.target.to(out.logits.dtype))
 
     def end_epoch(self) -> None:
         matrix = self.consensus.finish_epoch()
@@ -231,13 +245,16 @@ class _ConsensusTerm(LossTerm):
             return
         rows = self._rows(matrix)
         ema = self.params["ema"]
-        self.target = rows if self.target is None or ema == 0 else ema * self.target + (1 - ema) * rows
+        self.target.copy_(rows if not self.has_target or ema == 0 else ema * self.target + (1 - ema) * rows)
+        self.active.fill_(1.0)
+        self.has_target = True
 
     def state_dict(self) -> dict:
-        return {"target": self.target}
+        return {"target": self.target.clone() if self.has_target else None}
 
     def load_state_dict(self, state: dict) -> None:
-        self.target = state["target"]
+        self.target, self.active = state["target"], None  # placed on the device by the next step
+        self.has_target = self.target is not None
 
 
 @register_term_class("icc_teacher")

@@ -11,6 +11,7 @@ from ..data.base import DatasetInfo
 from ..registry import Registry, check_keywords
 
 SCHEDULES: Registry = Registry("schedule")
+LAST_BATCH = ("keep", "drop")
 
 
 @dataclass
@@ -54,6 +55,10 @@ class TrainConfig:
     # epoch only with eval_test (test curves), else once, on the weights chosen on validation.
     eval_test: bool = False
     val_subset: int = 0
+    # The trailing batch of fewer than batch_size images: "keep" trains on it (a batch of 1 joins the
+    # one before), "drop" leaves it out, so that every step has the same shapes, as a step captured
+    # as one graph needs (kdviz.train.step); with shuffling the images left out differ every epoch.
+    last_batch: str = "keep"
 
     def __post_init__(self):
         self.milestones = tuple(int(m) for m in self.milestones)
@@ -71,6 +76,10 @@ class TrainConfig:
             (0 < self.gamma <= 1, f"gamma must be in (0, 1], got {self.gamma}"),
             (self.cache_views >= 1, f"cache_views must be >= 1, got {self.cache_views}"),
             (self.cache_topk >= 0, f"cache_topk must be >= 0 (0 keeps all logits), got {self.cache_topk}"),
+            (
+                self.last_batch in LAST_BATCH,
+                f"last_batch must be one of {', '.join(map(repr, LAST_BATCH))}, got {self.last_batch!r}",
+            ),
             (
                 self.val_subset >= 0,
                 f"val_subset must be >= 0 (0 evaluates every validation image), got {self.val_subset}",

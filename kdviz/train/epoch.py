@@ -1,14 +1,12 @@
 """One epoch of training, and the evaluation after it.
 
-The step never waits for the device: losses, error counts and the step at which a loss or the
-teacher's logits first turned non-finite are kept on the device and read once per epoch, with a
-check of the weights after the epoch's last update.
+The epoch runs the run's `TrainStep` (kdviz.train.step) on every batch. The step never waits for
+the device: losses, error counts and the step at which a loss or the teacher's logits first turned
+non-finite are kept on the device and read here once per epoch, with a check of the weights after
+the epoch's last update.
 """
 
 from __future__ import annotations
-
-import contextlib
-import functools
 
 import numpy as np
 import torch
@@ -23,29 +21,20 @@ from ..inference import predict_logits, topk_errors
 from ..losses import Objective, StepOutputs
 from .distributed import all_reduce
 from .run import Run
+from .step import step_outputs
 from .teacher import Teacher
 
 TEST_COLUMNS = ("test_loss", "test_top1_err", "test_top5_err")
 
 
 def train_epoch(run: Run, epoch: int) -> dict:
-    """One pass over the training split; the mean of each term, of the total loss and the top-1
-    error over the epoch, as {"train_<term>": ..., "train_loss": ..., "train_top1_err": ...}."""
-    cfg, dev, objective = run.cfg, run.device, run.objective
+    """One pass over the training split, a `TrainStep` per batch; the mean of each term, of the total
+    loss and the top-1 error over the epoch, as {"train_<term>": ..., "train_loss": ..., "train_top1_err": ...}."""
+    cfg, dev, objective, step = run.cfg, run.device, run.objective, run.step
     run.net.train()
     if run.teacher is not None:
         run.teacher.start_epoch(len(run.data.train), run.augment_gen)
-    autocast = (
-        functools.partial(torch.autocast, "cuda", dtype=torch.bfloat16)
-        if cfg.amp and dev.type == "cuda"
-        else contextlib.nullcontext
-    )
-    sums = torch.zeros(len(objective.terms) + 2, device=dev, dtype=torch.float64)  # terms, total, errors
-    first_bad = torch.full(
-        (1 if run.teacher is None else 2,), -1, device=dev
-    )  # first step of a non-finite loss (, teacher logit)
-    n, step = 0, -1
-    average_terms = run.ctx.enabled and objective.trainable
+    step.start_epoch()
     batches = iterate_batches(
         run.data.train,
         run.data.info,
@@ -56,34 +45,17 @@ def train_epoch(run: Run, epoch: int) -> dict:
         shard=(run.ctx.rank, run.ctx.world_size),
         augment=_augment(run),
         with_indices=True,
+        drop_last=cfg.last_batch == "drop",
     )
-    for step, (x, y, idx) in enumerate(batches):
-        if cfg.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with autocast():
-            out = step_outputs(run.net, run.teacher, objective, x, y, idx)
-            total, parts = objective(out)
-        run.opt.zero_grad(set_to_none=True)
-        total.backward()
-        if average_terms:
-            _average_term_gradients(run)
-        run.opt.step()
-        b = y.shape[0]
-        n += b
-        with torch.no_grad():
-            values = torch.stack([*parts.values(), total.detach()]).double()
-            sums[:-1] += values * b
-            sums[-1] += (out.logits.argmax(1) != y).sum()
-            checked = [values] if run.teacher is None else [values, out.teacher_logits]
-            bad = torch.stack([~torch.isfinite(t).all() for t in checked])
-            first_bad = torch.where(bad & (first_bad < 0), step, first_bad)
+    for x, y, idx in batches:
+        step(x, y, idx)
     # The last step's update is seen by no loss of this epoch: the weights are checked, once.
     weights_bad = ~torch.stack(
         [torch.isfinite(p).all() for p in [*run.model.parameters(), *objective.parameters()]]
     ).all()
-    first_bad = torch.cat([first_bad, torch.where(weights_bad, step, -1).view(1)])
+    first_bad = torch.cat([step.first_bad, torch.where(weights_bad, step.steps - 1, -1).view(1)])
     # Sums and counts, not per-rank means, are reduced: ranks may hold batches of unequal size.
-    sums = all_reduce(torch.cat([sums, torch.tensor([n], device=dev, dtype=sums.dtype)]), run.ctx)
+    sums = all_reduce(step.sums.clone(), run.ctx)
     first_bad = all_reduce(first_bad, run.ctx, op="max").tolist()
     means = (sums[:-1] / sums[-1]).tolist()
     names = list(objective.terms)
@@ -92,37 +64,6 @@ def train_epoch(run: Run, epoch: int) -> dict:
     stats["train_loss"] = means[len(names)]
     stats["train_top1_err"] = means[-1]
     return stats
-
-
-def step_outputs(
-    net, teacher: Teacher | None, objective: Objective, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor
-) -> StepOutputs:
-    """What `net` and the teacher give on batch x (labels y, training indices idx): the logits, and the
-    fields the objective reads (Objective.inputs) among features, teacher_features, stages,
-    teacher_stages and indices. The named stages come with the logits from one forward pass; "pool"
-    is the features."""
-    wanted = objective.inputs
-    if wanted & {"features", "stages"}:
-        logits, stages = net(x, return_stages=True)
-    else:
-        logits, stages = net(x), None
-    teacher_logits = teacher_stages = None
-    if teacher is not None:
-        teacher_logits, teacher_stages = teacher(x, idx, features=objective.reads_teacher_features)
-
-    def pick(field, value):
-        return value if field in wanted else None
-
-    return StepOutputs(
-        logits,
-        y,
-        teacher_logits,
-        pick("features", stages and stages["pool"]),
-        pick("teacher_features", teacher_stages and teacher_stages["pool"]),
-        pick("indices", idx),
-        pick("stages", stages),
-        pick("teacher_stages", teacher_stages),
-    )
 
 
 @torch.no_grad()
@@ -139,7 +80,7 @@ def example_outputs(
         model.train(was_training)
 
 
-def _average_term_gradients(run: Run) -> None:
+def average_term_gradients(run: Run) -> None:
     """Under torchrun, DDP averages the model's gradients over ranks; the trainable terms' are
     averaged here, so that every rank keeps the same term parameters."""
     for p in run.objective.parameters():

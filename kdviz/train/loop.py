@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import time
 
 import pandas as pd
@@ -26,12 +27,13 @@ from ..losses import Objective
 from ..threads import training_threads
 from .config import TrainConfig, make_optimizer
 from .distributed import setup_distributed, wrap_model
-from .epoch import evaluate, example_outputs, split_scores, train_epoch
+from .epoch import average_term_gradients, evaluate, example_outputs, split_scores, train_epoch
 from .lock import RunLock
 from .order import initial_model, shuffle_generator
 from .output import Output, split_output
 from .result import TrainResult
 from .run import Run, check_run_dir, recorded_choices, restore, run_config, save_run, write_config, write_metrics
+from .step import TrainStep
 from .teacher import TeacherLike, TeacherSource, resolve_teacher, teacher_source
 
 
@@ -186,8 +188,8 @@ def _test_chosen_epoch(run: Run) -> None:
 
 def _open(run: Run, name: str, out: Output, source: TeacherSource) -> None:
     """Check and (re)write the run directory, restore last.pt when resuming, take the teacher's
-    logits from `source` (a cache is loaded or built now), and wrap the model for torchrun /
-    torch.compile."""
+    logits from `source` (a cache is loaded or built now), wrap the model for torchrun /
+    torch.compile, and make the run's training step."""
     config = run_config(run, name) if run.writes else None
     if run.writes:
         check_run_dir(run, out.resume, config)
@@ -203,6 +205,18 @@ def _open(run: Run, name: str, out: Output, source: TeacherSource) -> None:
     )  # after restoring, so every rank starts from the same weights
     if run.cfg.compile and run.device.type == "cuda":
         run.net = torch.compile(run.net)
+    run.step = TrainStep(
+        run.net,
+        run.objective,
+        run.teacher,
+        run.opt,
+        run.device,
+        amp=run.cfg.amp,
+        channels_last=run.cfg.channels_last,
+        average_terms=functools.partial(average_term_gradients, run)
+        if run.ctx.enabled and run.objective.trainable
+        else None,
+    )
 
 
 def _check_splits(data: DatasetSplits) -> None:

@@ -23,6 +23,7 @@ from .checkpoint import atomic_save, load_checkpoint, model_checkpoint
 from .config import TrainConfig
 from .distributed import DistContext
 from .snapshots import snapshot_path
+from .step import TrainStep
 from .teacher import Teacher, check_same_teacher
 
 
@@ -71,6 +72,7 @@ class Run:
     augment_gen: torch.Generator  # random augmentation, or the teacher cache's choice of views
     run_dir: Path | None  # where checkpoints go (None: nowhere)
     progress: Progress = field(default_factory=Progress)
+    step: TrainStep | None = None  # made once the teacher and `net` are final (train's _open)
 
     @property
     def writes(self) -> bool:

@@ -86,7 +86,11 @@ class CachedTeacher(Teacher):
         self._views: torch.Tensor | None = None  # [N] int64 on the device: this epoch's view of each image
 
     def start_epoch(self, n: int, generator: torch.Generator) -> None:
-        self._views = self.cache.epoch_views(n, generator).to(self.cache.values.device)
+        views = self.cache.epoch_views(n, generator).to(self.cache.values.device)
+        if self._views is None:
+            self._views = views
+        else:  # in place: a step captured as a graph (kdviz.train.step) reads the same tensor every epoch
+            self._views.copy_(views)
 
     def images(self, images: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         """uint8 images [B, C, H, W] of training images idx [B], shown in this epoch's views."""
