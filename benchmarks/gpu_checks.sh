@@ -9,9 +9,12 @@
 #      CIFAR-100-sized data, CRD's bank over 50,000 samples);
 #   4. kd.distill with nothing set against a tutorial KD loop and the student alone, on the GPU
 #      (issue 15's pair and Fashion-MNIST data);
-#   5. a profile of the resnet8x4 KD step (is the GPU busy, or waiting for the CPU?).
+#   5. a profile of the resnet8x4 KD step (is the GPU busy, or waiting for the CPU?);
+#   6. that step eager, compiled (inductor) and captured with CUDA graphs (mode reduce-overhead)
+#      (issue #25: kdviz.train.step.TrainStep.compile; docs/captured_step.md).
 # Each step has its own time limit, so that a slow one cannot take the others' results with it.
-# About 5 minutes on an H200. Fashion-MNIST: Debian's files, or a copy in .fmnist/ (the device
+# Steps 1-5 took about 5 minutes on an H200; step 6 has not run on a GPU yet (at most 8 minutes).
+# Fashion-MNIST: Debian's files, or a copy in .fmnist/ (the device
 # machine has no dataset package; carry that folder).
 #
 #   bash benchmarks/gpu_checks.sh [OUT_DIR]      (default: benchmarks/results)
@@ -33,3 +36,6 @@ timeout 90 python3 benchmarks/bench_channels_last.py --device cuda --amp --out "
 timeout 90 python3 benchmarks/bench_feature_terms.py --suite gpu --out "$out/bench_feature_terms_gpu.json"
 timeout 150 python3 benchmarks/bench_distill.py --suite defaults --device cuda --out "$out/bench_distill_defaults_cuda.json"
 timeout 90 python3 benchmarks/profile_step.py --out "$out/profile_step_cuda.json"
+timeout 240 python3 benchmarks/bench_captured_step.py --device cuda --out "$out/bench_captured_step_cuda.json"
+timeout 240 python3 benchmarks/bench_captured_step.py --device cuda --mode reduce-overhead \
+    --out "$out/bench_captured_step_cuda_graphs.json"

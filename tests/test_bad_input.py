@@ -262,6 +262,23 @@ def test_bad_losses_name_the_flag(tmp_path, capsys, teacher_ckpt, extra, message
     assert not (tmp_path / "s").exists()
 
 
+def test_a_last_batch_other_than_keep_or_drop_is_refused_before_anything_is_written(tmp_path, capsys):
+    argv = [
+        "train-teacher",
+        "--dataset",
+        "digits",
+        "--epochs",
+        "1",
+        "--last-batch",
+        "pad",
+        "--out",
+        str(tmp_path / "t"),
+    ]
+    assert main(argv) == 2
+    assert "last_batch must be one of 'keep', 'drop', got 'pad'" in capsys.readouterr().err
+    assert not (tmp_path / "t").exists()
+
+
 def test_resume_of_a_missing_folder_says_it_starts_a_new_run(tmp_path, capsys):
     out = tmp_path / "never-made"
     assert main(["train-teacher", "--out", str(out), "--resume", *DIGITS_TEACHER]) == 0

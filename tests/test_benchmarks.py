@@ -60,8 +60,8 @@ def test_bench_distill_defaults_suite_measures_kdviz_with_nothing_set(tmp_path):
     assert report["kdviz_choices"]["student_alone"]["teacher_cache"] is False
 
 
-def load_profile_script():
-    spec = importlib.util.spec_from_file_location("profile_step", SCRIPT.parent / "profile_step.py")
+def load_profile_script(name="profile_step"):
+    spec = importlib.util.spec_from_file_location(name, SCRIPT.parent / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -103,3 +103,14 @@ def test_profile_step_quick_finds_the_training_epoch_in_a_real_trace(tmp_path):
     assert load_profile_script().main(["--quick", "--device", "cpu", "--out", str(out)]) == 0
     report = json.loads(out.read_text())
     assert report["steps"] == 4 and report["wall_ms_per_step"] > 0 and report["cpu_ops_per_step"] > 50
+
+
+@pytest.mark.slow
+def test_bench_captured_step_quick_times_the_eager_and_the_compiled_step(tmp_path):
+    out = tmp_path / "captured.json"
+    report = load_profile_script("bench_captured_step").main(
+        ["--quick", "--device", "cpu", "--backend", "aot_eager", "--out", str(out)]
+    )
+    assert json.loads(out.read_text()) == report
+    assert set(report["ms_per_step"]) == {"eager", "compiled"} and all(v > 0 for v in report["ms_per_step"].values())
+    assert report["teacher"] == "8-view logit cache" and report["machine"]["device"] == "cpu"
