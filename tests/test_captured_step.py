@@ -9,8 +9,9 @@ What is checked, against eager steps of the same step (values worked out by runn
 - the compiled step's losses and weights equal the eager step's within a stated tolerance;
 - the step on meta tensors makes no host sync;
 - last_batch="drop" gives every step the same shape, and is recorded.
-The per-term and zoo compilations take minutes on 2 cores: they are marked slow; one objective
-with every stateful term runs in the fast suite.
+Every term is compiled in one of TERM_GROUPS' objectives; the group of stateful terms runs in the
+fast suite, the others, logit standardization, the zoo and inductor take minutes on 2 cores and
+are marked slow.
 """
 
 import contextlib
@@ -32,7 +33,8 @@ from kdviz.train.teacher import CachedTeacher, Teacher
 from kdviz.train.teacher_cache import CacheOptions, build_teacher_cache
 
 # Compiled and eager steps differ by the order of float32 operations only (decompositions, fused
-# updates): over 3 epochs of 5 steps the measured gap was at most 7.4e-6 in a weight (icc_mimic_pearson).
+# updates): over 3 epochs of 5 steps the measured gaps were at most 3.0e-7 in a weight and 1.4e-6
+# (relative) in an epoch's mean loss, in every group, with aot_eager and with inductor.
 WEIGHT_TOL = dict(rtol=1e-4, atol=1e-4)
 LOSS_TOL = dict(rtol=1e-4, atol=1e-6)
 WARMUP_STEPS = 2
@@ -48,11 +50,6 @@ def no_recompiles():
         yield
     finally:
         dynamo.config.error_on_recompile = saved
-
-
-def _with_teacher(term: str, spec) -> dict:
-    """{"ce": 1, term: spec}: a term beside CE, as the presets use them."""
-    return {"ce": 1.0, term: spec}
 
 
 def _make_step(spec, *, model="cnn", shape=(1, 8, 8), teacher=None, cached=False, n=N):
@@ -73,7 +70,7 @@ def _make_step(spec, *, model="cnn", shape=(1, 8, 8), teacher=None, cached=False
     if cached:
         data = _images(shape, n)
         cache = build_teacher_cache(
-            teacher, data.train, data.info, torch.device("cpu"), CacheOptions(views=2, padding=1)
+            teacher, data.train, data.info, torch.device("cpu"), CacheOptions(views=2, padding=1), progress=False
         )
         source = CachedTeacher(source, cache)
     opt, sched = make_optimizer([*net.parameters(), *objective.parameters()], TrainConfig(epochs=EPOCHS, lr=0.05))
@@ -128,12 +125,20 @@ def _compare(spec, backend="aot_eager", **kwargs):
     return eager
 
 
-def _term_spec(name):
+def _term_spec(name, weight=1.0):
     if name == "crd":
-        return {"weight": 1.0, "negatives": 16}
+        return {"weight": weight, "negatives": 16}
     if name == "dkd":
-        return {"weight": 1.0, "warmup": 2}  # the ramp changes at the first epoch's end
-    return 1.0
+        return {"weight": weight, "warmup": 2}  # the ramp changes at the first epoch's end
+    if name == "icc_teacher":
+        return {"weight": weight, "ema": 0.5}  # the target is also read when it is updated
+    if name == "dist":
+        # At tau 4 a random width-4 CNN's probabilities are nearly uniform, and DIST's gradient
+        # divides by their spread: a 7e-6 gap between the eager and the compiled weights grew to
+        # 7e-3 in one step (measured). The loss is ill-conditioned there, eager or compiled; at tau 1
+        # the gap stays below 1e-6.
+        return {"weight": weight, "tau": 1.0}
+    return weight
 
 
 def _teacher(shape=(1, 8, 8), model="cnn"):
@@ -141,33 +146,55 @@ def _teacher(shape=(1, 8, 8), model="cnn"):
     return build_model(model, num_classes=10, image_shape=shape, **({"width": 4} if model == "cnn" else {})).eval()
 
 
+# Every registered term is compiled and trained beside CE in one of these objectives: those whose
+# state changes at an epoch's end (in the fast suite, with a cached teacher's views), the other
+# logit terms, and the feature terms.
+TERM_GROUPS = {
+    "stateful": ["kd", "dkd", "icc_teacher", "icc_consensus_ref", "online_label_smoothing"],
+    "logits": [
+        "dist",
+        "icc_mimic",
+        "icc_mimic_classwise",
+        "icc_mimic_frobenius",
+        "icc_mimic_pearson",
+        "kd_asymmetric",
+        "label_smoothing",
+        "secondary_entropy",
+    ],
+    "features": ["fitnet", "at", "crd"],
+}
+
+
+def _group(name):
+    return {"ce": 1.0, **{term: _term_spec(term, 0.2) for term in TERM_GROUPS[name]}}
+
+
+def test_the_term_groups_hold_every_registered_term():
+    assert sorted(["ce", *sum(TERM_GROUPS.values(), [])]) == sorted(LOSS_TERMS.names())
+
+
 def test_fullgraph_step_with_every_stateful_term_is_one_graph_for_all_epochs():
-    """DKD's ramp, the ICC target, CRD's bank and the cache's views change during training; the
-    compiled step (forward with fullgraph=True, compiled optimizer) reads them without recompiling
-    and trains as the eager step does."""
-    spec = {
-        "ce": 1.0,
-        "kd": 0.5,
-        "dkd": {"weight": 0.5, "warmup": 2},
-        "icc_teacher": {"weight": 0.1, "ema": 0.5},
-        "online_label_smoothing": 0.1,
-    }
-    losses, _ = _compare(spec, teacher=_teacher(), cached=True)
+    """DKD's ramp, the ICC targets and the cache's views change during training; the compiled step
+    (forward with fullgraph=True, compiled optimizer) reads them without recompiling and trains as
+    the eager step does."""
+    losses, _ = _compare(_group("stateful"), teacher=_teacher(), cached=True)
     assert losses[0] != losses[1]  # the epochs differ: the run did train
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", LOSS_TERMS.names())
-def test_fullgraph_every_term_compiles_and_trains_like_eager(name):
-    spec = _with_teacher(name, _term_spec(name))
-    needs_teacher = Objective(spec).needs_teacher
-    _compare(spec, teacher=_teacher() if needs_teacher else None)
+@pytest.mark.parametrize("group", ["logits", "features"])
+def test_fullgraph_other_terms_compile_and_train_like_eager(group):
+    """The other logit terms (stateless), and FitNet, AT and CRD (whose bank moves every step)."""
+    _compare(_group(group), teacher=_teacher())
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["kd", "dkd"])
-def test_fullgraph_logit_std_terms_compile_and_train_like_eager(name):
-    spec = {"ce": 1.0, name: {"weight": 1.0, "logit_std": True, **({"warmup": 2} if name == "dkd" else {})}}
+def test_fullgraph_logit_std_terms_compile_and_train_like_eager():
+    spec = {
+        "ce": 1.0,
+        "kd": {"weight": 0.5, "logit_std": True},
+        "dkd": {"weight": 0.5, "warmup": 2, "logit_std": True},
+    }
     _compare(spec, teacher=_teacher())
 
 
@@ -183,12 +210,12 @@ def _zoo_objective(model):
 @pytest.mark.slow
 @pytest.mark.parametrize("model", [m for m in MODELS.names() if m != "planted_bayes"])
 def test_fullgraph_every_model_of_the_zoo_with_every_term(model):
-    """The forward pass of each trainable zoo model as a student, with every loss term (a resnet8 or
-    cnn teacher: the teacher runs the same forward code), captures as one graph (backend "eager":
-    Dynamo's capture only, the part that can break a graph)."""
+    """The forward pass of each trainable zoo model as a student, with every loss term (a resnet8
+    teacher, or the small model itself: a teacher runs the same forward code), captures as one
+    graph (backend "eager": Dynamo's capture only, the part that can break a graph)."""
     small = model in ("cnn", "mlp")
     shape = (1, 8, 8) if small else (3, 32, 32)
-    teacher = _teacher(shape, "cnn" if small else "resnet8")
+    teacher = _teacher(shape, model if small else "resnet8")
     step, *_ = _make_step(_zoo_objective(model), model=model, shape=shape, teacher=teacher)
     dynamo.reset()
     x, y, idx = torch.randn(4, *shape), torch.arange(4), torch.arange(4)
@@ -212,7 +239,7 @@ def test_step_makes_no_host_sync():
     for term in objective.terms.values():
         if isinstance(term, torch.nn.Module):
             term.to(meta)
-    step.__init__(net, objective, step.teacher, step.opt, meta)  # its running sums on the meta device
+    step = TrainStep(net, objective, step.teacher, step.opt, meta)  # its running sums on the meta device
     x, y, idx = torch.randn(B, 1, 8, 8, device=meta), torch.arange(B, device=meta) % 10, torch.arange(B, device=meta)
     with no_host_sync():
         for _ in range(2):  # the first step makes the terms' state tensors, the second reads them

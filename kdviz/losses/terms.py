@@ -69,7 +69,8 @@ class LossTerm:
         raise NotImplementedError
 
     def end_epoch(self) -> None:
-        """Called once after every training epoch (and before the next one starts)."""
+        """Called once after every training epoch (and before the next one starts). A term's state
+        changes in place here (kdviz.train.step): backpropagate a loss before its epoch ends."""
 
     def state_dict(self) -> dict:
         return {}
