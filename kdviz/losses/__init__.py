@@ -1,6 +1,6 @@
 """Loss functions (pure, on tensors) and the named terms the trainer combines."""
 
-from . import feature_terms  # noqa: F401  (registers fitnet, at and crd)
+from . import consensus_terms, feature_terms  # noqa: F401  (register the consensus terms; fitnet, at and crd)
 from .attention import at_loss, attention_map
 from .classic import asymmetric_kd_loss, cross_entropy, kd_loss, kl_divergence, label_smoothing
 from .consensus import ClassConsensus
